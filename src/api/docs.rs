@@ -1,0 +1,103 @@
+//! The OpenAPI document's shared parts: the OAuth2 password flow Swagger UI logs in with, and the
+//! error responses routes refer to instead of repeating them.
+
+// The response types below exist only to describe the document; their field is never read.
+#![allow(dead_code)]
+
+use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToResponse};
+
+use crate::error::Problem;
+
+pub const SECURITY_SCHEME: &str = "oauth2";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ticket Management API",
+        description = "Customers submit tickets, admins assign them to agents, agents resolve them. \
+Log in with **Authorize** (try alice/alice123, bob/bob123 or carol/carol123 when the server runs with `--demo`). \
+Every error is an RFC 9457 `application/problem+json` document.",
+    ),
+    modifiers(&OAuth2PasswordFlow),
+    components(
+        schemas(Problem),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge),
+    ),
+    tags(
+        (name = "auth", description = "Log in"),
+        (name = "users", description = "Who is who"),
+        (name = "tickets", description = "Submit, find, assign and work tickets"),
+        (name = "embed", description = "Public, token-guarded ticket status for chatbots"),
+    )
+)]
+pub struct ApiDoc;
+
+struct OAuth2PasswordFlow;
+
+impl Modify for OAuth2PasswordFlow {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            SECURITY_SCHEME,
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new("/auth/token", Scopes::new()))],
+                "Username and password in, bearer JWT out. Leave client_id and client_secret empty.",
+            )),
+        );
+    }
+}
+
+/// The request is malformed: a path parameter of the wrong type, a query that does not parse.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Bad Request", "status": 400,
+        "detail": "Invalid URL: Cannot parse `abc` to a `i64`"})
+)]
+pub struct BadRequest(Problem);
+
+/// No bearer token, or one that is invalid, expired or whose user no longer exists.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer`, with `error=\"invalid_token\"` when a token was refused")),
+    example = json!({"type": "about:blank", "title": "Unauthorized", "status": 401,
+        "detail": "the access token is invalid or has expired"})
+)]
+pub struct Unauthorized(Problem);
+
+/// The caller's role may not use this route.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Forbidden", "status": 403,
+        "detail": "only customers submit tickets"})
+)]
+pub struct Forbidden(Problem);
+
+/// No such ticket, or one the caller may not see: the two answer alike.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "ticket not found"})
+)]
+pub struct NotFound(Problem);
+
+/// The body is well-formed but breaks a rule (a blank subject, an unknown status, a non-agent).
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+        "detail": "subject must not be empty"})
+)]
+pub struct Unprocessable(Problem);
+
+/// The request body is over 64 KiB.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Payload Too Large", "status": 413,
+        "detail": "Failed to buffer the request body: length limit exceeded"})
+)]
+pub struct PayloadTooLarge(Problem);

@@ -1,0 +1,57 @@
+//! The HTTP API: one module per resource, assembled into one router here.
+
+mod auth;
+pub mod docs;
+mod extract;
+mod tickets;
+mod users;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::{Router, middleware};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{Error, Result, problem_for_bare_errors};
+use crate::state::AppState;
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The whole application: API routes, `/openapi.json`, Swagger UI at `/docs`.
+pub fn router(state: AppState) -> Router {
+    let (api_routes, openapi) = openapi_router().split_for_parts();
+    api_routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { Error::NotFound("no such route") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(
+            // Spans name the route template, never the raw URI: embed URIs carry secrets.
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str);
+                tracing::info_span!("request", method = %request.method(), route)
+            }),
+        )
+        .layer(middleware::map_response(problem_for_bare_errors))
+        .with_state(state)
+}
+
+/// The routes with their OpenAPI document; also what `openapi.json` is generated from.
+pub fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(tickets::router())
+}
+
+/// A role guard: `allow(access::can_assign(&user), "...")?`.
+fn allow(permitted: bool, denial: &'static str) -> Result<()> {
+    if permitted {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(denial))
+    }
+}

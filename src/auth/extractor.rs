@@ -1,0 +1,59 @@
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::JwtKeys;
+use crate::domain::User;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// The authenticated caller. A handler that takes it cannot run without a valid bearer token.
+///
+/// JWTs cannot be revoked, so the user is reloaded on every request: a deleted user is refused at
+/// once, and the role comes from the database, not from the token.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub User);
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    S: Send + Sync,
+    Arc<JwtKeys>: FromRef<S>,
+    Arc<dyn Store>: FromRef<S>,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let token = bearer_token(parts)?;
+        let user_id = Arc::<JwtKeys>::from_ref(state).verify(token)?;
+        let user = Arc::<dyn Store>::from_ref(state)
+            .user(user_id)
+            .await?
+            .ok_or(Error::invalid_token(
+                "the access token's user no longer exists",
+            ))?;
+        Ok(CurrentUser(user))
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str> {
+    let missing = Error::Unauthorized {
+        detail: "this route needs an `Authorization: Bearer <token>` header; get a token from POST /auth/token",
+        invalid_token: false,
+    };
+    let value = parts.headers.get(AUTHORIZATION).ok_or(missing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::invalid_token("the Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(Error::invalid_token(
+            "the Authorization header must be `Bearer <token>`",
+        )),
+    }
+}

@@ -1,0 +1,77 @@
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Role, User, UserId};
+use crate::error::{Error, Result};
+
+const ISSUER: &str = "ticketdesk";
+
+/// What an access token says. The role is informative: the extractor reloads the user, so the
+/// database, not an old token, decides what a request may do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user's id, as a string (RFC 7519).
+    pub sub: String,
+    pub role: Role,
+    pub iss: String,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+pub struct AccessToken {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+/// HS256 signing and strict verification: only HS256 is accepted (never `none`), and `exp`,
+/// `iat`, `sub` and our issuer are required, with no leeway on expiry.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
+        validation.set_issuer(&[ISSUER]);
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    pub fn issue(&self, user: &User) -> Result<AccessToken> {
+        let iat = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: user.id.to_string(),
+            role: user.role,
+            iss: ISSUER.to_owned(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| Error::Internal(format!("signing a token failed: {e}")))?;
+        Ok(AccessToken {
+            token,
+            expires_in: self.ttl.as_secs(),
+        })
+    }
+
+    /// The user id of a valid token. Every failure gets the same vague answer on purpose.
+    pub fn verify(&self, token: &str) -> Result<UserId> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| Error::invalid_token("the access token is invalid or has expired"))?;
+        data.claims
+            .sub
+            .parse()
+            .map_err(|_| Error::invalid_token("the access token is invalid or has expired"))
+    }
+}

@@ -1,0 +1,10 @@
+//! Authentication: password hashing, JWT access tokens, and the [`CurrentUser`] extractor that
+//! every protected handler takes.
+
+mod extractor;
+mod jwt;
+mod password;
+
+pub use extractor::CurrentUser;
+pub use jwt::{AccessToken, Claims, JwtKeys};
+pub use password::Passwords;

@@ -1,0 +1,248 @@
+//! Settings from the environment (and `.env`, loaded by `main`). Every setting is listed with its
+//! default in `.env.example`. Secrets are redacted in `Debug`, so logging a `Config` is safe.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/ticketdesk.db";
+pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 1800;
+pub const DEFAULT_PUBLIC_BASE_URL: &str = "https://support.example.com";
+/// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind_addr: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub jwt_secret: JwtSecret,
+    pub access_token_ttl: Duration,
+    /// Embed links point here, without a trailing slash.
+    pub public_base_url: String,
+}
+
+#[derive(Clone)]
+pub enum JwtSecret {
+    Configured(Vec<u8>),
+    /// No secret was set: a random one, so tokens do not survive a restart (and `main` warns).
+    Generated(Vec<u8>),
+}
+
+impl JwtSecret {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            JwtSecret::Configured(bytes) | JwtSecret::Generated(bytes) => bytes,
+        }
+    }
+
+    pub fn generate() -> Self {
+        let mut bytes = vec![0u8; 64];
+        getrandom::fill(&mut bytes).expect("the operating system's random source is unavailable");
+        JwtSecret::Generated(bytes)
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwtSecret::Configured(_) => f.write_str("JwtSecret::Configured([redacted])"),
+            JwtSecret::Generated(_) => f.write_str("JwtSecret::Generated([redacted])"),
+        }
+    }
+}
+
+/// A database URL whose password never reaches a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return url.clone();
+        };
+        let authority_end = url[scheme_end..]
+            .find(['/', '?'])
+            .map_or(url.len(), |i| scheme_end + i);
+        let authority = &url[scheme_end..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &authority[..colon],
+                &url[scheme_end + at..]
+            ),
+            _ => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
+
+        let bind_addr = lookup("BIND_ADDR")
+            .unwrap_or_else(|| DEFAULT_BIND_ADDR.to_owned())
+            .parse()
+            .map_err(|e| {
+                invalid(
+                    "BIND_ADDR",
+                    format!("{e} (expected host:port, e.g. {DEFAULT_BIND_ADDR})"),
+                )
+            })?;
+
+        let database_url = DatabaseUrl::new(
+            lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+        );
+
+        let jwt_secret = match lookup("JWT_SECRET") {
+            Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(invalid(
+                    "JWT_SECRET",
+                    format!(
+                        "it is {} bytes long; use at least {MIN_JWT_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+                        secret.len()
+                    ),
+                ));
+            }
+            Some(secret) => JwtSecret::Configured(secret.into_bytes()),
+            None => JwtSecret::generate(),
+        };
+
+        let ttl_secs = match lookup("ACCESS_TOKEN_TTL_SECS") {
+            None => DEFAULT_ACCESS_TOKEN_TTL_SECS,
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| (1..=86_400).contains(secs))
+                .ok_or_else(|| {
+                    invalid(
+                        "ACCESS_TOKEN_TTL_SECS",
+                        format!("{raw:?} is not a number of seconds from 1 to 86400"),
+                    )
+                })?,
+        };
+
+        let public_base_url =
+            lookup("PUBLIC_BASE_URL").unwrap_or_else(|| DEFAULT_PUBLIC_BASE_URL.to_owned());
+        if !(public_base_url.starts_with("https://") || public_base_url.starts_with("http://")) {
+            return Err(invalid(
+                "PUBLIC_BASE_URL",
+                format!("{public_base_url:?} must start with https:// or http://"),
+            ));
+        }
+
+        Ok(Config {
+            bind_addr,
+            database_url,
+            jwt_secret,
+            access_token_ttl: Duration::from_secs(ttl_secs),
+            public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config_from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config.bind_addr.to_string(), DEFAULT_BIND_ADDR);
+        assert_eq!(config.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(config.access_token_ttl, Duration::from_secs(1800));
+        assert_eq!(config.public_base_url, DEFAULT_PUBLIC_BASE_URL);
+    }
+
+    #[test]
+    fn missing_jwt_secret_is_generated_randomly_not_constant() {
+        let (a, b) = (config_from(&[]).unwrap(), config_from(&[]).unwrap());
+        assert!(matches!(a.jwt_secret, JwtSecret::Generated(_)));
+        assert!(a.jwt_secret.bytes().len() >= MIN_JWT_SECRET_BYTES);
+        assert_ne!(a.jwt_secret.bytes(), b.jwt_secret.bytes());
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused() {
+        let err = config_from(&[("JWT_SECRET", "too-short")]).unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        let ok = config_from(&[("JWT_SECRET", &"x".repeat(32))]).unwrap();
+        assert!(matches!(ok.jwt_secret, JwtSecret::Configured(_)));
+    }
+
+    #[test]
+    fn bad_numbers_and_addresses_are_named_in_the_error() {
+        for (name, value) in [
+            ("ACCESS_TOKEN_TTL_SECS", "soon"),
+            ("ACCESS_TOKEN_TTL_SECS", "0"),
+            ("BIND_ADDR", "localhost"),
+            ("PUBLIC_BASE_URL", "support.example.com"),
+        ] {
+            let err = config_from(&[(name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn public_base_url_loses_its_trailing_slash() {
+        let config = config_from(&[("PUBLIC_BASE_URL", "https://help.example.org/")]).unwrap();
+        assert_eq!(config.public_base_url, "https://help.example.org");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let config = config_from(&[
+            ("JWT_SECRET", "a-very-secret-signing-key-of-40-bytes!!!"),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2@db.internal:5432/tickets",
+            ),
+        ])
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("a-very-secret"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("postgres://app:***@db.internal:5432/tickets"),
+            "{printed}"
+        );
+    }
+}

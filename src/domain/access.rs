@@ -1,0 +1,147 @@
+//! Who may see and do what. Pure functions over the caller, unit-tested here and called from
+//! the handlers, so every rule lives in exactly one place.
+
+use super::ticket::{Ticket, TicketScope};
+use super::user::{Role, User};
+
+/// A ticket outside this answers 404, exactly like a missing one, so ids reveal nothing.
+#[must_use]
+pub fn can_view(user: &User, ticket: &Ticket) -> bool {
+    match user.role {
+        Role::Admin => true,
+        Role::Agent => ticket.assigned_to == Some(user.id),
+        Role::Customer => ticket.created_by == user.id,
+    }
+}
+
+/// Only the assigned agent, or an admin, works a ticket.
+#[must_use]
+pub fn can_change_status(user: &User, ticket: &Ticket) -> bool {
+    match user.role {
+        Role::Admin => true,
+        Role::Agent => ticket.assigned_to == Some(user.id),
+        Role::Customer => false,
+    }
+}
+
+#[must_use]
+pub fn can_assign(user: &User) -> bool {
+    user.role == Role::Admin
+}
+
+#[must_use]
+pub fn can_create_ticket(user: &User) -> bool {
+    user.role == Role::Customer
+}
+
+#[must_use]
+pub fn can_list_users(user: &User) -> bool {
+    user.role == Role::Admin
+}
+
+/// Only agents take assignments.
+#[must_use]
+pub fn can_be_assigned(role: Role) -> bool {
+    role == Role::Agent
+}
+
+/// The tickets `GET /tickets/` shows the caller; `None` means the route is not for them.
+#[must_use]
+pub fn listing_scope(user: &User) -> Option<TicketScope> {
+    match user.role {
+        Role::Admin => Some(TicketScope::All),
+        Role::Agent => Some(TicketScope::AssignedTo(user.id)),
+        Role::Customer => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::TicketStatus;
+
+    fn user(id: i64, role: Role) -> User {
+        User {
+            id,
+            username: format!("user{id}"),
+            role,
+        }
+    }
+
+    fn ticket(created_by: i64, assigned_to: Option<i64>) -> Ticket {
+        Ticket {
+            id: 1,
+            subject: "s".into(),
+            description: String::new(),
+            status: TicketStatus::Open,
+            created_by,
+            assigned_to,
+            embed_token: Uuid::new_v4(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn customers_see_only_their_own_tickets() {
+        let alice = user(1, Role::Customer);
+        assert!(can_view(&alice, &ticket(1, None)));
+        assert!(!can_view(&alice, &ticket(9, None)));
+    }
+
+    #[test]
+    fn agents_see_and_work_only_tickets_assigned_to_them() {
+        let bob = user(2, Role::Agent);
+        assert!(can_view(&bob, &ticket(1, Some(2))));
+        assert!(can_change_status(&bob, &ticket(1, Some(2))));
+        assert!(!can_view(&bob, &ticket(1, Some(3))));
+        assert!(!can_view(&bob, &ticket(1, None)));
+        assert!(!can_change_status(&bob, &ticket(1, None)));
+    }
+
+    #[test]
+    fn admins_see_and_work_everything_but_do_not_submit() {
+        let carol = user(3, Role::Admin);
+        assert!(can_view(&carol, &ticket(1, None)));
+        assert!(can_change_status(&carol, &ticket(1, Some(2))));
+        assert!(can_assign(&carol));
+        assert!(!can_create_ticket(&carol));
+    }
+
+    #[test]
+    fn customers_cannot_change_status_even_of_their_own_ticket() {
+        assert!(!can_change_status(
+            &user(1, Role::Customer),
+            &ticket(1, None)
+        ));
+    }
+
+    #[test]
+    fn only_admins_assign_and_list_users() {
+        for role in [Role::Customer, Role::Agent] {
+            assert!(!can_assign(&user(1, role)));
+            assert!(!can_list_users(&user(1, role)));
+        }
+        assert!(can_list_users(&user(1, Role::Admin)));
+    }
+
+    #[test]
+    fn only_agents_can_be_assigned() {
+        assert!(can_be_assigned(Role::Agent));
+        assert!(!can_be_assigned(Role::Customer));
+        assert!(!can_be_assigned(Role::Admin));
+    }
+
+    #[test]
+    fn listing_scope_follows_the_role() {
+        assert_eq!(listing_scope(&user(3, Role::Admin)), Some(TicketScope::All));
+        assert_eq!(
+            listing_scope(&user(2, Role::Agent)),
+            Some(TicketScope::AssignedTo(2))
+        );
+        assert_eq!(listing_scope(&user(1, Role::Customer)), None);
+    }
+}

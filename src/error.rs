@@ -1,0 +1,157 @@
+//! One error type for the whole API, turned into an RFC 9457 `application/problem+json` response
+//! here and nowhere else. Database and internal errors are logged, never shown to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Missing, malformed or rejected credentials. `invalid_token` marks a bearer token that was
+    /// presented but refused, as RFC 6750 asks.
+    #[error("{detail}")]
+    Unauthorized {
+        detail: &'static str,
+        invalid_token: bool,
+    },
+
+    #[error("{0}")]
+    Forbidden(&'static str),
+
+    #[error("{0}")]
+    NotFound(&'static str),
+
+    /// The request was well-formed but its content breaks a rule.
+    #[error("{0}")]
+    Validation(String),
+
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// An extractor rejected the request (bad JSON, wrong content type, oversized body, ...):
+    /// keep the status Axum chose, answer in our format.
+    #[error("{detail}")]
+    Rejected { status: StatusCode, detail: String },
+
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid_token(detail: &'static str) -> Self {
+        Error::Unauthorized {
+            detail,
+            invalid_token: true,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Rejected { status, .. } => *status,
+            Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            Error::Database(sqlx::Error::PoolTimedOut) => {
+                tracing::error!(error = %self, "database unavailable");
+                "the database is unavailable; try again shortly".to_owned()
+            }
+            Error::Database(_) | Error::Internal(_) => {
+                tracing::error!(error = %self, "request failed");
+                "an internal error occurred".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = problem(status, detail);
+        if let Error::Unauthorized { invalid_token, .. } = self {
+            let challenge = if invalid_token {
+                r#"Bearer error="invalid_token""#
+            } else {
+                "Bearer"
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+/// The RFC 9457 body every error response carries.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Not Found",
+    "status": 404,
+    "detail": "ticket not found"
+}))]
+pub struct Problem {
+    /// Always `about:blank`: the status code says what kind of problem it is.
+    #[serde(rename = "type")]
+    pub problem_type: &'static str,
+    /// The status code's reason phrase.
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong with this request, for a person to read.
+    pub detail: String,
+}
+
+/// Builds a problem+json response; the one place its shape is decided.
+pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    let body = Problem {
+        problem_type: "about:blank",
+        title: status.canonical_reason().unwrap_or("Error"),
+        status: status.as_u16(),
+        detail: detail.into(),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+}
+
+/// Turns any error response that is not problem+json yet (Axum's 405, an unmatched route, a
+/// layer's 413 or 408) into one, keeping its status and headers such as `Allow`.
+pub async fn problem_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let detail = match status {
+        StatusCode::NOT_FOUND => "no such resource".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this resource".to_owned(),
+        other => other.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let (_, body) = problem(status, detail).into_parts();
+    Response::from_parts(parts, body)
+}

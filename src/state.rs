@@ -1,0 +1,44 @@
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::auth::{JwtKeys, Passwords};
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler can reach. Cheap to clone: all shared behind `Arc`s.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub jwt: Arc<JwtKeys>,
+    pub passwords: Passwords,
+    pub links: EmbedLinks,
+}
+
+impl AppState {
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            jwt: Arc::new(JwtKeys::new(
+                config.jwt_secret.bytes(),
+                config.access_token_ttl,
+            )),
+            passwords: Passwords::for_this_machine(),
+            links: EmbedLinks {
+                public_base_url: config.public_base_url.clone().into(),
+            },
+        }
+    }
+}
+
+/// Builds the public links the embed endpoint hands out.
+#[derive(Clone)]
+pub struct EmbedLinks {
+    public_base_url: Arc<str>,
+}
+
+impl EmbedLinks {
+    pub fn ticket(&self, embed_token: uuid::Uuid) -> String {
+        format!("{}/tickets/{embed_token}", self.public_base_url)
+    }
+}

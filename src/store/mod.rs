@@ -1,0 +1,80 @@
+//! Storage: the [`Store`] trait the handlers depend on, and its PostgreSQL and SQLite backends.
+//! The backend is picked from the database URL's scheme.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::config::DatabaseUrl;
+use crate::domain::{
+    NewTicket, NewUser, Ticket, TicketChange, TicketId, TicketScope, User, UserCredentials, UserId,
+};
+use crate::domain::{Role, access};
+use crate::error::{Error, Result};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Decides, inside the write's transaction and from the ticket as it is there, what to change;
+/// an `Err` aborts the transaction with nothing written.
+pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates the user unless the username is taken; returns whether it was created.
+    async fn add_user_if_absent(&self, user: &NewUser) -> Result<bool>;
+    async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// Users ordered by id, optionally only those with `role`.
+    async fn users(&self, role: Option<Role>) -> Result<Vec<User>>;
+
+    async fn create_ticket(&self, ticket: &NewTicket) -> Result<Ticket>;
+    async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
+    async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>>;
+    /// The tickets in `scope`, newest first.
+    async fn tickets(&self, scope: TicketScope) -> Result<Vec<Ticket>>;
+    /// Reads the ticket, asks `edit` what to change and writes it, all in one transaction with the
+    /// row locked, so the check and the write see the same ticket. A missing ticket is `NotFound`.
+    async fn update_ticket(&self, id: TicketId, edit: &TicketEdit<'_>) -> Result<Ticket>;
+}
+
+/// Connects to the database the URL names, creating it if it is a new SQLite file, and applies
+/// pending migrations.
+pub async fn connect(url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
+    let raw = url.expose();
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(raw).await?))
+    } else if raw.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(raw).await?))
+    } else {
+        Err(Error::Internal(format!(
+            "unsupported DATABASE_URL {:?}: use postgres://... or sqlite://...",
+            url.redacted()
+        )))
+    }
+}
+
+/// The rule for an assignment target, applied by both backends to the role they just read.
+fn ensure_assignable(agent_id: UserId, role: Option<Role>) -> Result<()> {
+    match role {
+        Some(role) if access::can_be_assigned(role) => Ok(()),
+        Some(role) => Err(Error::Validation(format!(
+            "agent_id {agent_id} is a {}, not an agent; only agents can be assigned",
+            role.as_str()
+        ))),
+        None => Err(Error::Validation(format!(
+            "agent_id {agent_id} does not name an existing user"
+        ))),
+    }
+}
+
+/// Both backends store microseconds, so timestamps read back equal to what was written.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -1,0 +1,182 @@
+//! The SQL both backends share. Postgres and SQLite accept the same statements here (`$n`
+//! parameters, `RETURNING`, `ON CONFLICT`); they differ only in how a write transaction locks
+//! the row it reads. One macro writes the `Store` impl for each, rather than two copies that
+//! drift apart: sqlx's generic bounds over two databases would be much harder to read.
+
+macro_rules! ticket_columns {
+    () => {
+        "id, subject, description, status, created_by, assigned_to, embed_token, created_at, updated_at"
+    };
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, username, role"
+    };
+}
+
+/// `begin_write`: the statement that opens a write transaction; `lock_row`: the suffix that
+/// locks the row a read-modify-write reads.
+macro_rules! impl_store {
+    ($store:ty, begin_write: $begin_write:literal, lock_row: $lock_row:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn add_user_if_absent(&self, user: &$crate::domain::NewUser) -> $crate::error::Result<bool> {
+                let inserted = sqlx::query(
+                    "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (username) DO NOTHING",
+                )
+                .bind(&user.username)
+                .bind(&user.password_hash)
+                .bind(user.role.as_str())
+                .bind($crate::store::now())
+                .execute(&self.pool)
+                .await?;
+                Ok(inserted.rows_affected() == 1)
+            }
+
+            async fn user_credentials(
+                &self,
+                username: &str,
+            ) -> $crate::error::Result<Option<$crate::domain::UserCredentials>> {
+                let credentials = sqlx::query_as(concat!(
+                    "SELECT ", $crate::store::sql::user_columns!(), ", password_hash FROM users WHERE username = $1"
+                ))
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(credentials)
+            }
+
+            async fn user(&self, id: $crate::domain::UserId) -> $crate::error::Result<Option<$crate::domain::User>> {
+                let user = sqlx::query_as(concat!("SELECT ", $crate::store::sql::user_columns!(), " FROM users WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(user)
+            }
+
+            async fn users(
+                &self,
+                role: Option<$crate::domain::Role>,
+            ) -> $crate::error::Result<Vec<$crate::domain::User>> {
+                let users = sqlx::query_as(concat!(
+                    "SELECT ", $crate::store::sql::user_columns!(), " FROM users WHERE $1 IS NULL OR role = $1 ORDER BY id"
+                ))
+                .bind(role.map($crate::domain::Role::as_str))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(users)
+            }
+
+            async fn create_ticket(
+                &self,
+                ticket: &$crate::domain::NewTicket,
+            ) -> $crate::error::Result<$crate::domain::Ticket> {
+                let now = $crate::store::now();
+                let created = sqlx::query_as(concat!(
+                    "INSERT INTO tickets (subject, description, status, created_by, embed_token, created_at, updated_at)
+                     VALUES ($1, $2, 'open', $3, $4, $5, $5) RETURNING ",
+                    $crate::store::sql::ticket_columns!()
+                ))
+                .bind(ticket.subject.as_str())
+                .bind(ticket.description.as_str())
+                .bind(ticket.created_by)
+                .bind(uuid::Uuid::new_v4())
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(created)
+            }
+
+            async fn ticket(
+                &self,
+                id: $crate::domain::TicketId,
+            ) -> $crate::error::Result<Option<$crate::domain::Ticket>> {
+                let ticket = sqlx::query_as(concat!("SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(ticket)
+            }
+
+            async fn ticket_by_embed_token(
+                &self,
+                token: uuid::Uuid,
+            ) -> $crate::error::Result<Option<$crate::domain::Ticket>> {
+                let ticket =
+                    sqlx::query_as(concat!("SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE embed_token = $1"))
+                        .bind(token)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(ticket)
+            }
+
+            async fn tickets(
+                &self,
+                scope: $crate::domain::TicketScope,
+            ) -> $crate::error::Result<Vec<$crate::domain::Ticket>> {
+                use $crate::domain::TicketScope;
+                // One statement per scope, so each uses its own index.
+                let query = match scope {
+                    TicketScope::All => {
+                        sqlx::query_as(concat!("SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets ORDER BY id DESC"))
+                    }
+                    TicketScope::AssignedTo(agent) => sqlx::query_as(concat!(
+                        "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE assigned_to = $1 ORDER BY id DESC"
+                    ))
+                    .bind(agent),
+                    TicketScope::CreatedBy(customer) => sqlx::query_as(concat!(
+                        "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE created_by = $1 ORDER BY id DESC"
+                    ))
+                    .bind(customer),
+                };
+                Ok(query.fetch_all(&self.pool).await?)
+            }
+
+            async fn update_ticket(
+                &self,
+                id: $crate::domain::TicketId,
+                edit: &$crate::store::TicketEdit<'_>,
+            ) -> $crate::error::Result<$crate::domain::Ticket> {
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let current: $crate::domain::Ticket = sqlx::query_as(concat!(
+                    "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE id = $1", $lock_row
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or($crate::error::Error::NotFound("ticket not found"))?;
+
+                let change = edit(&current)?;
+                if let Some(agent_id) = change.assign_to {
+                    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+                        .bind(agent_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let role = role
+                        .map($crate::domain::Role::try_from)
+                        .transpose()
+                        .map_err($crate::error::Error::Internal)?;
+                    $crate::store::ensure_assignable(agent_id, role)?;
+                }
+
+                let updated = sqlx::query_as(concat!(
+                    "UPDATE tickets SET status = COALESCE($2, status), assigned_to = COALESCE($3, assigned_to),
+                     updated_at = $4 WHERE id = $1 RETURNING ",
+                    $crate::store::sql::ticket_columns!()
+                ))
+                .bind(id)
+                .bind(change.status.map($crate::domain::TicketStatus::as_str))
+                .bind(change.assign_to)
+                .bind($crate::store::now())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(updated)
+            }
+        }
+    };
+}
+
+pub(super) use {impl_store, ticket_columns, user_columns};
