@@ -87,6 +87,7 @@ impl Subject {
     pub const MAX_CHARS: usize = 200;
 
     pub fn parse(raw: &str) -> Result<Self, String> {
+        reject_nul("subject", raw)?;
         let trimmed = raw.trim();
         match trimmed.chars().count() {
             0 => Err("subject must not be empty".into()),
@@ -111,6 +112,7 @@ impl Description {
     pub const MAX_CHARS: usize = 10_000;
 
     pub fn parse(raw: String) -> Result<Self, String> {
+        reject_nul("description", &raw)?;
         let n = raw.chars().count();
         if n > Self::MAX_CHARS {
             return Err(format!(
@@ -123,6 +125,15 @@ impl Description {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// NUL is no text anyone types, and Postgres cannot store it in a text column.
+fn reject_nul(field: &str, raw: &str) -> Result<(), String> {
+    if raw.contains('\0') {
+        Err(format!("{field} must not contain NUL characters"))
+    } else {
+        Ok(())
     }
 }
 
@@ -180,6 +191,12 @@ mod tests {
         assert!(Description::parse("ü".repeat(10_000)).is_ok());
         assert!(Description::parse("ü".repeat(10_001)).is_err());
         assert!(Description::parse(String::new()).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_rejected() {
+        assert!(Subject::parse("a\0b").is_err());
+        assert!(Description::parse("a\0b".into()).is_err());
     }
 
     #[test]

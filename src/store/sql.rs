@@ -39,6 +39,10 @@ macro_rules! impl_store {
                 &self,
                 username: &str,
             ) -> $crate::error::Result<Option<$crate::domain::UserCredentials>> {
+                // No stored name holds NUL (Postgres cannot even compare one), so none matches.
+                if username.contains('\0') {
+                    return Ok(None);
+                }
                 let credentials = sqlx::query_as(concat!(
                     "SELECT ", $crate::store::sql::user_columns!(), ", password_hash FROM users WHERE username = $1"
                 ))

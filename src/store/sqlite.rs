@@ -40,12 +40,23 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| Error::Internal(format!("migrating SQLite failed: {e}")))?;
+        migrate(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// Processes starting together on one new file must not both apply a migration: sqlx checks
+/// what is applied outside each migration's transaction, and SQLite has no advisory lock. So the
+/// whole run happens inside one `BEGIN IMMEDIATE` transaction (sqlx nests the migrator's own as
+/// savepoints): the others wait for the write lock (busy_timeout), then find nothing left to do.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::migrate!("./migrations/sqlite")
+        .run(&mut *tx)
+        .await
+        .map_err(|e| Error::Internal(format!("migrating SQLite failed: {e}")))?;
+    tx.commit().await?;
+    Ok(())
 }
 
 // BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and then

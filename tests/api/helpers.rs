@@ -1,0 +1,400 @@
+//! One helper builds the real application on either backend; every scenario runs on both.
+
+use std::io::Write;
+use std::sync::{Arc, Once};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sqlx::Connection;
+use ticketdesk::auth::Passwords;
+use ticketdesk::config::Config;
+use ticketdesk::domain::{NewUser, Role, UserId};
+use ticketdesk::state::AppState;
+use ticketdesk::store::Store;
+use tower::ServiceExt;
+
+pub const JWT_SECRET: &str = "integration-tests-signing-key-0123456789";
+pub const PUBLIC_BASE_URL: &str = "https://help.example.test";
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named scenario `async fn name(fixture: F)` once per backend, as `sqlite::name` and
+/// `postgres::name`; `F` is a [`TestApp`] or an [`EmptyDatabase`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    $crate::helpers::run(super::$scenario, $crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    $crate::helpers::run(super::$scenario, $crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+pub async fn run<T, F, Fut>(scenario: F, backend: Backend)
+where
+    T: Fixture,
+    F: FnOnce(T) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(database) = TestDatabase::create(backend).await else {
+        return;
+    };
+    scenario(T::set_up(&database).await).await;
+    database.drop().await;
+}
+
+/// What a scenario starts from.
+pub trait Fixture: Sized {
+    fn set_up(database: &TestDatabase) -> impl std::future::Future<Output = Self>;
+}
+
+impl Fixture for TestApp {
+    async fn set_up(database: &TestDatabase) -> Self {
+        TestApp::on(database).await
+    }
+}
+
+/// A database nobody has connected to yet: not migrated, no users.
+pub struct EmptyDatabase {
+    pub url: String,
+}
+
+impl Fixture for EmptyDatabase {
+    async fn set_up(database: &TestDatabase) -> Self {
+        EmptyDatabase {
+            url: database.url.clone(),
+        }
+    }
+}
+
+/// The Postgres server tests use: TEST_DATABASE_URL, or DATABASE_URL if it names Postgres.
+fn postgres_url() -> Option<String> {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"));
+    if url.is_none() {
+        static NOTICE: Once = Once::new();
+        NOTICE.call_once(|| {
+            // Written straight to stderr, past the test harness's capture, so it is always seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nNOTICE: TEST_DATABASE_URL is not set: the PostgreSQL half of the suite is SKIPPED \
+                 (its tests pass without running). Set TEST_DATABASE_URL=postgres://... to run it.\n"
+            );
+        });
+    }
+    url
+}
+
+/// A database of its own for one test: a fresh SQLite file, or a fresh Postgres schema.
+pub struct TestDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    Schema { server_url: String, schema: String },
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Option<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        match backend {
+            Backend::Sqlite => {
+                let folder = std::env::temp_dir().join("ticketdesk-tests");
+                let path = folder.join(format!("{id}.db"));
+                let url = format!("sqlite://{}", path.display());
+                Some(Self {
+                    url,
+                    cleanup: Cleanup::File(path),
+                })
+            }
+            Backend::Postgres => {
+                let server_url = postgres_url()?;
+                let schema = format!("test_{id}");
+                let mut admin = sqlx::PgConnection::connect(&server_url)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+                    });
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("creating the test schema");
+                let separator = if server_url.contains('?') { '&' } else { '?' };
+                let url = format!("{server_url}{separator}options=-csearch_path%3D{schema}");
+                Some(Self {
+                    url,
+                    cleanup: Cleanup::Schema { server_url, schema },
+                })
+            }
+        }
+    }
+
+    pub async fn drop(self) {
+        match self.cleanup {
+            Cleanup::File(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            Cleanup::Schema { server_url, schema } => {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&server_url).await {
+                    let _ =
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                            .execute(&mut admin)
+                            .await;
+                }
+            }
+        }
+    }
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    Config::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(database_url.to_owned()),
+        "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+        "PUBLIC_BASE_URL" => Some(PUBLIC_BASE_URL.to_owned()),
+        _ => None,
+    })
+    .expect("test configuration is valid")
+}
+
+/// The real router over a real database, with the demo users alice, bob and carol.
+pub struct TestApp {
+    router: Router,
+    pub store: Arc<dyn Store>,
+    pub passwords: Passwords,
+}
+
+impl TestApp {
+    pub async fn on(database: &TestDatabase) -> Self {
+        let config = test_config(&database.url);
+        let store = ticketdesk::store::connect(&config.database_url)
+            .await
+            .expect("connecting the store");
+        let state = AppState::new(&config, store);
+        ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)
+            .await
+            .expect("creating demo users");
+        Self {
+            store: state.store.clone(),
+            passwords: state.passwords.clone(),
+            router: ticketdesk::api::router(state),
+        }
+    }
+
+    /// Adds a user beside the demo ones; returns their id.
+    pub async fn add_user(&self, username: &str, password: &str, role: Role) -> UserId {
+        let password_hash = self.passwords.hash(password).await.unwrap();
+        let user = NewUser {
+            username: username.to_owned(),
+            password_hash,
+            role,
+        };
+        assert!(self.store.add_user_if_absent(&user).await.unwrap());
+        self.store
+            .user_credentials(username)
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .id
+    }
+
+    pub async fn user_id(&self, username: &str) -> UserId {
+        self.store
+            .user_credentials(username)
+            .await
+            .unwrap()
+            .expect("user exists")
+            .user
+            .id
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("reading the body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// A request with an optional bearer token and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(request.body(body).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post_form(&self, path: &str, form: &str) -> TestResponse {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let response = self
+            .post_form(
+                "/auth/token",
+                &format!("username={username}&password={password}"),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "login as {username}: {}",
+            response.text
+        );
+        response.json["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// Tokens for alice (customer), bob (agent) and carol (admin).
+    pub async fn demo_tokens(&self) -> DemoTokens {
+        DemoTokens {
+            alice: self.login("alice", "alice123").await,
+            bob: self.login("bob", "bob123").await,
+            carol: self.login("carol", "carol123").await,
+        }
+    }
+
+    /// Alice submits a ticket; returns its JSON.
+    pub async fn create_ticket(&self, token: &str, subject: &str) -> Value {
+        let body = serde_json::json!({"subject": subject, "description": "details"});
+        let response = self
+            .call(Method::POST, "/tickets/", Some(token), Some(body))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.json
+    }
+
+    pub async fn assign(
+        &self,
+        admin_token: &str,
+        ticket_id: i64,
+        agent_id: UserId,
+    ) -> TestResponse {
+        let body = serde_json::json!({"agent_id": agent_id});
+        self.call(
+            Method::PATCH,
+            &format!("/tickets/{ticket_id}/assign"),
+            Some(admin_token),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn set_status(&self, token: &str, ticket_id: i64, status: &str) -> TestResponse {
+        let body = serde_json::json!({"status": status});
+        self.call(
+            Method::PATCH,
+            &format!("/tickets/{ticket_id}"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+}
+
+pub struct DemoTokens {
+    pub alice: String,
+    pub bob: String,
+    pub carol: String,
+}
+
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl TestResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status and a non-empty detail; returns the detail.
+    #[track_caller]
+    pub fn assert_problem(&self, status: StatusCode) -> &str {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.text
+        );
+        assert_eq!(self.json["status"], status.as_u16(), "body: {}", self.text);
+        assert!(
+            self.json["title"].is_string() && self.json["type"].is_string(),
+            "body: {}",
+            self.text
+        );
+        let detail = self.json["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty(), "problem without detail: {}", self.text);
+        detail
+    }
+}

@@ -1,0 +1,135 @@
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+crate::on_both_backends!(
+    openapi_documents_every_route_with_errors_and_examples,
+    swagger_ui_is_served_offline
+);
+
+const ROUTES: [(&str, &str); 9] = [
+    ("post", "/auth/token"),
+    ("get", "/users/me"),
+    ("get", "/users"),
+    ("post", "/tickets/"),
+    ("get", "/tickets/"),
+    ("get", "/tickets/my"),
+    ("get", "/tickets/{id}"),
+    ("patch", "/tickets/{id}"),
+    ("patch", "/tickets/{id}/assign"),
+];
+
+async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {
+    let response = app.get("/openapi.json", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let doc = response.json;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+
+    let flow = &doc["components"]["securitySchemes"]["oauth2"]["flows"]["password"];
+    assert_eq!(
+        flow["tokenUrl"], "/auth/token",
+        "Swagger UI's Authorize must log in through /auth/token"
+    );
+
+    let embed = &doc["paths"]["/tickets/embed/{token}"]["get"];
+    assert!(embed.is_object(), "the embed route is documented");
+    assert!(
+        embed.get("security").is_none(),
+        "the embed route needs no login"
+    );
+
+    let mut operations = 1;
+    for (method, path) in ROUTES {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        operations += 1;
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{method} {path}: no success response"
+        );
+        assert!(
+            responses.keys().any(|s| s.starts_with('4')),
+            "{method} {path}: no error response"
+        );
+        if path != "/auth/token" {
+            assert_eq!(
+                operation["security"][0]["oauth2"],
+                Value::Array(vec![]),
+                "{method} {path}: not secured"
+            );
+            assert!(
+                responses.contains_key("401"),
+                "{method} {path}: 401 undocumented"
+            );
+        }
+        if let Some(body) = operation.get("requestBody") {
+            let content = body["content"].as_object().unwrap();
+            let (_, media) = content.iter().next().unwrap();
+            assert!(
+                has_example(&doc, &media["schema"]),
+                "{method} {path}: request body without example"
+            );
+        }
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented, operations,
+        "an operation is documented that this test does not know"
+    );
+
+    for (name, error) in doc["components"]["responses"].as_object().unwrap() {
+        let media = &error["content"]["application/problem+json"];
+        assert!(
+            media["example"]["detail"].is_string(),
+            "error response {name} has no example"
+        );
+    }
+}
+
+/// Resolves a schema (or its `$ref`) and says whether it carries an example.
+fn has_example(doc: &Value, schema: &Value) -> bool {
+    match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            !doc["components"]["schemas"][name]["examples"].is_null()
+                || !doc["components"]["schemas"][name]["example"].is_null()
+        }
+        None => !schema["examples"].is_null() || !schema["example"].is_null(),
+    }
+}
+
+async fn swagger_ui_is_served_offline(app: TestApp) {
+    let page = app.get("/docs/", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text.contains("swagger-ui"), "{}", page.text);
+    let initializer = app.get("/docs/swagger-initializer.js", None).await;
+    assert_eq!(initializer.status, StatusCode::OK);
+    assert!(
+        initializer.text.contains("/openapi.json"),
+        "{}",
+        initializer.text
+    );
+    let bundle = app.get("/docs/swagger-ui-bundle.js", None).await;
+    assert_eq!(
+        bundle.status,
+        StatusCode::OK,
+        "the UI's script is vendored in the binary"
+    );
+    assert!(bundle.text.len() > 100_000);
+}
