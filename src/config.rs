@@ -71,17 +71,12 @@ impl DatabaseUrl {
         let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
             return url.clone();
         };
-        let authority_end = url[scheme_end..]
-            .find(['/', '?'])
-            .map_or(url.len(), |i| scheme_end + i);
+        let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
         let authority = &url[scheme_end..authority_end];
         match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => format!(
-                "{}{}:***{}",
-                &url[..scheme_end],
-                &authority[..colon],
-                &url[scheme_end + at..]
-            ),
+            (Some(at), Some(colon)) if colon < at => {
+                format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &url[scheme_end + at..])
+            }
             _ => url.clone(),
         }
     }
@@ -108,19 +103,13 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let invalid = |name, reason: String| ConfigError::Invalid { name, reason };
 
-        let bind_addr = lookup("BIND_ADDR")
-            .unwrap_or_else(|| DEFAULT_BIND_ADDR.to_owned())
-            .parse()
-            .map_err(|e| {
-                invalid(
-                    "BIND_ADDR",
-                    format!("{e} (expected host:port, e.g. {DEFAULT_BIND_ADDR})"),
-                )
+        let bind_addr =
+            lookup("BIND_ADDR").unwrap_or_else(|| DEFAULT_BIND_ADDR.to_owned()).parse().map_err(|e| {
+                invalid("BIND_ADDR", format!("{e} (expected host:port, e.g. {DEFAULT_BIND_ADDR})"))
             })?;
 
-        let database_url = DatabaseUrl::new(
-            lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-        );
+        let database_url =
+            DatabaseUrl::new(lookup("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()));
 
         let jwt_secret = match lookup("JWT_SECRET") {
             Some(secret) if secret.len() < MIN_JWT_SECRET_BYTES => {
@@ -138,20 +127,17 @@ impl Config {
 
         let ttl_secs = match lookup("ACCESS_TOKEN_TTL_SECS") {
             None => DEFAULT_ACCESS_TOKEN_TTL_SECS,
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|secs| (1..=86_400).contains(secs))
-                .ok_or_else(|| {
+            Some(raw) => {
+                raw.parse::<u64>().ok().filter(|secs| (1..=86_400).contains(secs)).ok_or_else(|| {
                     invalid(
                         "ACCESS_TOKEN_TTL_SECS",
                         format!("{raw:?} is not a number of seconds from 1 to 86400"),
                     )
-                })?,
+                })?
+            }
         };
 
-        let public_base_url =
-            lookup("PUBLIC_BASE_URL").unwrap_or_else(|| DEFAULT_PUBLIC_BASE_URL.to_owned());
+        let public_base_url = lookup("PUBLIC_BASE_URL").unwrap_or_else(|| DEFAULT_PUBLIC_BASE_URL.to_owned());
         if !(public_base_url.starts_with("https://") || public_base_url.starts_with("http://")) {
             return Err(invalid(
                 "PUBLIC_BASE_URL",
@@ -176,10 +162,8 @@ mod tests {
     use super::*;
 
     fn config_from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -231,18 +215,12 @@ mod tests {
     fn secrets_never_appear_in_debug_output() {
         let config = config_from(&[
             ("JWT_SECRET", "a-very-secret-signing-key-of-40-bytes!!!"),
-            (
-                "DATABASE_URL",
-                "postgres://app:hunter2@db.internal:5432/tickets",
-            ),
+            ("DATABASE_URL", "postgres://app:hunter2@db.internal:5432/tickets"),
         ])
         .unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains("a-very-secret"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");
-        assert!(
-            printed.contains("postgres://app:***@db.internal:5432/tickets"),
-            "{printed}"
-        );
+        assert!(printed.contains("postgres://app:***@db.internal:5432/tickets"), "{printed}");
     }
 }

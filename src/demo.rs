@@ -13,20 +13,14 @@ pub const DEMO_USERS: [(&str, &str, Role); 3] = [
 
 /// Adds each demo user that does not exist yet; existing users, demo or not, are left untouched.
 /// Returns the usernames it created.
-pub async fn ensure_demo_users(
-    store: &dyn Store,
-    passwords: &Passwords,
-) -> Result<Vec<&'static str>> {
+pub async fn ensure_demo_users(store: &dyn Store, passwords: &Passwords) -> Result<Vec<&'static str>> {
     let mut created = Vec::new();
     for (username, password, role) in DEMO_USERS {
         if store.user_credentials(username).await?.is_some() {
             continue;
         }
-        let user = NewUser {
-            username: username.to_owned(),
-            password_hash: passwords.hash(password).await?,
-            role,
-        };
+        let user =
+            NewUser { username: username.to_owned(), password_hash: passwords.hash(password).await?, role };
         if store.add_user_if_absent(&user).await? {
             created.push(username);
         }

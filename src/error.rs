@@ -15,10 +15,7 @@ pub enum Error {
     /// Missing, malformed or rejected credentials. `invalid_token` marks a bearer token that was
     /// presented but refused, as RFC 6750 asks.
     #[error("{detail}")]
-    Unauthorized {
-        detail: &'static str,
-        invalid_token: bool,
-    },
+    Unauthorized { detail: &'static str, invalid_token: bool },
 
     #[error("{0}")]
     Forbidden(&'static str),
@@ -47,10 +44,7 @@ pub enum Error {
 
 impl Error {
     pub fn invalid_token(detail: &'static str) -> Self {
-        Error::Unauthorized {
-            detail,
-            invalid_token: true,
-        }
+        Error::Unauthorized { detail, invalid_token: true }
     }
 
     fn status(&self) -> StatusCode {
@@ -83,15 +77,8 @@ impl IntoResponse for Error {
         };
         let mut response = problem(status, detail);
         if let Error::Unauthorized { invalid_token, .. } = self {
-            let challenge = if invalid_token {
-                r#"Bearer error="invalid_token""#
-            } else {
-                "Bearer"
-            };
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            let challenge = if invalid_token { r#"Bearer error="invalid_token""# } else { "Bearer" };
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
     }
@@ -125,9 +112,7 @@ pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
         detail: detail.into(),
     };
     let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -149,9 +134,7 @@ pub async fn problem_for_bare_errors(response: Response) -> Response {
     };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     let (_, body) = problem(status, detail).into_parts();
     Response::from_parts(parts, body)
 }

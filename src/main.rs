@@ -36,9 +36,7 @@ async fn main() -> ExitCode {
 
     let _ = dotenvy::dotenv();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
 
     match serve(demo_users).await {
@@ -53,19 +51,14 @@ async fn main() -> ExitCode {
 async fn serve(demo_users: bool) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     if let JwtSecret::Generated(_) = config.jwt_secret {
-        tracing::warn!(
-            "JWT_SECRET is not set: using a random one, so tokens will not survive a restart"
-        );
+        tracing::warn!("JWT_SECRET is not set: using a random one, so tokens will not survive a restart");
     }
     tracing::info!(database = %config.database_url.redacted(), "opening the database");
     let store = store::connect(&config.database_url).await?;
     let state = AppState::new(&config, store);
     if demo_users {
         let created = demo::ensure_demo_users(state.store.as_ref(), &state.passwords).await?;
-        tracing::info!(
-            ?created,
-            "demo users alice/alice123, bob/bob123 and carol/carol123 are ready"
-        );
+        tracing::info!(?created, "demo users alice/alice123, bob/bob123 and carol/carol123 are ready");
     }
 
     let listener = tokio::net::TcpListener::bind(config.bind_addr).await?;
@@ -74,9 +67,7 @@ async fn serve(demo_users: bool) -> Result<(), Box<dyn std::error::Error>> {
         config.bind_addr,
         config.bind_addr
     );
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
 
@@ -86,9 +77,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut signal) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             signal.recv().await;
         }
     };

@@ -19,14 +19,9 @@ impl AppState {
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            jwt: Arc::new(JwtKeys::new(
-                config.jwt_secret.bytes(),
-                config.access_token_ttl,
-            )),
+            jwt: Arc::new(JwtKeys::new(config.jwt_secret.bytes(), config.access_token_ttl)),
             passwords: Passwords::for_this_machine(),
-            links: EmbedLinks {
-                public_base_url: config.public_base_url.clone().into(),
-            },
+            links: EmbedLinks { public_base_url: config.public_base_url.clone().into() },
         }
     }
 }

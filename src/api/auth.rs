@@ -50,23 +50,13 @@ struct TokenResponse {
         (status = 422, response = super::docs::Unprocessable),
     )
 )]
-async fn login(
-    State(state): State<AppState>,
-    Form(form): Form<LoginForm>,
-) -> Result<impl IntoResponse> {
-    if form
-        .grant_type
-        .as_deref()
-        .is_some_and(|grant| grant != "password")
-    {
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Result<impl IntoResponse> {
+    if form.grant_type.as_deref().is_some_and(|grant| grant != "password") {
         return Err(Error::BadRequest("grant_type must be `password`".into()));
     }
     let credentials = state.store.user_credentials(&form.username).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
-    let user = match (
-        state.passwords.verify(&form.password, stored_hash).await?,
-        credentials,
-    ) {
+    let user = match (state.passwords.verify(&form.password, stored_hash).await?, credentials) {
         (true, Some(credentials)) => credentials.user,
         _ => {
             return Err(Error::Unauthorized {
@@ -78,14 +68,7 @@ async fn login(
     let token = state.jwt.issue(&user)?;
     tracing::info!(user_id = user.id, "logged in");
     Ok((
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::PRAGMA, "no-cache"),
-        ],
-        Json(TokenResponse {
-            access_token: token.token,
-            token_type: "bearer",
-            expires_in: token.expires_in,
-        }),
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        Json(TokenResponse { access_token: token.token, token_type: "bearer", expires_in: token.expires_in }),
     ))
 }

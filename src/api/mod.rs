@@ -28,10 +28,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             // Spans name the route template, never the raw URI: embed URIs carry secrets.
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let route = request
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(MatchedPath::as_str);
+                let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
                 tracing::info_span!("request", method = %request.method(), route)
             }),
         )
@@ -49,9 +46,5 @@ pub fn openapi_router() -> OpenApiRouter<AppState> {
 
 /// A role guard: `allow(access::can_assign(&user), "...")?`.
 fn allow(permitted: bool, denial: &'static str) -> Result<()> {
-    if permitted {
-        Ok(())
-    } else {
-        Err(Error::Forbidden(denial))
-    }
+    if permitted { Ok(()) } else { Err(Error::Forbidden(denial)) }
 }

@@ -13,8 +13,8 @@ use super::allow;
 use super::extract::{Json, Path};
 use crate::auth::CurrentUser;
 use crate::domain::{
-    Description, NewTicket, Subject, Ticket, TicketChange, TicketId, TicketScope, TicketStatus,
-    UserId, access,
+    Description, NewTicket, Subject, Ticket, TicketChange, TicketId, TicketScope, TicketStatus, UserId,
+    access,
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -25,11 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     let embed = OpenApiRouter::new()
         .routes(routes!(embed))
         // Chatbots on any site may read it; it takes no credentials, so no cookie can ride along.
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([axum::http::Method::GET]),
-        );
+        .layer(CorsLayer::new().allow_origin(Any).allow_methods([axum::http::Method::GET]));
     OpenApiRouter::new()
         .routes(routes!(create_ticket, list_tickets))
         // The collection also answers without its trailing slash.
@@ -71,10 +67,7 @@ async fn create_ticket(
     CurrentUser(user): CurrentUser,
     Json(body): Json<CreateTicket>,
 ) -> Result<impl IntoResponse> {
-    allow(
-        access::can_create_ticket(&user),
-        "only customers submit tickets",
-    )?;
+    allow(access::can_create_ticket(&user), "only customers submit tickets")?;
     let new = NewTicket {
         subject: Subject::parse(&body.subject).map_err(Error::Validation)?,
         description: Description::parse(body.description).map_err(Error::Validation)?,
@@ -82,11 +75,7 @@ async fn create_ticket(
     };
     let ticket = state.store.create_ticket(&new).await?;
     let location = format!("/tickets/{}", ticket.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(ticket),
-    ))
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ticket)))
 }
 
 /// The caller's own tickets, newest first (customers).
@@ -105,13 +94,8 @@ async fn my_tickets(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<Ticket>>> {
-    allow(
-        access::can_create_ticket(&user),
-        "only customers have tickets of their own; use GET /tickets/",
-    )?;
-    Ok(Json(
-        state.store.tickets(TicketScope::CreatedBy(user.id)).await?,
-    ))
+    allow(access::can_create_ticket(&user), "only customers have tickets of their own; use GET /tickets/")?;
+    Ok(Json(state.store.tickets(TicketScope::CreatedBy(user.id)).await?))
 }
 
 /// Tickets to work: an agent's assigned tickets, or all of them for an admin; newest first.
@@ -130,9 +114,8 @@ async fn list_tickets(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<Ticket>>> {
-    let scope = access::listing_scope(&user).ok_or(Error::Forbidden(
-        "customers list their tickets with GET /tickets/my",
-    ))?;
+    let scope = access::listing_scope(&user)
+        .ok_or(Error::Forbidden("customers list their tickets with GET /tickets/my"))?;
     Ok(Json(state.store.tickets(scope).await?))
 }
 
@@ -156,10 +139,7 @@ async fn get_ticket(
     Path(id): Path<TicketId>,
 ) -> Result<Json<Ticket>> {
     let ticket = state.store.ticket(id).await?;
-    ticket
-        .filter(|ticket| access::can_view(&user, ticket))
-        .map(Json)
-        .ok_or(NOT_FOUND)
+    ticket.filter(|ticket| access::can_view(&user, ticket)).map(Json).ok_or(NOT_FOUND)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -202,10 +182,7 @@ async fn update_ticket(
                 access::can_change_status(&user, current),
                 "only the assigned agent or an admin changes a ticket's status",
             )?;
-            Ok(TicketChange {
-                status: Some(body.status),
-                ..TicketChange::default()
-            })
+            Ok(TicketChange { status: Some(body.status), ..TicketChange::default() })
         })
         .await?;
     Ok(Json(ticket))
@@ -243,14 +220,8 @@ async fn assign_ticket(
     Json(body): Json<AssignTicket>,
 ) -> Result<Json<Ticket>> {
     allow(access::can_assign(&user), "only admins assign tickets")?;
-    let change = TicketChange {
-        assign_to: Some(body.agent_id),
-        ..TicketChange::default()
-    };
-    let ticket = state
-        .store
-        .update_ticket(id, &|_| Ok(change.clone()))
-        .await?;
+    let change = TicketChange { assign_to: Some(body.agent_id), ..TicketChange::default() };
+    let ticket = state.store.update_ticket(id, &|_| Ok(change.clone())).await?;
     Ok(Json(ticket))
 }
 
@@ -281,17 +252,10 @@ struct EmbedView {
         (status = 404, response = super::docs::NotFound),
     )
 )]
-async fn embed(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> Result<Json<EmbedView>> {
+async fn embed(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<EmbedView>> {
     // A malformed token is as unknown as a well-formed one that matches nothing.
     let token = Uuid::parse_str(&token).map_err(|_| NOT_FOUND)?;
-    let ticket = state
-        .store
-        .ticket_by_embed_token(token)
-        .await?
-        .ok_or(NOT_FOUND)?;
+    let ticket = state.store.ticket_by_embed_token(token).await?.ok_or(NOT_FOUND)?;
     Ok(Json(EmbedView {
         subject: ticket.subject,
         status: ticket.status.label(),

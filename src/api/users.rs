@@ -11,9 +11,7 @@ use crate::error::Result;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(me))
-        .routes(routes!(list_users))
+    OpenApiRouter::new().routes(routes!(me)).routes(routes!(list_users))
 }
 
 /// Who the bearer token belongs to.

@@ -30,9 +30,7 @@ where
         let user = Arc::<dyn Store>::from_ref(state)
             .user(user_id)
             .await?
-            .ok_or(Error::invalid_token(
-                "the access token's user no longer exists",
-            ))?;
+            .ok_or(Error::invalid_token("the access token's user no longer exists"))?;
         Ok(CurrentUser(user))
     }
 }
@@ -43,17 +41,12 @@ fn bearer_token(parts: &Parts) -> Result<&str> {
         invalid_token: false,
     };
     let value = parts.headers.get(AUTHORIZATION).ok_or(missing)?;
-    let value = value
-        .to_str()
-        .map_err(|_| Error::invalid_token("the Authorization header is not valid text"))?;
+    let value =
+        value.to_str().map_err(|_| Error::invalid_token("the Authorization header is not valid text"))?;
     match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(token.trim())
         }
-        _ => Err(Error::invalid_token(
-            "the Authorization header must be `Bearer <token>`",
-        )),
+        _ => Err(Error::invalid_token("the Authorization header must be `Bearer <token>`")),
     }
 }

@@ -59,10 +59,7 @@ impl JwtKeys {
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("signing a token failed: {e}")))?;
-        Ok(AccessToken {
-            token,
-            expires_in: self.ttl.as_secs(),
-        })
+        Ok(AccessToken { token, expires_in: self.ttl.as_secs() })
     }
 
     /// The user id of a valid token. Every failure gets the same vague answer on purpose.

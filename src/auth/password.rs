@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 /// Verified instead of a real hash when the username is unknown, so that "no such user" costs the
 /// same argon2 work as "wrong password" and timing does not reveal which usernames exist.
 /// Its parameters must equal `Argon2::default()`'s (a unit test checks); its password is random.
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$YPbG8l/iCo3kcVj/w+0aeg$2pIUOxBhNAMvf0es0NUvqvFAw3L3JZFA8tRyK0LSyrA";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$YPbG8l/iCo3kcVj/w+0aeg$2pIUOxBhNAMvf0es0NUvqvFAw3L3JZFA8tRyK0LSyrA";
 
 /// Argon2id with OWASP's parameters (m=19 MiB, t=2, p=1), run on the blocking pool and never more
 /// at once than there are cores, so a login flood queues here instead of starving other requests.
@@ -21,9 +22,7 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(max_concurrent: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-        }
+        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))) }
     }
 
     pub fn for_this_machine() -> Self {
@@ -50,18 +49,13 @@ impl Passwords {
             let phc = stored.as_deref().unwrap_or(DUMMY_HASH);
             let hash = PasswordHash::new(phc)
                 .map_err(|e| Error::Internal(format!("stored password hash is malformed: {e}")))?;
-            let matches = Argon2::default()
-                .verify_password(password.as_bytes(), &hash)
-                .is_ok();
+            let matches = Argon2::default().verify_password(password.as_bytes(), &hash).is_ok();
             Ok(is_known && matches)
         })
         .await
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
         let _permit = self
             .permits
             .acquire()
@@ -80,10 +74,7 @@ mod tests {
     #[test]
     fn dummy_hash_costs_the_same_as_a_real_one() {
         let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
-        let real_hash = Argon2::default()
-            .hash_password(b"whatever")
-            .unwrap()
-            .to_string();
+        let real_hash = Argon2::default().hash_password(b"whatever").unwrap().to_string();
         let real = PasswordHash::new(&real_hash).unwrap();
         assert_eq!(dummy.algorithm, real.algorithm);
         assert_eq!(dummy.params, real.params);
@@ -95,17 +86,9 @@ mod tests {
         let passwords = Passwords::new(2);
         let first = passwords.hash("correct horse").await.unwrap();
         let second = passwords.hash("correct horse").await.unwrap();
-        assert!(
-            first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{first}"
-        );
+        assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{first}");
         assert_ne!(first, second, "each hash has its own salt");
-        assert!(
-            passwords
-                .verify("correct horse", Some(first.clone()))
-                .await
-                .unwrap()
-        );
+        assert!(passwords.verify("correct horse", Some(first.clone())).await.unwrap());
         assert!(!passwords.verify("wrong horse", Some(first)).await.unwrap());
     }
 

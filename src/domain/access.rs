@@ -64,11 +64,7 @@ mod tests {
     use crate::domain::TicketStatus;
 
     fn user(id: i64, role: Role) -> User {
-        User {
-            id,
-            username: format!("user{id}"),
-            role,
-        }
+        User { id, username: format!("user{id}"), role }
     }
 
     fn ticket(created_by: i64, assigned_to: Option<i64>) -> Ticket {
@@ -113,10 +109,7 @@ mod tests {
 
     #[test]
     fn customers_cannot_change_status_even_of_their_own_ticket() {
-        assert!(!can_change_status(
-            &user(1, Role::Customer),
-            &ticket(1, None)
-        ));
+        assert!(!can_change_status(&user(1, Role::Customer), &ticket(1, None)));
     }
 
     #[test]
@@ -138,10 +131,7 @@ mod tests {
     #[test]
     fn listing_scope_follows_the_role() {
         assert_eq!(listing_scope(&user(3, Role::Admin)), Some(TicketScope::All));
-        assert_eq!(
-            listing_scope(&user(2, Role::Agent)),
-            Some(TicketScope::AssignedTo(2))
-        );
+        assert_eq!(listing_scope(&user(2, Role::Agent)), Some(TicketScope::AssignedTo(2)));
         assert_eq!(listing_scope(&user(1, Role::Customer)), None);
     }
 }

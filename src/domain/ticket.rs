@@ -91,10 +91,9 @@ impl Subject {
         let trimmed = raw.trim();
         match trimmed.chars().count() {
             0 => Err("subject must not be empty".into()),
-            n if n > Self::MAX_CHARS => Err(format!(
-                "subject must be at most {} characters (got {n})",
-                Self::MAX_CHARS
-            )),
+            n if n > Self::MAX_CHARS => {
+                Err(format!("subject must be at most {} characters (got {n})", Self::MAX_CHARS))
+            }
             _ => Ok(Self(trimmed.to_owned())),
         }
     }
@@ -115,10 +114,7 @@ impl Description {
         reject_nul("description", &raw)?;
         let n = raw.chars().count();
         if n > Self::MAX_CHARS {
-            return Err(format!(
-                "description must be at most {} characters (got {n})",
-                Self::MAX_CHARS
-            ));
+            return Err(format!("description must be at most {} characters (got {n})", Self::MAX_CHARS));
         }
         Ok(Self(raw))
     }
@@ -130,11 +126,7 @@ impl Description {
 
 /// NUL is no text anyone types, and Postgres cannot store it in a text column.
 fn reject_nul(field: &str, raw: &str) -> Result<(), String> {
-    if raw.contains('\0') {
-        Err(format!("{field} must not contain NUL characters"))
-    } else {
-        Ok(())
-    }
+    if raw.contains('\0') { Err(format!("{field} must not contain NUL characters")) } else { Ok(()) }
 }
 
 #[derive(Debug, Clone)]
@@ -166,10 +158,7 @@ mod tests {
 
     #[test]
     fn subject_is_trimmed() {
-        assert_eq!(
-            Subject::parse("  App crash \n").unwrap().as_str(),
-            "App crash"
-        );
+        assert_eq!(Subject::parse("  App crash \n").unwrap().as_str(), "App crash");
     }
 
     #[test]
@@ -201,16 +190,10 @@ mod tests {
 
     #[test]
     fn status_round_trips_and_has_human_labels() {
-        for status in [
-            TicketStatus::Open,
-            TicketStatus::InProgress,
-            TicketStatus::Resolved,
-            TicketStatus::Closed,
-        ] {
-            assert_eq!(
-                TicketStatus::try_from(status.as_str().to_owned()),
-                Ok(status)
-            );
+        for status in
+            [TicketStatus::Open, TicketStatus::InProgress, TicketStatus::Resolved, TicketStatus::Closed]
+        {
+            assert_eq!(TicketStatus::try_from(status.as_str().to_owned()), Ok(status));
         }
         assert_eq!(TicketStatus::InProgress.label(), "In Progress");
         assert!(TicketStatus::try_from("pending".to_owned()).is_err());

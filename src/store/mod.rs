@@ -67,9 +67,7 @@ fn ensure_assignable(agent_id: UserId, role: Option<Role>) -> Result<()> {
             "agent_id {agent_id} is a {}, not an agent; only agents can be assigned",
             role.as_str()
         ))),
-        None => Err(Error::Validation(format!(
-            "agent_id {agent_id} does not name an existing user"
-        ))),
+        None => Err(Error::Validation(format!("agent_id {agent_id} does not name an existing user"))),
     }
 }
 

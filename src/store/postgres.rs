@@ -24,9 +24,7 @@ impl PgStore {
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|e| {
-                crate::error::Error::Internal(format!("migrating PostgreSQL failed: {e}"))
-            })?;
+            .map_err(|e| crate::error::Error::Internal(format!("migrating PostgreSQL failed: {e}")))?;
         Ok(Self { pool })
     }
 }

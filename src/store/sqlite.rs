@@ -23,16 +23,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(folder) = options
-            .get_filename()
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-        {
+        if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|e| {
-                Error::Internal(format!(
-                    "cannot create the database folder {}: {e}",
-                    folder.display()
-                ))
+                Error::Internal(format!("cannot create the database folder {}: {e}", folder.display()))
             })?;
         }
         let pool = SqlitePoolOptions::new()

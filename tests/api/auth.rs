@@ -15,17 +15,11 @@ crate::on_both_backends!(
 );
 
 async fn each_demo_user_logs_in_and_gets_a_bearer_token_for_their_role(app: TestApp) {
-    for (username, password, role) in [
-        ("alice", "alice123", "customer"),
-        ("bob", "bob123", "agent"),
-        ("carol", "carol123", "admin"),
-    ] {
-        let response = app
-            .post_form(
-                "/auth/token",
-                &format!("username={username}&password={password}"),
-            )
-            .await;
+    for (username, password, role) in
+        [("alice", "alice123", "customer"), ("bob", "bob123", "agent"), ("carol", "carol123", "admin")]
+    {
+        let response =
+            app.post_form("/auth/token", &format!("username={username}&password={password}")).await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.text);
         assert_eq!(response.json["token_type"], "bearer");
         assert_eq!(response.json["expires_in"], 1800);
@@ -42,41 +36,23 @@ async fn each_demo_user_logs_in_and_gets_a_bearer_token_for_their_role(app: Test
 }
 
 async fn wrong_password_and_unknown_user_get_the_same_401(app: TestApp) {
-    let wrong_password = app
-        .post_form("/auth/token", "username=alice&password=alice124")
-        .await;
-    let unknown_user = app
-        .post_form("/auth/token", "username=mallory&password=alice123")
-        .await;
-    let empty_password = app
-        .post_form("/auth/token", "username=alice&password=")
-        .await;
+    let wrong_password = app.post_form("/auth/token", "username=alice&password=alice124").await;
+    let unknown_user = app.post_form("/auth/token", "username=mallory&password=alice123").await;
+    let empty_password = app.post_form("/auth/token", "username=alice&password=").await;
     for response in [&wrong_password, &unknown_user, &empty_password] {
         response.assert_problem(StatusCode::UNAUTHORIZED);
         assert_eq!(response.header("www-authenticate"), Some("Bearer"));
         assert!(response.json.get("access_token").is_none());
     }
-    assert_eq!(
-        wrong_password.text, unknown_user.text,
-        "the two failures must be indistinguishable"
-    );
+    assert_eq!(wrong_password.text, unknown_user.text, "the two failures must be indistinguishable");
     assert_eq!(wrong_password.text, empty_password.text);
 }
 
 async fn login_needs_both_fields_as_a_form(app: TestApp) {
-    app.post_form("/auth/token", "username=alice")
-        .await
-        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
-    app.post_form("/auth/token", "")
-        .await
-        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    app.post_form("/auth/token", "username=alice").await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    app.post_form("/auth/token", "").await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
     let as_json = app
-        .call(
-            Method::POST,
-            "/auth/token",
-            None,
-            Some(json!({"username": "alice", "password": "alice123"})),
-        )
+        .call(Method::POST, "/auth/token", None, Some(json!({"username": "alice", "password": "alice123"})))
         .await;
     as_json.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
@@ -84,23 +60,12 @@ async fn login_needs_both_fields_as_a_form(app: TestApp) {
 async fn login_accepts_the_password_grant_and_nothing_else(app: TestApp) {
     // What Swagger UI's Authorize dialog sends.
     let swagger = app
-        .post_form(
-            "/auth/token",
-            "grant_type=password&username=alice&password=alice123&scope=&client_id=",
-        )
+        .post_form("/auth/token", "grant_type=password&username=alice&password=alice123&scope=&client_id=")
         .await;
     assert_eq!(swagger.status, StatusCode::OK, "{}", swagger.text);
-    let other = app
-        .post_form(
-            "/auth/token",
-            "grant_type=client_credentials&username=alice&password=alice123",
-        )
-        .await;
-    assert!(
-        other
-            .assert_problem(StatusCode::BAD_REQUEST)
-            .contains("grant_type")
-    );
+    let other =
+        app.post_form("/auth/token", "grant_type=client_credentials&username=alice&password=alice123").await;
+    assert!(other.assert_problem(StatusCode::BAD_REQUEST).contains("grant_type"));
 }
 
 async fn users_me_needs_a_token(app: TestApp) {
@@ -115,13 +80,8 @@ async fn admins_find_agents_to_assign(app: TestApp) {
 
     let agents = app.get("/users?role=agent", Some(&carol)).await;
     assert_eq!(agents.status, StatusCode::OK, "{}", agents.text);
-    let names: Vec<&str> = agents
-        .json
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["username"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        agents.json.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, ["bob", "erin"]);
     assert_eq!(agents.json[1]["id"], erin);
 
@@ -135,11 +95,7 @@ async fn admins_find_agents_to_assign(app: TestApp) {
 async fn only_admins_list_users(app: TestApp) {
     for (username, password) in [("alice", "alice123"), ("bob", "bob123")] {
         let token = app.login(username, password).await;
-        app.get("/users?role=agent", Some(&token))
-            .await
-            .assert_problem(StatusCode::FORBIDDEN);
+        app.get("/users?role=agent", Some(&token)).await.assert_problem(StatusCode::FORBIDDEN);
     }
-    app.get("/users", None)
-        .await
-        .assert_problem(StatusCode::UNAUTHORIZED);
+    app.get("/users", None).await.assert_problem(StatusCode::UNAUTHORIZED);
 }

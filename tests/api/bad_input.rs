@@ -25,146 +25,45 @@ fn case(
     body: &str,
     expected: StatusCode,
 ) -> Case {
-    Case {
-        method,
-        path: path.to_owned(),
-        content_type,
-        body: body.to_owned(),
-        expected,
-    }
+    Case { method, path: path.to_owned(), content_type, body: body.to_owned(), expected }
 }
 
 async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket(&tokens.alice, "Target").await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_ticket_id(&tokens.alice, "Target").await;
     let json = Some("application/json");
     let form = Some("application/x-www-form-urlencoded");
-    let huge = format!(
-        r#"{{"subject": "s", "description": "{}"}}"#,
-        "a".repeat(70 * 1024)
-    );
+    let huge = format!(r#"{{"subject": "s", "description": "{}"}}"#, "a".repeat(70 * 1024));
     let ticket = format!("/tickets/{id}");
     let assign = format!("/tickets/{id}/assign");
     use StatusCode as S;
 
     let by_carol = vec![
         // PATCH /tickets/{id}
-        case(
-            Method::PATCH,
-            &ticket,
-            json,
-            r#"{"status": "pending"}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
-        case(
-            Method::PATCH,
-            &ticket,
-            json,
-            r#"{"status": null}"#,
-            S::BAD_REQUEST,
-        ),
-        case(
-            Method::PATCH,
-            &ticket,
-            json,
-            r#"{}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
-        case(
-            Method::PATCH,
-            &ticket,
-            json,
-            r#"{"status": "open""#,
-            S::BAD_REQUEST,
-        ),
+        case(Method::PATCH, &ticket, json, r#"{"status": "pending"}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &ticket, json, r#"{"status": null}"#, S::BAD_REQUEST),
+        case(Method::PATCH, &ticket, json, r#"{}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &ticket, json, r#"{"status": "open""#, S::BAD_REQUEST),
         case(Method::PATCH, &ticket, json, "", S::BAD_REQUEST),
-        case(
-            Method::PATCH,
-            &ticket,
-            Some("text/plain"),
-            r#"{"status": "open"}"#,
-            S::UNSUPPORTED_MEDIA_TYPE,
-        ),
-        case(
-            Method::PATCH,
-            &ticket,
-            None,
-            r#"{"status": "open"}"#,
-            S::UNSUPPORTED_MEDIA_TYPE,
-        ),
+        case(Method::PATCH, &ticket, Some("text/plain"), r#"{"status": "open"}"#, S::UNSUPPORTED_MEDIA_TYPE),
+        case(Method::PATCH, &ticket, None, r#"{"status": "open"}"#, S::UNSUPPORTED_MEDIA_TYPE),
         // PATCH /tickets/{id}/assign
-        case(
-            Method::PATCH,
-            &assign,
-            json,
-            r#"{"agent_id": "bob"}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
-        case(
-            Method::PATCH,
-            &assign,
-            json,
-            r#"{"agent_id": 1.5}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
-        case(
-            Method::PATCH,
-            &assign,
-            json,
-            r#"{"agent_id": 1e30}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
-        case(
-            Method::PATCH,
-            &assign,
-            json,
-            r#"{"agent_id": 99999999999999999999}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
-        case(
-            Method::PATCH,
-            &assign,
-            json,
-            r#"[]"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
+        case(Method::PATCH, &assign, json, r#"{"agent_id": "bob"}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &assign, json, r#"{"agent_id": 1.5}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &assign, json, r#"{"agent_id": 1e30}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &assign, json, r#"{"agent_id": 99999999999999999999}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &assign, json, r#"[]"#, S::UNPROCESSABLE_ENTITY),
         // Path parameters
         case(Method::GET, "/tickets/abc", None, "", S::BAD_REQUEST),
         case(Method::GET, "/tickets/1.5", None, "", S::BAD_REQUEST),
-        case(
-            Method::GET,
-            "/tickets/99999999999999999999",
-            None,
-            "",
-            S::BAD_REQUEST,
-        ),
+        case(Method::GET, "/tickets/99999999999999999999", None, "", S::BAD_REQUEST),
         case(Method::GET, "/tickets/-1", None, "", S::NOT_FOUND),
         case(Method::GET, "/tickets/0", None, "", S::NOT_FOUND),
-        case(
-            Method::PATCH,
-            "/tickets/abc/assign",
-            json,
-            r#"{"agent_id": 2}"#,
-            S::BAD_REQUEST,
-        ),
-        case(
-            Method::PATCH,
-            "/tickets/%F0%28%8C%28",
-            json,
-            r#"{"status": "open"}"#,
-            S::BAD_REQUEST,
-        ),
+        case(Method::PATCH, "/tickets/abc/assign", json, r#"{"agent_id": 2}"#, S::BAD_REQUEST),
+        case(Method::PATCH, "/tickets/%F0%28%8C%28", json, r#"{"status": "open"}"#, S::BAD_REQUEST),
         // Queries
         case(Method::GET, "/users?role=", None, "", S::BAD_REQUEST),
-        case(
-            Method::GET,
-            "/users?role=agent&role=admin",
-            None,
-            "",
-            S::BAD_REQUEST,
-        ),
+        case(Method::GET, "/users?role=agent&role=admin", None, "", S::BAD_REQUEST),
         // Unknown routes and wrong methods
         case(Method::GET, "/nope", None, "", S::NOT_FOUND),
         case(Method::GET, "/tickets/1/nope", None, "", S::NOT_FOUND),
@@ -173,20 +72,8 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
         case(Method::GET, "/auth/token", None, "", S::METHOD_NOT_ALLOWED),
     ];
     let by_alice = vec![
-        case(
-            Method::POST,
-            "/tickets/",
-            json,
-            r#"{"subject": "s""#,
-            S::BAD_REQUEST,
-        ),
-        case(
-            Method::POST,
-            "/tickets/",
-            json,
-            r#"{"description": "d"}"#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
+        case(Method::POST, "/tickets/", json, r#"{"subject": "s""#, S::BAD_REQUEST),
+        case(Method::POST, "/tickets/", json, r#"{"description": "d"}"#, S::UNPROCESSABLE_ENTITY),
         case(
             Method::POST,
             "/tickets/",
@@ -194,13 +81,7 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
             r#"{"subject": 5, "description": "d"}"#,
             S::UNPROCESSABLE_ENTITY,
         ),
-        case(
-            Method::POST,
-            "/tickets/",
-            json,
-            r#""just a string""#,
-            S::UNPROCESSABLE_ENTITY,
-        ),
+        case(Method::POST, "/tickets/", json, r#""just a string""#, S::UNPROCESSABLE_ENTITY),
         case(
             Method::POST,
             "/tickets/",
@@ -215,51 +96,15 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
             r#"{"subject": "s", "description": "\u0000"}"#,
             S::UNPROCESSABLE_ENTITY,
         ),
-        case(
-            Method::POST,
-            "/tickets/",
-            json,
-            r#"{"subject": "\ud800", "description": "d"}"#,
-            S::BAD_REQUEST,
-        ),
+        case(Method::POST, "/tickets/", json, r#"{"subject": "\ud800", "description": "d"}"#, S::BAD_REQUEST),
         case(Method::POST, "/tickets/", json, &huge, S::PAYLOAD_TOO_LARGE),
-        case(
-            Method::POST,
-            "/tickets/",
-            form,
-            "subject=s&description=d",
-            S::UNSUPPORTED_MEDIA_TYPE,
-        ),
-        case(
-            Method::POST,
-            "/tickets/",
-            Some("application/json; charset=utf-8"),
-            "\u{0}",
-            S::BAD_REQUEST,
-        ),
+        case(Method::POST, "/tickets/", form, "subject=s&description=d", S::UNSUPPORTED_MEDIA_TYPE),
+        case(Method::POST, "/tickets/", Some("application/json; charset=utf-8"), "\u{0}", S::BAD_REQUEST),
     ];
     let anonymous = vec![
-        case(
-            Method::POST,
-            "/auth/token",
-            form,
-            "username=%00&password=x",
-            S::UNAUTHORIZED,
-        ),
-        case(
-            Method::POST,
-            "/auth/token",
-            form,
-            "username=alice&password=%00",
-            S::UNAUTHORIZED,
-        ),
-        case(
-            Method::POST,
-            "/auth/token",
-            form,
-            "username=%FF&password=x",
-            S::UNAUTHORIZED,
-        ),
+        case(Method::POST, "/auth/token", form, "username=%00&password=x", S::UNAUTHORIZED),
+        case(Method::POST, "/auth/token", form, "username=alice&password=%00", S::UNAUTHORIZED),
+        case(Method::POST, "/auth/token", form, "username=%FF&password=x", S::UNAUTHORIZED),
         case(
             Method::POST,
             "/auth/token",
@@ -277,28 +122,20 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
     ];
 
     let mut failures = Vec::new();
-    for (token, cases) in [
-        (Some(&tokens.carol), by_carol),
-        (Some(&tokens.alice), by_alice),
-        (None, anonymous),
-    ] {
+    for (token, cases) in
+        [(Some(&tokens.carol), by_carol), (Some(&tokens.alice), by_alice), (None, anonymous)]
+    {
         for case in cases {
-            let mut request = Request::builder()
-                .method(case.method.clone())
-                .uri(&case.path);
+            let mut request = Request::builder().method(case.method.clone()).uri(&case.path);
             if let Some(token) = token {
                 request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
             }
             if let Some(content_type) = case.content_type {
                 request = request.header(header::CONTENT_TYPE, content_type);
             }
-            let response = app
-                .send(request.body(Body::from(case.body.clone())).unwrap())
-                .await;
+            let response = app.send(request.body(Body::from(case.body.clone())).unwrap()).await;
             let is_problem = response.header("content-type") == Some("application/problem+json")
-                && response.json["detail"]
-                    .as_str()
-                    .is_some_and(|d| !d.is_empty());
+                && response.json["detail"].as_str().is_some_and(|d| !d.is_empty());
             if response.status != case.expected || !is_problem {
                 failures.push(format!(
                     "{} {} ({} bytes): got {} {}, want {} problem",
@@ -320,53 +157,24 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "bad input answered wrongly:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "bad input answered wrongly:\n{}", failures.join("\n"));
 }
 
 async fn nothing_is_stored_by_rejected_requests(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket(&tokens.alice, "Only one").await["id"]
-        .as_i64()
-        .unwrap();
-    let before = app
-        .get(&format!("/tickets/{id}"), Some(&tokens.carol))
-        .await
-        .json;
+    let id = app.create_ticket_id(&tokens.alice, "Only one").await;
+    let before = app.get(&format!("/tickets/{id}"), Some(&tokens.carol)).await.json;
 
-    for body in [
-        r#"{"subject": "", "description": "d"}"#,
-        r#"{"subject": "a\u0000", "description": "d"}"#,
-    ] {
+    for body in [r#"{"subject": "", "description": "d"}"#, r#"{"subject": "a\u0000", "description": "d"}"#] {
         let request = Request::post("/tickets/")
             .header(header::AUTHORIZATION, format!("Bearer {}", tokens.alice))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .unwrap();
-        app.send(request)
-            .await
-            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+        app.send(request).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    app.set_status(&tokens.carol, id, "pending")
-        .await
-        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    app.set_status(&tokens.carol, id, "pending").await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
 
-    assert_eq!(
-        app.get("/tickets/my", Some(&tokens.alice))
-            .await
-            .json
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        app.get(&format!("/tickets/{id}"), Some(&tokens.carol))
-            .await
-            .json,
-        before
-    );
+    assert_eq!(app.get("/tickets/my", Some(&tokens.alice)).await.json.as_array().unwrap().len(), 1);
+    assert_eq!(app.get(&format!("/tickets/{id}"), Some(&tokens.carol)).await.json, before);
 }

@@ -2,7 +2,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::DateTime;
 
-use crate::helpers::{PUBLIC_BASE_URL, TestApp};
+use crate::helpers::{PUBLIC_BASE_URL, TestApp, sorted_keys};
 
 crate::on_both_backends!(
     embed_needs_no_login_and_shows_only_four_fields,
@@ -18,29 +18,14 @@ async fn embed_needs_no_login_and_shows_only_four_fields(app: TestApp) {
 
     let embed = app.get(&format!("/tickets/embed/{token}"), None).await;
     assert_eq!(embed.status, StatusCode::OK, "{}", embed.text);
-    let mut keys: Vec<&str> = embed
-        .json
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["last_updated", "link", "status", "subject"]);
+    assert_eq!(sorted_keys(&embed.json), ["last_updated", "link", "status", "subject"]);
     assert_eq!(embed.json["subject"], "App Crash");
     assert_eq!(embed.json["status"], "Open");
-    assert_eq!(
-        embed.json["link"],
-        format!("{PUBLIC_BASE_URL}/tickets/{token}")
-    );
+    assert_eq!(embed.json["link"], format!("{PUBLIC_BASE_URL}/tickets/{token}"));
     assert_eq!(embed.json["last_updated"], ticket["updated_at"]);
     // Nothing about the people or the text leaks, under any name.
     for secret in ["details", "alice", &ticket["created_by"].to_string()] {
-        assert!(
-            !embed.text.contains(&format!("\"{secret}\"")),
-            "{secret} leaked: {}",
-            embed.text
-        );
+        assert!(!embed.text.contains(&format!("\"{secret}\"")), "{secret} leaked: {}", embed.text);
     }
 }
 
@@ -50,17 +35,9 @@ async fn unknown_and_malformed_embed_tokens_are_404(app: TestApp) {
     let id = ticket["id"].as_i64().unwrap();
     let random = uuid::Uuid::new_v4().to_string();
     let truncated = &ticket["embed_token"].as_str().unwrap()[..35];
-    for token in [
-        random.as_str(),
-        truncated,
-        "not-a-uuid",
-        &id.to_string(),
-        "%00",
-        "..%2F..%2Fetc%2Fpasswd",
-    ] {
-        app.get(&format!("/tickets/embed/{token}"), None)
-            .await
-            .assert_problem(StatusCode::NOT_FOUND);
+    for token in [random.as_str(), truncated, "not-a-uuid", &id.to_string(), "%00", "..%2F..%2Fetc%2Fpasswd"]
+    {
+        app.get(&format!("/tickets/embed/{token}"), None).await.assert_problem(StatusCode::NOT_FOUND);
     }
 }
 
@@ -76,10 +53,7 @@ async fn embed_last_updated_moves_with_the_ticket(app: TestApp) {
 
     assert_eq!(after["status"], "In Progress");
     let parse = |v: &serde_json::Value| DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
-    assert!(
-        parse(&after["last_updated"]) > parse(&before["last_updated"]),
-        "{before} -> {after}"
-    );
+    assert!(parse(&after["last_updated"]) > parse(&before["last_updated"]), "{before} -> {after}");
 }
 
 async fn embed_is_readable_cross_origin_but_other_routes_are_not(app: TestApp) {
@@ -87,10 +61,8 @@ async fn embed_is_readable_cross_origin_but_other_routes_are_not(app: TestApp) {
     let ticket = app.create_ticket(&alice, "Cross origin").await;
     let path = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
 
-    let request = Request::get(&path)
-        .header("origin", "https://chat.example.org")
-        .body(Body::empty())
-        .unwrap();
+    let request =
+        Request::get(&path).header("origin", "https://chat.example.org").body(Body::empty()).unwrap();
     let response = app.send(request).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.header("access-control-allow-origin"), Some("*"));
@@ -109,10 +81,5 @@ async fn embed_is_readable_cross_origin_but_other_routes_are_not(app: TestApp) {
         .header("authorization", format!("Bearer {alice}"))
         .body(Body::empty())
         .unwrap();
-    assert_eq!(
-        app.send(elsewhere)
-            .await
-            .header("access-control-allow-origin"),
-        None
-    );
+    assert_eq!(app.send(elsewhere).await.header("access-control-allow-origin"), None);
 }

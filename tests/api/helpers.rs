@@ -80,9 +80,7 @@ pub struct EmptyDatabase {
 
 impl Fixture for EmptyDatabase {
     async fn set_up(database: &TestDatabase) -> Self {
-        EmptyDatabase {
-            url: database.url.clone(),
-        }
+        EmptyDatabase { url: database.url.clone() }
     }
 }
 
@@ -125,29 +123,21 @@ impl TestDatabase {
                 let folder = std::env::temp_dir().join("ticketdesk-tests");
                 let path = folder.join(format!("{id}.db"));
                 let url = format!("sqlite://{}", path.display());
-                Some(Self {
-                    url,
-                    cleanup: Cleanup::File(path),
-                })
+                Some(Self { url, cleanup: Cleanup::File(path) })
             }
             Backend::Postgres => {
                 let server_url = postgres_url()?;
                 let schema = format!("test_{id}");
-                let mut admin = sqlx::PgConnection::connect(&server_url)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
-                    });
+                let mut admin = sqlx::PgConnection::connect(&server_url).await.unwrap_or_else(|e| {
+                    panic!("TEST_DATABASE_URL is set but PostgreSQL is unreachable: {e}")
+                });
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                     .execute(&mut admin)
                     .await
                     .expect("creating the test schema");
                 let separator = if server_url.contains('?') { '&' } else { '?' };
                 let url = format!("{server_url}{separator}options=-csearch_path%3D{schema}");
-                Some(Self {
-                    url,
-                    cleanup: Cleanup::Schema { server_url, schema },
-                })
+                Some(Self { url, cleanup: Cleanup::Schema { server_url, schema } })
             }
         }
     }
@@ -161,10 +151,9 @@ impl TestDatabase {
             }
             Cleanup::Schema { server_url, schema } => {
                 if let Ok(mut admin) = sqlx::PgConnection::connect(&server_url).await {
-                    let _ =
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                            .execute(&mut admin)
-                            .await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                        .execute(&mut admin)
+                        .await;
                 }
             }
         }
@@ -191,9 +180,7 @@ pub struct TestApp {
 impl TestApp {
     pub async fn on(database: &TestDatabase) -> Self {
         let config = test_config(&database.url);
-        let store = ticketdesk::store::connect(&config.database_url)
-            .await
-            .expect("connecting the store");
+        let store = ticketdesk::store::connect(&config.database_url).await.expect("connecting the store");
         let state = AppState::new(&config, store);
         ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)
             .await
@@ -208,54 +195,23 @@ impl TestApp {
     /// Adds a user beside the demo ones; returns their id.
     pub async fn add_user(&self, username: &str, password: &str, role: Role) -> UserId {
         let password_hash = self.passwords.hash(password).await.unwrap();
-        let user = NewUser {
-            username: username.to_owned(),
-            password_hash,
-            role,
-        };
+        let user = NewUser { username: username.to_owned(), password_hash, role };
         assert!(self.store.add_user_if_absent(&user).await.unwrap());
-        self.store
-            .user_credentials(username)
-            .await
-            .unwrap()
-            .unwrap()
-            .user
-            .id
+        self.store.user_credentials(username).await.unwrap().unwrap().user.id
     }
 
     pub async fn user_id(&self, username: &str) -> UserId {
-        self.store
-            .user_credentials(username)
-            .await
-            .unwrap()
-            .expect("user exists")
-            .user
-            .id
+        self.store.user_credentials(username).await.unwrap().expect("user exists").user.id
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
+        let response = self.router.clone().oneshot(request).await.expect("the router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("reading the body")
-            .to_bytes();
+        let bytes = response.into_body().collect().await.expect("reading the body").to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            text,
-            json,
-        }
+        TestResponse { status, headers, text, json }
     }
 
     /// A request with an optional bearer token and an optional JSON body.
@@ -293,22 +249,10 @@ impl TestApp {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let response = self
-            .post_form(
-                "/auth/token",
-                &format!("username={username}&password={password}"),
-            )
-            .await;
-        assert_eq!(
-            response.status,
-            StatusCode::OK,
-            "login as {username}: {}",
-            response.text
-        );
-        response.json["access_token"]
-            .as_str()
-            .expect("an access token")
-            .to_owned()
+        let response =
+            self.post_form("/auth/token", &format!("username={username}&password={password}")).await;
+        assert_eq!(response.status, StatusCode::OK, "login as {username}: {}", response.text);
+        response.json["access_token"].as_str().expect("an access token").to_owned()
     }
 
     /// Tokens for alice (customer), bob (agent) and carol (admin).
@@ -323,38 +267,24 @@ impl TestApp {
     /// Alice submits a ticket; returns its JSON.
     pub async fn create_ticket(&self, token: &str, subject: &str) -> Value {
         let body = serde_json::json!({"subject": subject, "description": "details"});
-        let response = self
-            .call(Method::POST, "/tickets/", Some(token), Some(body))
-            .await;
+        let response = self.call(Method::POST, "/tickets/", Some(token), Some(body)).await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
         response.json
     }
 
-    pub async fn assign(
-        &self,
-        admin_token: &str,
-        ticket_id: i64,
-        agent_id: UserId,
-    ) -> TestResponse {
+    /// Alice (or whoever `token` is) submits a ticket; returns its id.
+    pub async fn create_ticket_id(&self, token: &str, subject: &str) -> i64 {
+        self.create_ticket(token, subject).await["id"].as_i64().expect("an integer id")
+    }
+
+    pub async fn assign(&self, admin_token: &str, ticket_id: i64, agent_id: UserId) -> TestResponse {
         let body = serde_json::json!({"agent_id": agent_id});
-        self.call(
-            Method::PATCH,
-            &format!("/tickets/{ticket_id}/assign"),
-            Some(admin_token),
-            Some(body),
-        )
-        .await
+        self.call(Method::PATCH, &format!("/tickets/{ticket_id}/assign"), Some(admin_token), Some(body)).await
     }
 
     pub async fn set_status(&self, token: &str, ticket_id: i64, status: &str) -> TestResponse {
         let body = serde_json::json!({"status": status});
-        self.call(
-            Method::PATCH,
-            &format!("/tickets/{ticket_id}"),
-            Some(token),
-            Some(body),
-        )
-        .await
+        self.call(Method::PATCH, &format!("/tickets/{ticket_id}"), Some(token), Some(body)).await
     }
 }
 
@@ -362,6 +292,13 @@ pub struct DemoTokens {
     pub alice: String,
     pub bob: String,
     pub carol: String,
+}
+
+/// A JSON object's keys, sorted: for asserting exactly which fields a response has.
+pub fn sorted_keys(value: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = value.as_object().expect("a JSON object").keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    keys
 }
 
 #[derive(Debug)]
@@ -381,18 +318,9 @@ impl TestResponse {
     #[track_caller]
     pub fn assert_problem(&self, status: StatusCode) -> &str {
         assert_eq!(self.status, status, "body: {}", self.text);
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "body: {}",
-            self.text
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.text);
         assert_eq!(self.json["status"], status.as_u16(), "body: {}", self.text);
-        assert!(
-            self.json["title"].is_string() && self.json["type"].is_string(),
-            "body: {}",
-            self.text
-        );
+        assert!(self.json["title"].is_string() && self.json["type"].is_string(), "body: {}", self.text);
         let detail = self.json["detail"].as_str().unwrap_or_default();
         assert!(!detail.is_empty(), "problem without detail: {}", self.text);
         detail

@@ -24,24 +24,14 @@ async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {
     let response = app.get("/openapi.json", None).await;
     assert_eq!(response.status, StatusCode::OK);
     let doc = response.json;
-    assert!(
-        doc["openapi"].as_str().unwrap().starts_with("3.1"),
-        "{}",
-        doc["openapi"]
-    );
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
 
     let flow = &doc["components"]["securitySchemes"]["oauth2"]["flows"]["password"];
-    assert_eq!(
-        flow["tokenUrl"], "/auth/token",
-        "Swagger UI's Authorize must log in through /auth/token"
-    );
+    assert_eq!(flow["tokenUrl"], "/auth/token", "Swagger UI's Authorize must log in through /auth/token");
 
     let embed = &doc["paths"]["/tickets/embed/{token}"]["get"];
     assert!(embed.is_object(), "the embed route is documented");
-    assert!(
-        embed.get("security").is_none(),
-        "the embed route needs no login"
-    );
+    assert!(embed.get("security").is_none(), "the embed route needs no login");
 
     let mut operations = 1;
     for (method, path) in ROUTES {
@@ -49,51 +39,29 @@ async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {
         assert!(operation.is_object(), "{method} {path} is not documented");
         operations += 1;
         let responses = operation["responses"].as_object().unwrap();
-        assert!(
-            responses.keys().any(|s| s.starts_with('2')),
-            "{method} {path}: no success response"
-        );
-        assert!(
-            responses.keys().any(|s| s.starts_with('4')),
-            "{method} {path}: no error response"
-        );
+        assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success response");
+        assert!(responses.keys().any(|s| s.starts_with('4')), "{method} {path}: no error response");
         if path != "/auth/token" {
             assert_eq!(
                 operation["security"][0]["oauth2"],
                 Value::Array(vec![]),
                 "{method} {path}: not secured"
             );
-            assert!(
-                responses.contains_key("401"),
-                "{method} {path}: 401 undocumented"
-            );
+            assert!(responses.contains_key("401"), "{method} {path}: 401 undocumented");
         }
         if let Some(body) = operation.get("requestBody") {
             let content = body["content"].as_object().unwrap();
             let (_, media) = content.iter().next().unwrap();
-            assert!(
-                has_example(&doc, &media["schema"]),
-                "{method} {path}: request body without example"
-            );
+            assert!(has_example(&doc, &media["schema"]), "{method} {path}: request body without example");
         }
     }
-    let documented: usize = doc["paths"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|p| p.as_object().unwrap().len())
-        .sum();
-    assert_eq!(
-        documented, operations,
-        "an operation is documented that this test does not know"
-    );
+    let documented: usize =
+        doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, operations, "an operation is documented that this test does not know");
 
     for (name, error) in doc["components"]["responses"].as_object().unwrap() {
         let media = &error["content"]["application/problem+json"];
-        assert!(
-            media["example"]["detail"].is_string(),
-            "error response {name} has no example"
-        );
+        assert!(media["example"]["detail"].is_string(), "error response {name} has no example");
     }
 }
 
@@ -112,24 +80,12 @@ fn has_example(doc: &Value, schema: &Value) -> bool {
 async fn swagger_ui_is_served_offline(app: TestApp) {
     let page = app.get("/docs/", None).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(
-        page.header("content-type")
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
     assert!(page.text.contains("swagger-ui"), "{}", page.text);
     let initializer = app.get("/docs/swagger-initializer.js", None).await;
     assert_eq!(initializer.status, StatusCode::OK);
-    assert!(
-        initializer.text.contains("/openapi.json"),
-        "{}",
-        initializer.text
-    );
+    assert!(initializer.text.contains("/openapi.json"), "{}", initializer.text);
     let bundle = app.get("/docs/swagger-ui-bundle.js", None).await;
-    assert_eq!(
-        bundle.status,
-        StatusCode::OK,
-        "the UI's script is vendored in the binary"
-    );
+    assert_eq!(bundle.status, StatusCode::OK, "the UI's script is vendored in the binary");
     assert!(bundle.text.len() > 100_000);
 }

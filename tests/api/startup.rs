@@ -19,13 +19,7 @@ async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDat
         .collect();
     // Every replica sees one schema: a user written through one is read through the others.
     let passwords = ticketdesk::auth::Passwords::new(1);
-    assert_eq!(
-        ensure_demo_users(stores[0].as_ref(), &passwords)
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(ensure_demo_users(stores[0].as_ref(), &passwords).await.unwrap().len(), 3);
     for store in &stores {
         assert_eq!(store.users(None).await.unwrap().len(), 3);
     }
@@ -33,43 +27,18 @@ async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDat
 
 async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) {
     let config = test_config(&database.url);
-    let state = AppState::new(
-        &config,
-        ticketdesk::store::connect(&config.database_url)
-            .await
-            .unwrap(),
-    );
-    assert!(
-        state.store.users(None).await.unwrap().is_empty(),
-        "no user may appear unasked"
-    );
+    let state = AppState::new(&config, ticketdesk::store::connect(&config.database_url).await.unwrap());
+    assert!(state.store.users(None).await.unwrap().is_empty(), "no user may appear unasked");
 
-    let created = ensure_demo_users(state.store.as_ref(), &state.passwords)
-        .await
-        .unwrap();
+    let created = ensure_demo_users(state.store.as_ref(), &state.passwords).await.unwrap();
     assert_eq!(created, ["alice", "bob", "carol"]);
-    let before = state
-        .store
-        .user_credentials("alice")
-        .await
-        .unwrap()
-        .unwrap();
+    let before = state.store.user_credentials("alice").await.unwrap().unwrap();
 
     // A restart with --demo: a new connection, the same database.
-    let again = ticketdesk::store::connect(&config.database_url)
-        .await
-        .unwrap();
-    assert!(
-        ensure_demo_users(again.as_ref(), &state.passwords)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let again = ticketdesk::store::connect(&config.database_url).await.unwrap();
+    assert!(ensure_demo_users(again.as_ref(), &state.passwords).await.unwrap().is_empty());
     let after = again.user_credentials("alice").await.unwrap().unwrap();
-    assert_eq!(
-        before.password_hash, after.password_hash,
-        "existing users are left untouched"
-    );
+    assert_eq!(before.password_hash, after.password_hash, "existing users are left untouched");
     assert_eq!(before.user, after.user);
     assert_eq!(again.users(None).await.unwrap().len(), 3);
 }

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use ticketdesk::domain::Role;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, sorted_keys};
 
 crate::on_both_backends!(
     a_ticket_goes_from_submission_to_resolution,
@@ -18,9 +18,7 @@ crate::on_both_backends!(
 );
 
 fn timestamp(value: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(value.as_str().expect("a timestamp string"))
-        .expect("RFC 3339")
-        .to_utc()
+    DateTime::parse_from_rfc3339(value.as_str().expect("a timestamp string")).expect("RFC 3339").to_utc()
 }
 
 async fn a_ticket_goes_from_submission_to_resolution(app: TestApp) {
@@ -36,13 +34,8 @@ async fn a_ticket_goes_from_submission_to_resolution(app: TestApp) {
     assert_eq!(mine.json[0]["id"], id);
 
     // Not bob's yet: he cannot see it, nor find it in his queue.
-    app.get(&format!("/tickets/{id}"), Some(&tokens.bob))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND);
-    assert_eq!(
-        app.get("/tickets/", Some(&tokens.bob)).await.json,
-        json!([])
-    );
+    app.get(&format!("/tickets/{id}"), Some(&tokens.bob)).await.assert_problem(StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/tickets/", Some(&tokens.bob)).await.json, json!([]));
 
     let assigned = app.assign(&tokens.carol, id, bob_id).await;
     assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.text);
@@ -59,46 +52,24 @@ async fn a_ticket_goes_from_submission_to_resolution(app: TestApp) {
     assert!(timestamp(&resolved.json["updated_at"]) > timestamp(&ticket["updated_at"]));
     assert_eq!(resolved.json["created_at"], ticket["created_at"]);
 
-    let seen_by_alice = app
-        .get(&format!("/tickets/{id}"), Some(&tokens.alice))
-        .await;
-    assert_eq!(
-        seen_by_alice.json, resolved.json,
-        "what was written is what is read back"
-    );
+    let seen_by_alice = app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await;
+    assert_eq!(seen_by_alice.json, resolved.json, "what was written is what is read back");
 
-    let embed = app
-        .get(
-            &format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap()),
-            None,
-        )
-        .await;
+    let embed = app.get(&format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap()), None).await;
     assert_eq!(embed.json["status"], "Resolved");
 }
 
 async fn created_ticket_has_the_documented_shape_and_location(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let body = json!({"subject": "Login fails", "description": "Error 42 after the update"});
-    let response = app
-        .call(Method::POST, "/tickets/", Some(&alice), Some(body))
-        .await;
+    let response = app.call(Method::POST, "/tickets/", Some(&alice), Some(body)).await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
 
     let ticket = &response.json;
     let id = ticket["id"].as_i64().expect("an integer id");
+    assert_eq!(response.header("location"), Some(format!("/tickets/{id}").as_str()));
     assert_eq!(
-        response.header("location"),
-        Some(format!("/tickets/{id}").as_str())
-    );
-    let mut keys: Vec<&str> = ticket
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
+        sorted_keys(&ticket),
         [
             "assigned_to",
             "created_at",
@@ -117,10 +88,7 @@ async fn created_ticket_has_the_documented_shape_and_location(app: TestApp) {
     assert_eq!(ticket["assigned_to"], Value::Null);
     let token = uuid::Uuid::parse_str(ticket["embed_token"].as_str().unwrap()).expect("a uuid");
     assert_eq!(token.get_version_num(), 4);
-    assert_eq!(
-        timestamp(&ticket["created_at"]),
-        timestamp(&ticket["updated_at"])
-    );
+    assert_eq!(timestamp(&ticket["created_at"]), timestamp(&ticket["updated_at"]));
 
     let fetched = app.get(&format!("/tickets/{id}"), Some(&alice)).await;
     assert_eq!(&fetched.json, ticket);
@@ -131,18 +99,14 @@ async fn listings_are_newest_first(app: TestApp) {
     let bob_id = app.user_id("bob").await;
     let mut ids = Vec::new();
     for subject in ["first", "second", "third"] {
-        let id = app.create_ticket(&tokens.alice, subject).await["id"]
-            .as_i64()
-            .unwrap();
+        let id = app.create_ticket_id(&tokens.alice, subject).await;
         app.assign(&tokens.carol, id, bob_id).await;
         ids.push(id);
     }
     ids.reverse();
-    for (path, token) in [
-        ("/tickets/my", &tokens.alice),
-        ("/tickets/", &tokens.bob),
-        ("/tickets/", &tokens.carol),
-    ] {
+    for (path, token) in
+        [("/tickets/my", &tokens.alice), ("/tickets/", &tokens.bob), ("/tickets/", &tokens.carol)]
+    {
         let listed: Vec<i64> = app
             .get(path, Some(token))
             .await
@@ -159,9 +123,7 @@ async fn listings_are_newest_first(app: TestApp) {
 async fn collection_routes_answer_with_and_without_trailing_slash(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let body = json!({"subject": "No slash", "description": ""});
-    let created = app
-        .call(Method::POST, "/tickets", Some(&tokens.alice), Some(body))
-        .await;
+    let created = app.call(Method::POST, "/tickets", Some(&tokens.alice), Some(body)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     for path in ["/tickets", "/tickets/"] {
         let listed = app.get(path, Some(&tokens.carol)).await;
@@ -189,26 +151,13 @@ async fn subject_is_trimmed_and_limited(app: TestApp) {
     assert_eq!(trimmed.json["subject"], "Printer on fire");
 
     for bad in ["".to_owned(), "   \t ".to_owned(), "x".repeat(201)] {
-        let detail = create(bad)
-            .await
-            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY)
-            .to_owned();
+        let detail = create(bad).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).to_owned();
         assert!(detail.contains("subject"), "{detail}");
     }
     let longest = create("ж".repeat(200)).await;
+    assert_eq!(longest.status, StatusCode::CREATED, "200 characters are allowed: {}", longest.text);
     assert_eq!(
-        longest.status,
-        StatusCode::CREATED,
-        "200 characters are allowed: {}",
-        longest.text
-    );
-    assert_eq!(
-        app.get("/tickets/my", Some(&alice))
-            .await
-            .json
-            .as_array()
-            .unwrap()
-            .len(),
+        app.get("/tickets/my", Some(&alice)).await.json.as_array().unwrap().len(),
         2,
         "nothing else stored"
     );
@@ -225,26 +174,17 @@ async fn description_is_limited_to_ten_thousand_characters(app: TestApp) {
         )
     };
     assert_eq!(post("a".repeat(10_000)).await.status, StatusCode::CREATED);
-    let detail = post("a".repeat(10_001))
-        .await
-        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY)
-        .to_owned();
+    let detail = post("a".repeat(10_001)).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY).to_owned();
     assert!(detail.contains("description"), "{detail}");
 }
 
 async fn assignment_target_must_be_an_existing_agent(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket(&tokens.alice, "Needs an agent").await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_ticket_id(&tokens.alice, "Needs an agent").await;
     let alice_id = app.user_id("alice").await;
     let carol_id = app.user_id("carol").await;
 
-    for (target, expected) in [
-        (alice_id, "customer"),
-        (carol_id, "admin"),
-        (987_654, "does not name"),
-    ] {
+    for (target, expected) in [(alice_id, "customer"), (carol_id, "admin"), (987_654, "does not name")] {
         let detail = app
             .assign(&tokens.carol, id, target)
             .await
@@ -252,51 +192,32 @@ async fn assignment_target_must_be_an_existing_agent(app: TestApp) {
             .to_owned();
         assert!(detail.contains(expected), "{detail}");
     }
-    let unchanged = app
-        .get(&format!("/tickets/{id}"), Some(&tokens.carol))
-        .await;
-    assert_eq!(
-        unchanged.json["assigned_to"],
-        Value::Null,
-        "a refused assignment writes nothing"
-    );
+    let unchanged = app.get(&format!("/tickets/{id}"), Some(&tokens.carol)).await;
+    assert_eq!(unchanged.json["assigned_to"], Value::Null, "a refused assignment writes nothing");
 }
 
 async fn admins_can_reassign_and_change_status(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let erin_id = app.add_user("erin", "erin-password", Role::Agent).await;
     let bob_id = app.user_id("bob").await;
-    let id = app.create_ticket(&tokens.alice, "Reassign me").await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_ticket_id(&tokens.alice, "Reassign me").await;
 
     app.assign(&tokens.carol, id, bob_id).await;
     let reassigned = app.assign(&tokens.carol, id, erin_id).await;
     assert_eq!(reassigned.json["assigned_to"], erin_id);
     // Bob lost it: it is invisible to him now.
-    app.get(&format!("/tickets/{id}"), Some(&tokens.bob))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND);
+    app.get(&format!("/tickets/{id}"), Some(&tokens.bob)).await.assert_problem(StatusCode::NOT_FOUND);
 
     let closed = app.set_status(&tokens.carol, id, "closed").await;
     assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
     assert_eq!(closed.json["status"], "closed");
-    assert_eq!(
-        closed.json["assigned_to"], erin_id,
-        "a status change keeps the assignment"
-    );
+    assert_eq!(closed.json["assigned_to"], erin_id, "a status change keeps the assignment");
 }
 
 async fn updating_a_missing_ticket_is_404(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let bob_id = app.user_id("bob").await;
-    app.assign(&tokens.carol, 424_242, bob_id)
-        .await
-        .assert_problem(StatusCode::NOT_FOUND);
-    app.set_status(&tokens.carol, 424_242, "closed")
-        .await
-        .assert_problem(StatusCode::NOT_FOUND);
-    app.get("/tickets/424242", Some(&tokens.carol))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND);
+    app.assign(&tokens.carol, 424_242, bob_id).await.assert_problem(StatusCode::NOT_FOUND);
+    app.set_status(&tokens.carol, 424_242, "closed").await.assert_problem(StatusCode::NOT_FOUND);
+    app.get("/tickets/424242", Some(&tokens.carol)).await.assert_problem(StatusCode::NOT_FOUND);
 }

@@ -36,27 +36,13 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
 
     // Sanity: a token we sign like the server does is accepted, so refusals below mean something.
     let genuine = sign(&claims(alice_id, now() + 600), secret, Algorithm::HS256);
-    assert_eq!(
-        app.get("/users/me", Some(&genuine)).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(app.get("/users/me", Some(&genuine)).await.status, StatusCode::OK);
 
-    let [header, _, signature]: [&str; 3] =
-        alice.split('.').collect::<Vec<_>>().try_into().unwrap();
+    let [header, _, signature]: [&str; 3] = alice.split('.').collect::<Vec<_>>().try_into().unwrap();
     let as_carol = json!({"sub": carol_id.to_string(), "role": "admin", "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
     let attacks: Vec<(&str, String)> = vec![
-        (
-            "alg none",
-            format!(
-                "{}.{}.",
-                b64(&json!({"alg": "none", "typ": "JWT"})),
-                b64(&as_carol)
-            ),
-        ),
-        (
-            "tampered payload",
-            format!("{header}.{}.{signature}", b64(&as_carol)),
-        ),
+        ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&as_carol))),
+        ("tampered payload", format!("{header}.{}.{signature}", b64(&as_carol))),
         (
             "wrong key",
             sign(
@@ -65,14 +51,8 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
                 Algorithm::HS256,
             ),
         ),
-        (
-            "other HMAC alg",
-            sign(&claims(alice_id, now() + 600), secret, Algorithm::HS512),
-        ),
-        (
-            "expired",
-            sign(&claims(alice_id, now() - 5), secret, Algorithm::HS256),
-        ),
+        ("other HMAC alg", sign(&claims(alice_id, now() + 600), secret, Algorithm::HS512)),
+        ("expired", sign(&claims(alice_id, now() - 5), secret, Algorithm::HS256)),
         (
             "no exp",
             sign(
@@ -103,18 +83,9 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
     ];
     for (attack, token) in attacks {
         let response = app.get("/users/me", Some(&token)).await;
-        assert_eq!(
-            response.status,
-            StatusCode::UNAUTHORIZED,
-            "{attack}: {}",
-            response.text
-        );
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{attack}: {}", response.text);
         response.assert_problem(StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response.header("www-authenticate"),
-            Some(r#"Bearer error="invalid_token""#),
-            "{attack}"
-        );
+        assert_eq!(response.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#), "{attack}");
     }
 }
 
@@ -127,13 +98,9 @@ async fn missing_or_non_bearer_authorization_is_refused(app: TestApp) {
         "Bearer    ".to_owned(),
         alice.clone(),
     ] {
-        let request = Request::get("/tickets/my")
-            .header("authorization", &authorization)
-            .body(Body::empty())
-            .unwrap();
-        app.send(request)
-            .await
-            .assert_problem(StatusCode::UNAUTHORIZED);
+        let request =
+            Request::get("/tickets/my").header("authorization", &authorization).body(Body::empty()).unwrap();
+        app.send(request).await.assert_problem(StatusCode::UNAUTHORIZED);
     }
     // The scheme is case-insensitive (RFC 9110 §11.1).
     let request = Request::get("/tickets/my")
@@ -145,12 +112,10 @@ async fn missing_or_non_bearer_authorization_is_refused(app: TestApp) {
 
 async fn a_valid_token_whose_user_is_gone_is_refused(app: TestApp) {
     // Signed with the right key for a user id that does not exist (e.g. deleted since).
-    let claims = json!({"sub": "999999", "role": "admin", "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
+    let claims =
+        json!({"sub": "999999", "role": "admin", "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
     let token = sign(&claims, JWT_SECRET.as_bytes(), Algorithm::HS256);
     let response = app.get("/tickets/", Some(&token)).await;
     response.assert_problem(StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        response.header("www-authenticate"),
-        Some(r#"Bearer error="invalid_token""#)
-    );
+    assert_eq!(response.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#));
 }
