@@ -47,6 +47,8 @@ struct TokenResponse {
             headers(("Cache-Control" = String, description = "`no-store`: tokens must not be cached"))),
         (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
         (status = 422, response = super::docs::Unprocessable),
     )
 )]

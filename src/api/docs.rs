@@ -22,7 +22,7 @@ Every error is an RFC 9457 `application/problem+json` document.",
     modifiers(&OAuth2PasswordFlow),
     components(
         schemas(Problem),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType),
     ),
     tags(
         (name = "auth", description = "Log in"),
@@ -101,3 +101,12 @@ pub struct Unprocessable(Problem);
         "detail": "Failed to buffer the request body: length limit exceeded"})
 )]
 pub struct PayloadTooLarge(Problem);
+
+/// The body is not of the content type this route reads.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Unsupported Media Type", "status": 415,
+        "detail": "Expected request with `Content-Type: application/json`"})
+)]
+pub struct UnsupportedMediaType(Problem);

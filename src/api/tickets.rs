@@ -39,9 +39,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"subject": "App crashes on start", "description": "Since the last update the app closes right after the splash screen."}))]
 struct CreateTicket {
-    /// 1 to 200 characters; surrounding white space is trimmed.
+    /// 1 to 200 characters once surrounding white space is trimmed; no NUL characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*[^\s\u0085\u0000][^\u0000]*$")]
     subject: String,
-    /// Up to 10,000 characters.
+    /// Up to 10,000 characters; no NUL characters.
+    #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
     description: String,
 }
 
@@ -59,6 +61,7 @@ struct CreateTicket {
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
         (status = 422, response = super::docs::Unprocessable),
     )
 )]
@@ -163,6 +166,7 @@ struct UpdateTicket {
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
         (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
         (status = 422, response = super::docs::Unprocessable),
     )
 )]
@@ -210,6 +214,7 @@ struct AssignTicket {
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
         (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
         (status = 422, response = super::docs::Unprocessable),
     )
 )]

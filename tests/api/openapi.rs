@@ -50,6 +50,12 @@ async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {
             assert!(responses.contains_key("401"), "{method} {path}: 401 undocumented");
         }
         if let Some(body) = operation.get("requestBody") {
+            for status in ["413", "415", "422"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path}: takes a body but {status} is undocumented"
+                );
+            }
             let content = body["content"].as_object().unwrap();
             let (_, media) = content.iter().next().unwrap();
             assert!(has_example(&doc, &media["schema"]), "{method} {path}: request body without example");
