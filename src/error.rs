@@ -30,6 +30,10 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
+    /// The request conflicts with the resource's state (a forbidden transition, a taken name).
+    #[error("{0}")]
+    Conflict(String),
+
     /// An extractor rejected the request (bad JSON, wrong content type, oversized body, ...):
     /// keep the status Axum chose, answer in our format.
     #[error("{detail}")]
@@ -54,6 +58,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Rejected { status, .. } => *status,
             Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -22,12 +22,13 @@ Every error is an RFC 9457 `application/problem+json` document.",
     modifiers(&OAuth2PasswordFlow),
     components(
         schemas(Problem),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType, Conflict),
     ),
     tags(
         (name = "auth", description = "Log in"),
         (name = "users", description = "Who is who"),
         (name = "tickets", description = "Submit, find, assign and work tickets"),
+        (name = "conversation", description = "Replies and internal notes on a ticket"),
         (name = "embed", description = "Public, token-guarded ticket status for chatbots"),
     )
 )]
@@ -92,6 +93,16 @@ pub struct NotFound(Problem);
         "detail": "subject must not be empty"})
 )]
 pub struct Unprocessable(Problem);
+
+/// The change conflicts with the resource's state: a status the lifecycle does not allow next, a
+/// comment on a closed ticket, a username that is taken.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Conflict", "status": 409,
+        "detail": "a ticket cannot go from open to resolved; allowed next states: in_progress"})
+)]
+pub struct Conflict(Problem);
 
 /// The request body is over 64 KiB.
 #[derive(ToResponse)]

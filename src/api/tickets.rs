@@ -13,8 +13,8 @@ use super::allow;
 use super::extract::{Json, Path};
 use crate::auth::CurrentUser;
 use crate::domain::{
-    Description, NewTicket, Subject, Ticket, TicketChange, TicketId, TicketScope, TicketStatus, UserId,
-    access,
+    Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketChange,
+    TicketEvent, TicketId, TicketScope, TicketStatus, User, UserId, access,
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -33,6 +33,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(my_tickets))
         .routes(routes!(get_ticket, update_ticket))
         .routes(routes!(assign_ticket))
+        .routes(routes!(add_comment, list_comments))
+        .routes(routes!(list_events))
+        .routes(routes!(rotate_embed_token))
         .merge(embed)
 }
 
@@ -45,6 +48,9 @@ struct CreateTicket {
     /// Up to 10,000 characters; no NUL characters.
     #[schema(max_length = 10000, pattern = r"^[^\u0000]*$")]
     description: String,
+    /// How urgent it is for the customer; `normal` if left out.
+    #[serde(default)]
+    priority: Priority,
 }
 
 /// Submit a ticket (customers).
@@ -74,6 +80,7 @@ async fn create_ticket(
     let new = NewTicket {
         subject: Subject::parse(&body.subject).map_err(Error::Validation)?,
         description: Description::parse(body.description).map_err(Error::Validation)?,
+        priority: body.priority,
         created_by: user.id,
     };
     let ticket = state.store.create_ticket(&new).await?;
@@ -141,17 +148,34 @@ async fn get_ticket(
     CurrentUser(user): CurrentUser,
     Path(id): Path<TicketId>,
 ) -> Result<Json<Ticket>> {
+    Ok(Json(visible_ticket(&state, &user, id).await?))
+}
+
+/// The ticket, if the caller may see it; otherwise the same 404 as a missing one.
+async fn visible_ticket(state: &AppState, user: &User, id: TicketId) -> Result<Ticket> {
     let ticket = state.store.ticket(id).await?;
-    ticket.filter(|ticket| access::can_view(&user, ticket)).map(Json).ok_or(NOT_FOUND)
+    ticket.filter(|ticket| access::can_view(user, ticket)).ok_or(NOT_FOUND)
+}
+
+/// Inside a write's transaction: refuses a ticket the caller may not see, like a missing one.
+fn ensure_visible(user: &User, ticket: &Ticket) -> Result<()> {
+    if access::can_view(user, ticket) { Ok(()) } else { Err(NOT_FOUND) }
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(example = json!({"status": "resolved"}))]
+#[schema(example = json!({"status": "in_progress", "priority": "high"}))]
 struct UpdateTicket {
-    status: TicketStatus,
+    /// The next state; see the lifecycle in the route's description.
+    status: Option<TicketStatus>,
+    priority: Option<Priority>,
 }
 
-/// Change a ticket's status (its assigned agent, or an admin).
+/// Work a ticket: change its status and/or priority (its assigned agent, or an admin).
+///
+/// Status follows the lifecycle open -> in_progress -> resolved -> closed, with resolved -> open
+/// (reopen) and in_progress -> open; admins may close from any state; closed is final. Any other
+/// move is a 409 whose detail lists the allowed next states. Setting a field to its current value
+/// changes nothing.
 #[utoipa::path(
     patch,
     path = "/tickets/{id}",
@@ -165,6 +189,7 @@ struct UpdateTicket {
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
+        (status = 409, response = super::docs::Conflict),
         (status = 413, response = super::docs::PayloadTooLarge),
         (status = 415, response = super::docs::UnsupportedMediaType),
         (status = 422, response = super::docs::Unprocessable),
@@ -176,30 +201,39 @@ async fn update_ticket(
     Path(id): Path<TicketId>,
     Json(body): Json<UpdateTicket>,
 ) -> Result<Json<Ticket>> {
-    let ticket = state
+    if body.status.is_none() && body.priority.is_none() {
+        return Err(Error::Validation("nothing to change: give status and/or priority".into()));
+    }
+    let outcome = state
         .store
-        .update_ticket(id, &|current| {
-            if !access::can_view(&user, current) {
-                return Err(NOT_FOUND);
+        .update_ticket(id, user.id, &|current| {
+            ensure_visible(&user, current)?;
+            allow(access::can_work(&user, current), "only the assigned agent or an admin works a ticket")?;
+            if let Some(to) = body.status.filter(|to| *to != current.status) {
+                current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
             }
-            allow(
-                access::can_change_status(&user, current),
-                "only the assigned agent or an admin changes a ticket's status",
-            )?;
-            Ok(TicketChange { status: Some(body.status), ..TicketChange::default() })
+            Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
         })
         .await?;
-    Ok(Json(ticket))
+    Ok(Json(outcome.ticket))
 }
 
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"agent_id": 2}))]
 struct AssignTicket {
-    /// The id of an agent (find them with `GET /users?role=agent`).
-    agent_id: UserId,
+    /// The id of an active agent (find them with `GET /users?role=agent`), or `null` to unassign.
+    #[serde(deserialize_with = "present_or_null")]
+    #[schema(value_type = Option<UserId>, required = true)]
+    agent_id: Option<UserId>,
 }
 
-/// Assign a ticket to an agent (admins).
+/// A required field that may be `null`: serde would otherwise read a missing one as `null`, and
+/// `{}` would silently unassign.
+fn present_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<UserId>, D::Error> {
+    Option::<UserId>::deserialize(deserializer)
+}
+
+/// Assign a ticket to an agent, or unassign it with `null` (admins).
 #[utoipa::path(
     patch,
     path = "/tickets/{id}/assign",
@@ -225,9 +259,148 @@ async fn assign_ticket(
     Json(body): Json<AssignTicket>,
 ) -> Result<Json<Ticket>> {
     allow(access::can_assign(&user), "only admins assign tickets")?;
-    let change = TicketChange { assign_to: Some(body.agent_id), ..TicketChange::default() };
-    let ticket = state.store.update_ticket(id, &|_| Ok(change.clone())).await?;
-    Ok(Json(ticket))
+    let change = TicketChange { assignee: Some(body.agent_id), ..TicketChange::default() };
+    let outcome = state.store.update_ticket(id, user.id, &|_| Ok(change.clone())).await?;
+    Ok(Json(outcome.ticket))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"body": "Could you send the crash log?", "internal": false}))]
+struct AddComment {
+    /// 1 to 10,000 characters, not blank.
+    #[schema(min_length = 1, max_length = 10000, pattern = r"^[^\u0000]*[^\s\u0085\u0000][^\u0000]*$")]
+    body: String,
+    /// An internal note, hidden from the customer (agents and admins only).
+    #[serde(default)]
+    internal: bool,
+}
+
+/// Reply on a ticket, or add an internal note (its customer, its agent, admins).
+///
+/// A customer's reply on a resolved ticket reopens it. Nobody comments on a closed ticket (409).
+#[utoipa::path(
+    post,
+    path = "/tickets/{id}/comments",
+    tag = "conversation",
+    params(("id" = TicketId, Path, description = "Ticket id")),
+    request_body = AddComment,
+    security(("oauth2" = [])),
+    responses(
+        (status = 201, description = "The comment", body = Comment),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::NotFound),
+        (status = 409, response = super::docs::Conflict),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn add_comment(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<TicketId>,
+    Json(body): Json<AddComment>,
+) -> Result<impl IntoResponse> {
+    allow(!body.internal || access::can_see_internal_notes(&user), "customers cannot write internal notes")?;
+    let comment = NewComment {
+        author_id: user.id,
+        body: CommentBody::parse(body.body).map_err(Error::Validation)?,
+        internal: body.internal,
+    };
+    let outcome = state
+        .store
+        .update_ticket(id, user.id, &|current| {
+            ensure_visible(&user, current)?;
+            allow(access::can_comment(&user, current), "you cannot comment on this ticket")?;
+            let status = current.status.after_reply(user.role).map_err(|e| Error::Conflict(e.into()))?;
+            Ok(TicketChange { status, comment: Some(comment.clone()), ..TicketChange::default() })
+        })
+        .await?;
+    let comment = outcome.comment.ok_or_else(|| Error::Internal("the comment was not stored".into()))?;
+    Ok((StatusCode::CREATED, Json(comment)))
+}
+
+/// A ticket's conversation, oldest first; customers do not see internal notes.
+#[utoipa::path(
+    get,
+    path = "/tickets/{id}/comments",
+    tag = "conversation",
+    params(("id" = TicketId, Path, description = "Ticket id")),
+    security(("oauth2" = [])),
+    responses(
+        (status = 200, description = "Comments, oldest first", body = [Comment]),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 404, response = super::docs::NotFound),
+    )
+)]
+async fn list_comments(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<TicketId>,
+) -> Result<Json<Vec<Comment>>> {
+    let ticket = visible_ticket(&state, &user, id).await?;
+    Ok(Json(state.store.comments(ticket.id, access::can_see_internal_notes(&user)).await?))
+}
+
+/// A ticket's history, oldest first: created, assigned/unassigned, status and priority changes,
+/// comments, embed token rotations, each with who and when. Customers do not see internal notes.
+#[utoipa::path(
+    get,
+    path = "/tickets/{id}/events",
+    tag = "tickets",
+    params(("id" = TicketId, Path, description = "Ticket id")),
+    security(("oauth2" = [])),
+    responses(
+        (status = 200, description = "Events, oldest first", body = [TicketEvent]),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 404, response = super::docs::NotFound),
+    )
+)]
+async fn list_events(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<TicketId>,
+) -> Result<Json<Vec<TicketEvent>>> {
+    let ticket = visible_ticket(&state, &user, id).await?;
+    Ok(Json(state.store.events(ticket.id, access::can_see_internal_notes(&user)).await?))
+}
+
+/// Give a ticket a new embed token; the old one answers 404 at once (its customer, or an admin).
+#[utoipa::path(
+    post,
+    path = "/tickets/{id}/embed-token",
+    tag = "embed",
+    params(("id" = TicketId, Path, description = "Ticket id")),
+    security(("oauth2" = [])),
+    responses(
+        (status = 200, description = "The ticket with its new embed token", body = Ticket),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::NotFound),
+    )
+)]
+async fn rotate_embed_token(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<TicketId>,
+) -> Result<Json<Ticket>> {
+    let outcome = state
+        .store
+        .update_ticket(id, user.id, &|current| {
+            ensure_visible(&user, current)?;
+            allow(
+                access::can_rotate_embed_token(&user, current),
+                "only the ticket's customer or an admin can do this",
+            )?;
+            Ok(TicketChange { rotate_embed_token: true, ..TicketChange::default() })
+        })
+        .await?;
+    Ok(Json(outcome.ticket))
 }
 
 /// All a chatbot may show about a ticket; nothing about its people or its text.

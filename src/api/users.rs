@@ -56,6 +56,6 @@ async fn list_users(
     CurrentUser(user): CurrentUser,
     Query(query): Query<UsersQuery>,
 ) -> Result<Json<Vec<User>>> {
-    allow(access::can_list_users(&user), "only admins list users")?;
+    allow(access::can_manage_users(&user), "only admins list users")?;
     Ok(Json(state.store.users(query.role).await?))
 }

@@ -3,7 +3,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::user::UserId;
+use super::comment::NewComment;
+use super::reject_nul;
+use super::user::{Role, UserId};
 
 pub type TicketId = i64;
 
@@ -51,12 +53,94 @@ impl TryFrom<String> for TicketStatus {
     }
 }
 
+impl TicketStatus {
+    /// The lifecycle, in one place: open -> in_progress -> resolved -> closed, with resolved -> open
+    /// (reopen) and in_progress -> open (put back); admins may also close from any state. Closed is
+    /// final.
+    pub fn next_states(self, role: Role) -> Vec<TicketStatus> {
+        use TicketStatus::*;
+        let mut next = match self {
+            Open => vec![InProgress],
+            InProgress => vec![Resolved, Open],
+            Resolved => vec![Closed, Open],
+            Closed => vec![],
+        };
+        if role == Role::Admin && self != Closed && !next.contains(&Closed) {
+            next.push(Closed);
+        }
+        next
+    }
+
+    /// A reply on a resolved ticket from its customer means "not fixed": it reopens. Nobody
+    /// replies on a closed ticket.
+    pub fn after_reply(self, author: Role) -> Result<Option<TicketStatus>, &'static str> {
+        match (self, author) {
+            (TicketStatus::Closed, _) => Err("the ticket is closed; open a new one"),
+            (TicketStatus::Resolved, Role::Customer) => Ok(Some(TicketStatus::Open)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Checks a move to `to`; on refusal, says which states are allowed instead.
+    pub fn check_transition(self, to: TicketStatus, role: Role) -> Result<(), String> {
+        let allowed = self.next_states(role);
+        if allowed.contains(&to) {
+            return Ok(());
+        }
+        let allowed = match allowed.as_slice() {
+            [] => "none: a closed ticket is final".to_owned(),
+            states => states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+        };
+        Err(format!(
+            "a ticket cannot go from {} to {}; allowed next states: {allowed}",
+            self.as_str(),
+            to.as_str()
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+impl TryFrom<String> for Priority {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "low" => Ok(Priority::Low),
+            "normal" => Ok(Priority::Normal),
+            "high" => Ok(Priority::High),
+            "urgent" => Ok(Priority::Urgent),
+            other => Err(format!("unknown priority {other:?}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 #[schema(example = json!({
     "id": 42,
     "subject": "App crashes on start",
     "description": "Since the last update the app closes right after the splash screen.",
     "status": "in_progress",
+    "priority": "high",
     "created_by": 1,
     "assigned_to": 2,
     "embed_token": "9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90",
@@ -69,6 +153,8 @@ pub struct Ticket {
     pub description: String,
     #[sqlx(try_from = "String")]
     pub status: TicketStatus,
+    #[sqlx(try_from = "String")]
+    pub priority: Priority,
     /// The customer who submitted it.
     pub created_by: UserId,
     /// The agent working on it, if any.
@@ -124,24 +210,47 @@ impl Description {
     }
 }
 
-/// NUL is no text anyone types, and Postgres cannot store it in a text column.
-fn reject_nul(field: &str, raw: &str) -> Result<(), String> {
-    if raw.contains('\0') { Err(format!("{field} must not contain NUL characters")) } else { Ok(()) }
-}
-
 #[derive(Debug, Clone)]
 pub struct NewTicket {
     pub subject: Subject,
     pub description: Description,
+    pub priority: Priority,
     pub created_by: UserId,
 }
 
-/// What one write changes on a ticket; `None` leaves a field as it is.
+/// What one write changes on a ticket; `None` (or `false`) leaves a part as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TicketChange {
     pub status: Option<TicketStatus>,
-    /// The agent to assign; the store checks in the same transaction that this is an agent.
-    pub assign_to: Option<UserId>,
+    pub priority: Option<Priority>,
+    /// `Some(Some(agent))` assigns, `Some(None)` unassigns. The store checks, in the same
+    /// transaction, that the agent is an active agent.
+    pub assignee: Option<Option<UserId>>,
+    pub comment: Option<NewComment>,
+    pub rotate_embed_token: bool,
+}
+
+/// A ticket's fields after a change, as the store writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedFields {
+    pub status: TicketStatus,
+    pub priority: Priority,
+    pub assigned_to: Option<UserId>,
+}
+
+impl TicketChange {
+    pub fn apply_to(&self, ticket: &Ticket) -> ChangedFields {
+        ChangedFields {
+            status: self.status.unwrap_or(ticket.status),
+            priority: self.priority.unwrap_or(ticket.priority),
+            assigned_to: self.assignee.unwrap_or(ticket.assigned_to),
+        }
+    }
+
+    /// The agent this change newly assigns, whom the store must check.
+    pub fn new_assignee(&self, ticket: &Ticket) -> Option<UserId> {
+        self.assignee.flatten().filter(|agent| ticket.assigned_to != Some(*agent))
+    }
 }
 
 /// Which tickets a listing covers; derived from the caller by [`super::access::listing_scope`].
@@ -180,6 +289,61 @@ mod tests {
         assert!(Description::parse("ü".repeat(10_000)).is_ok());
         assert!(Description::parse("ü".repeat(10_001)).is_err());
         assert!(Description::parse(String::new()).is_ok());
+    }
+
+    #[test]
+    fn lifecycle_moves_forward_and_back_as_documented() {
+        use TicketStatus::*;
+        for (from, to) in [
+            (Open, InProgress),
+            (InProgress, Resolved),
+            (Resolved, Closed),
+            (Resolved, Open),
+            (InProgress, Open),
+        ] {
+            assert!(from.check_transition(to, Role::Agent).is_ok(), "{from:?} -> {to:?}");
+        }
+        for (from, to) in [(Open, Resolved), (Open, Closed), (InProgress, Closed), (Resolved, InProgress)] {
+            assert!(from.check_transition(to, Role::Agent).is_err(), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn admins_may_close_from_any_state_but_closed_is_final() {
+        use TicketStatus::*;
+        for from in [Open, InProgress, Resolved] {
+            assert!(from.check_transition(Closed, Role::Admin).is_ok(), "{from:?}");
+        }
+        for to in [Open, InProgress, Resolved, Closed] {
+            assert!(Closed.check_transition(to, Role::Admin).is_err(), "closed -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn refused_transition_names_the_allowed_states() {
+        let detail = TicketStatus::Open.check_transition(TicketStatus::Resolved, Role::Agent).unwrap_err();
+        assert!(detail.ends_with("allowed next states: in_progress"), "{detail}");
+        let detail = TicketStatus::Closed.check_transition(TicketStatus::Open, Role::Admin).unwrap_err();
+        assert!(detail.contains("closed ticket is final"), "{detail}");
+    }
+
+    #[test]
+    fn a_customer_reply_reopens_a_resolved_ticket_and_closed_takes_no_replies() {
+        use TicketStatus::*;
+        assert_eq!(Resolved.after_reply(Role::Customer), Ok(Some(Open)));
+        assert_eq!(Resolved.after_reply(Role::Agent), Ok(None));
+        assert_eq!(InProgress.after_reply(Role::Customer), Ok(None));
+        for role in [Role::Customer, Role::Agent, Role::Admin] {
+            assert!(Closed.after_reply(role).is_err());
+        }
+    }
+
+    #[test]
+    fn priority_round_trips_and_defaults_to_normal() {
+        for priority in [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent] {
+            assert_eq!(Priority::try_from(priority.as_str().to_owned()), Ok(priority));
+        }
+        assert_eq!(Priority::default(), Priority::Normal);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    NewTicket, NewUser, Ticket, TicketChange, TicketId, TicketScope, User, UserCredentials, UserId,
+    Comment, NewTicket, NewUser, Ticket, TicketChange, TicketEvent, TicketId, TicketScope, User,
+    UserCredentials, UserId,
 };
 use crate::domain::{Role, access};
 use crate::error::{Error, Result};
@@ -24,6 +25,13 @@ pub use sqlite::SqliteStore;
 /// an `Err` aborts the transaction with nothing written.
 pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
 
+/// What a ticket write produced: the ticket as it now is, and the comment it added, if any.
+#[derive(Debug)]
+pub struct ChangeOutcome {
+    pub ticket: Ticket,
+    pub comment: Option<Comment>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the user unless the username is taken; returns whether it was created.
@@ -33,14 +41,25 @@ pub trait Store: Send + Sync + 'static {
     /// Users ordered by id, optionally only those with `role`.
     async fn users(&self, role: Option<Role>) -> Result<Vec<User>>;
 
+    /// Creates the ticket and its `created` event.
     async fn create_ticket(&self, ticket: &NewTicket) -> Result<Ticket>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
     async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>>;
     /// The tickets in `scope`, newest first.
     async fn tickets(&self, scope: TicketScope) -> Result<Vec<Ticket>>;
-    /// Reads the ticket, asks `edit` what to change and writes it, all in one transaction with the
-    /// row locked, so the check and the write see the same ticket. A missing ticket is `NotFound`.
-    async fn update_ticket(&self, id: TicketId, edit: &TicketEdit<'_>) -> Result<Ticket>;
+    /// Reads the ticket, asks `edit` what to change, writes it with its history events (by
+    /// `actor`), all in one transaction with the row locked, so the rules and the write see the
+    /// same ticket. A change that changes nothing writes nothing. A missing ticket is `NotFound`.
+    async fn update_ticket(
+        &self,
+        id: TicketId,
+        actor: UserId,
+        edit: &TicketEdit<'_>,
+    ) -> Result<ChangeOutcome>;
+    /// The ticket's comments, oldest first; internal notes only if asked for.
+    async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>>;
+    /// The ticket's history, oldest first; events about internal notes only if asked for.
+    async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>>;
 }
 
 /// Connects to the database the URL names, creating it if it is a new SQLite file, and applies
@@ -59,14 +78,18 @@ pub async fn connect(url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// The rule for an assignment target, applied by both backends to the role they just read.
-fn ensure_assignable(agent_id: UserId, role: Option<Role>) -> Result<()> {
-    match role {
-        Some(role) if access::can_be_assigned(role) => Ok(()),
-        Some(role) => Err(Error::Validation(format!(
+/// The rule for an assignment target, applied by both backends to the role and active flag they
+/// just read in the write's transaction.
+fn ensure_assignable(agent_id: UserId, agent: Option<(Role, bool)>) -> Result<()> {
+    match agent {
+        Some((role, _)) if !access::can_be_assigned(role) => Err(Error::Validation(format!(
             "agent_id {agent_id} is a {}, not an agent; only agents can be assigned",
             role.as_str()
         ))),
+        Some((_, false)) => {
+            Err(Error::Validation(format!("agent {agent_id} is deactivated and cannot be assigned")))
+        }
+        Some(_) => Ok(()),
         None => Err(Error::Validation(format!("agent_id {agent_id} does not name an existing user"))),
     }
 }

@@ -29,4 +29,4 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, begin_write: "BEGIN", lock_row: " FOR UPDATE");
+impl_store!(PgStore, sqlx::Postgres, begin_write: "BEGIN", lock_row: " FOR UPDATE");

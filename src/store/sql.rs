@@ -5,7 +5,19 @@
 
 macro_rules! ticket_columns {
     () => {
-        "id, subject, description, status, created_by, assigned_to, embed_token, created_at, updated_at"
+        "id, subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at"
+    };
+}
+
+macro_rules! comment_columns {
+    () => {
+        "id, ticket_id, author_id, body, internal, created_at"
+    };
+}
+
+macro_rules! event_columns {
+    () => {
+        "id, ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at"
     };
 }
 
@@ -18,7 +30,7 @@ macro_rules! user_columns {
 /// `begin_write`: the statement that opens a write transaction; `lock_row`: the suffix that
 /// locks the row a read-modify-write reads.
 macro_rules! impl_store {
-    ($store:ty, begin_write: $begin_write:literal, lock_row: $lock_row:literal) => {
+    ($store:ty, $db:ty, begin_write: $begin_write:literal, lock_row: $lock_row:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn add_user_if_absent(&self, user: &$crate::domain::NewUser) -> $crate::error::Result<bool> {
@@ -78,19 +90,61 @@ macro_rules! impl_store {
                 ticket: &$crate::domain::NewTicket,
             ) -> $crate::error::Result<$crate::domain::Ticket> {
                 let now = $crate::store::now();
-                let created = sqlx::query_as(concat!(
-                    "INSERT INTO tickets (subject, description, status, created_by, embed_token, created_at, updated_at)
-                     VALUES ($1, $2, 'open', $3, $4, $5, $5) RETURNING ",
+                let mut tx = self.pool.begin().await?;
+                let created: $crate::domain::Ticket = sqlx::query_as(concat!(
+                    "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
+                     VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) RETURNING ",
                     $crate::store::sql::ticket_columns!()
                 ))
                 .bind(ticket.subject.as_str())
                 .bind(ticket.description.as_str())
+                .bind(ticket.priority.as_str())
                 .bind(ticket.created_by)
                 .bind(uuid::Uuid::new_v4())
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+                let event = $crate::domain::NewEvent {
+                    kind: $crate::domain::EventKind::Created,
+                    from: None,
+                    to: Some(created.status.as_str().to_owned()),
+                    internal: false,
+                };
+                record_event(&mut tx, created.id, ticket.created_by, &event, None, now).await?;
+                tx.commit().await?;
                 Ok(created)
+            }
+
+            async fn comments(
+                &self,
+                ticket: $crate::domain::TicketId,
+                include_internal: bool,
+            ) -> $crate::error::Result<Vec<$crate::domain::Comment>> {
+                let comments = sqlx::query_as(concat!(
+                    "SELECT ", $crate::store::sql::comment_columns!(),
+                    " FROM comments WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
+                ))
+                .bind(ticket)
+                .bind(include_internal)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(comments)
+            }
+
+            async fn events(
+                &self,
+                ticket: $crate::domain::TicketId,
+                include_internal: bool,
+            ) -> $crate::error::Result<Vec<$crate::domain::TicketEvent>> {
+                let events = sqlx::query_as(concat!(
+                    "SELECT ", $crate::store::sql::event_columns!(),
+                    " FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
+                ))
+                .bind(ticket)
+                .bind(include_internal)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(events)
             }
 
             async fn ticket(
@@ -141,8 +195,9 @@ macro_rules! impl_store {
             async fn update_ticket(
                 &self,
                 id: $crate::domain::TicketId,
+                actor: $crate::domain::UserId,
                 edit: &$crate::store::TicketEdit<'_>,
-            ) -> $crate::error::Result<$crate::domain::Ticket> {
+            ) -> $crate::error::Result<$crate::store::ChangeOutcome> {
                 let mut tx = self.pool.begin_with($begin_write).await?;
                 let current: $crate::domain::Ticket = sqlx::query_as(concat!(
                     "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE id = $1", $lock_row
@@ -153,34 +208,90 @@ macro_rules! impl_store {
                 .ok_or($crate::error::Error::NotFound("ticket not found"))?;
 
                 let change = edit(&current)?;
-                if let Some(agent_id) = change.assign_to {
-                    let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE id = $1")
+                if let Some(agent_id) = change.new_assignee(&current) {
+                    let agent: Option<(String, bool)> = sqlx::query_as("SELECT role, active FROM users WHERE id = $1")
                         .bind(agent_id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    let role = role
-                        .map($crate::domain::Role::try_from)
+                    let agent = agent
+                        .map(|(role, active)| $crate::domain::Role::try_from(role).map(|role| (role, active)))
                         .transpose()
                         .map_err($crate::error::Error::Internal)?;
-                    $crate::store::ensure_assignable(agent_id, role)?;
+                    $crate::store::ensure_assignable(agent_id, agent)?;
+                }
+                let events = $crate::domain::event::events_for(&current, &change);
+                if events.is_empty() {
+                    return Ok($crate::store::ChangeOutcome { ticket: current, comment: None });
                 }
 
-                let updated = sqlx::query_as(concat!(
-                    "UPDATE tickets SET status = COALESCE($2, status), assigned_to = COALESCE($3, assigned_to),
-                     updated_at = $4 WHERE id = $1 RETURNING ",
+                let now = $crate::store::now();
+                let after = change.apply_to(&current);
+                let embed_token = if change.rotate_embed_token { uuid::Uuid::new_v4() } else { current.embed_token };
+                let ticket = sqlx::query_as(concat!(
+                    "UPDATE tickets SET status = $2, priority = $3, assigned_to = $4, embed_token = $5, updated_at = $6
+                     WHERE id = $1 RETURNING ",
                     $crate::store::sql::ticket_columns!()
                 ))
                 .bind(id)
-                .bind(change.status.map($crate::domain::TicketStatus::as_str))
-                .bind(change.assign_to)
-                .bind($crate::store::now())
+                .bind(after.status.as_str())
+                .bind(after.priority.as_str())
+                .bind(after.assigned_to)
+                .bind(embed_token)
+                .bind(now)
                 .fetch_one(&mut *tx)
                 .await?;
+
+                let comment: Option<$crate::domain::Comment> = match &change.comment {
+                    Some(comment) => Some(
+                        sqlx::query_as(concat!(
+                            "INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+                             VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                            $crate::store::sql::comment_columns!()
+                        ))
+                        .bind(id)
+                        .bind(comment.author_id)
+                        .bind(comment.body.as_str())
+                        .bind(comment.internal)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                    ),
+                    None => None,
+                };
+                for event in &events {
+                    let comment_id = comment.as_ref().filter(|_| event.kind == $crate::domain::EventKind::CommentAdded).map(|c| c.id);
+                    record_event(&mut tx, id, actor, event, comment_id, now).await?;
+                }
                 tx.commit().await?;
-                Ok(updated)
+                Ok($crate::store::ChangeOutcome { ticket, comment })
             }
+        }
+
+        async fn record_event(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            ticket: $crate::domain::TicketId,
+            actor: $crate::domain::UserId,
+            event: &$crate::domain::NewEvent,
+            comment_id: Option<i64>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::error::Result<()> {
+            sqlx::query(
+                "INSERT INTO ticket_events (ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(ticket)
+            .bind(actor)
+            .bind(event.kind.as_str())
+            .bind(event.from.as_deref())
+            .bind(event.to.as_deref())
+            .bind(comment_id)
+            .bind(event.internal)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
         }
     };
 }
 
-pub(super) use {impl_store, ticket_columns, user_columns};
+pub(super) use {comment_columns, event_columns, impl_store, ticket_columns, user_columns};

@@ -54,4 +54,4 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
 
 // BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
 // writes can fail with SQLITE_BUSY when another writer got there first, whatever busy_timeout.
-impl_store!(SqliteStore, begin_write: "BEGIN IMMEDIATE", lock_row: "");
+impl_store!(SqliteStore, sqlx::Sqlite, begin_write: "BEGIN IMMEDIATE", lock_row: "");

@@ -36,12 +36,14 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
     let huge = format!(r#"{{"subject": "s", "description": "{}"}}"#, "a".repeat(70 * 1024));
     let ticket = format!("/tickets/{id}");
     let assign = format!("/tickets/{id}/assign");
+    let comments = format!("/tickets/{id}/comments");
     use StatusCode as S;
 
     let by_carol = vec![
         // PATCH /tickets/{id}
         case(Method::PATCH, &ticket, json, r#"{"status": "pending"}"#, S::UNPROCESSABLE_ENTITY),
-        case(Method::PATCH, &ticket, json, r#"{"status": null}"#, S::BAD_REQUEST),
+        case(Method::PATCH, &ticket, json, r#"{"status": null}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &ticket, json, r#"{"priority": "critical"}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{"status": "open""#, S::BAD_REQUEST),
         case(Method::PATCH, &ticket, json, "", S::BAD_REQUEST),
@@ -53,6 +55,22 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
         case(Method::PATCH, &assign, json, r#"{"agent_id": 1e30}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &assign, json, r#"{"agent_id": 99999999999999999999}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &assign, json, r#"[]"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &assign, json, r#"{}"#, S::UNPROCESSABLE_ENTITY),
+        // POST /tickets/{id}/comments
+        case(Method::POST, &comments, json, r#"{}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::POST, &comments, json, r#"{"body": "  "}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::POST, &comments, json, r#"{"body": "a\u0000"}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::POST, &comments, json, r#"{"body": "ok", "internal": "yes"}"#, S::UNPROCESSABLE_ENTITY),
+        case(
+            Method::POST,
+            &comments,
+            json,
+            &format!(r#"{{"body": "{}"}}"#, "b".repeat(10_001)),
+            S::UNPROCESSABLE_ENTITY,
+        ),
+        case(Method::POST, "/tickets/abc/comments", json, r#"{"body": "ok"}"#, S::BAD_REQUEST),
+        case(Method::GET, "/tickets/abc/events", None, "", S::BAD_REQUEST),
+        case(Method::POST, "/tickets/abc/embed-token", None, "", S::BAD_REQUEST),
         // Path parameters
         case(Method::GET, "/tickets/abc", None, "", S::BAD_REQUEST),
         case(Method::GET, "/tickets/1.5", None, "", S::BAD_REQUEST),

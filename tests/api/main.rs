@@ -4,7 +4,10 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod conversation;
 mod embed;
+mod history;
+mod lifecycle;
 mod openapi;
 mod roles;
 mod startup;

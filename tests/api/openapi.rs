@@ -8,7 +8,7 @@ crate::on_both_backends!(
     swagger_ui_is_served_offline
 );
 
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 13] = [
     ("post", "/auth/token"),
     ("get", "/users/me"),
     ("get", "/users"),
@@ -18,6 +18,10 @@ const ROUTES: [(&str, &str); 9] = [
     ("get", "/tickets/{id}"),
     ("patch", "/tickets/{id}"),
     ("patch", "/tickets/{id}/assign"),
+    ("post", "/tickets/{id}/comments"),
+    ("get", "/tickets/{id}/comments"),
+    ("get", "/tickets/{id}/events"),
+    ("post", "/tickets/{id}/embed-token"),
 ];
 
 async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {

@@ -35,6 +35,10 @@ async fn every_role_against_every_route(app: TestApp) {
     let ticket_path = format!("/tickets/{id}");
     let assign_path = format!("/tickets/{id}/assign");
     let embed_path = format!("/tickets/embed/{embed_token}");
+    let comments_path = format!("/tickets/{id}/comments");
+    let events_path = format!("/tickets/{id}/events");
+    let rotate_path = format!("/tickets/{id}/embed-token");
+    let note = json!({"body": "internal", "internal": true});
     let new_ticket = json!({"subject": "s", "description": "d"});
     // Expected statuses in the order of `callers`.
     let matrix: Vec<(Method, &str, Option<serde_json::Value>, [u16; 6])> = vec![
@@ -46,7 +50,13 @@ async fn every_role_against_every_route(app: TestApp) {
         (Method::PATCH, &assign_path, Some(json!({"agent_id": bob_id})), [403, 403, 403, 403, 200, 401]),
         (Method::GET, "/users/me", None, [200, 200, 200, 200, 200, 401]),
         (Method::GET, "/users?role=agent", None, [403, 403, 403, 403, 200, 401]),
+        (Method::POST, &comments_path, Some(json!({"body": "hello"})), [201, 404, 201, 404, 201, 401]),
+        (Method::POST, &comments_path, Some(note), [403, 403, 201, 404, 201, 401]),
+        (Method::GET, &comments_path, None, [200, 404, 200, 404, 200, 401]),
+        (Method::GET, &events_path, None, [200, 404, 200, 404, 200, 401]),
         (Method::GET, &embed_path, None, [200, 200, 200, 200, 200, 200]),
+        // Last: each success rotates the token the row above used.
+        (Method::POST, &rotate_path, None, [200, 404, 403, 404, 200, 401]),
     ];
 
     let mut mismatches = Vec::new();

@@ -77,6 +77,7 @@ async fn created_ticket_has_the_documented_shape_and_location(app: TestApp) {
             "description",
             "embed_token",
             "id",
+            "priority",
             "status",
             "subject",
             "updated_at"

@@ -1,0 +1,65 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::reject_nul;
+use super::ticket::TicketId;
+use super::user::UserId;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[schema(example = json!({"id": 7, "ticket_id": 42, "author_id": 2, "body": "Could you send the crash log?",
+    "internal": false, "created_at": "2026-07-23T12:10:00Z"}))]
+pub struct Comment {
+    pub id: i64,
+    pub ticket_id: TicketId,
+    pub author_id: UserId,
+    pub body: String,
+    /// An internal note: agents and admins only.
+    pub internal: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewComment {
+    pub author_id: UserId,
+    pub body: CommentBody,
+    pub internal: bool,
+}
+
+/// 1 to 10,000 characters, not blank, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentBody(String);
+
+impl CommentBody {
+    pub const MAX_CHARS: usize = 10_000;
+
+    pub fn parse(raw: String) -> Result<Self, String> {
+        reject_nul("body", &raw)?;
+        if raw.trim().is_empty() {
+            return Err("body must not be empty".into());
+        }
+        let n = raw.chars().count();
+        if n > Self::MAX_CHARS {
+            return Err(format!("body must be at most {} characters (got {n})", Self::MAX_CHARS));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_bodies_must_say_something() {
+        assert!(CommentBody::parse("Thanks!".into()).is_ok());
+        assert!(CommentBody::parse("  \n ".into()).is_err());
+        assert!(CommentBody::parse("a\0".into()).is_err());
+        assert!(CommentBody::parse("x".repeat(10_000)).is_ok());
+        assert!(CommentBody::parse("x".repeat(10_001)).is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! A ticket's history: one event per change, written in the same transaction as the change.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ticket::{Ticket, TicketChange, TicketId};
+use super::user::UserId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Assigned,
+    Unassigned,
+    StatusChanged,
+    PriorityChanged,
+    CommentAdded,
+    EmbedTokenRotated,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Assigned => "assigned",
+            EventKind::Unassigned => "unassigned",
+            EventKind::StatusChanged => "status_changed",
+            EventKind::PriorityChanged => "priority_changed",
+            EventKind::CommentAdded => "comment_added",
+            EventKind::EmbedTokenRotated => "embed_token_rotated",
+        }
+    }
+}
+
+impl TryFrom<String> for EventKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        [
+            EventKind::Created,
+            EventKind::Assigned,
+            EventKind::Unassigned,
+            EventKind::StatusChanged,
+            EventKind::PriorityChanged,
+            EventKind::CommentAdded,
+            EventKind::EmbedTokenRotated,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == value)
+        .ok_or_else(|| format!("unknown event kind {value:?}"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[schema(example = json!({"id": 3, "ticket_id": 42, "actor_id": 2, "kind": "status_changed",
+    "from": "open", "to": "in_progress", "comment_id": null, "internal": false,
+    "created_at": "2026-07-23T12:30:00Z"}))]
+pub struct TicketEvent {
+    pub id: i64,
+    pub ticket_id: TicketId,
+    /// Who made the change.
+    pub actor_id: UserId,
+    #[sqlx(try_from = "String")]
+    pub kind: EventKind,
+    /// The value before: a status, a priority or an agent's id. Null where it does not apply.
+    #[sqlx(rename = "from_value")]
+    pub from: Option<String>,
+    /// The value after.
+    #[sqlx(rename = "to_value")]
+    pub to: Option<String>,
+    /// The comment a `comment_added` event is about.
+    pub comment_id: Option<i64>,
+    /// About an internal note; never shown to customers.
+    pub internal: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event about to be written; the store adds ids, actor, time and the comment's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub internal: bool,
+}
+
+impl NewEvent {
+    fn new(kind: EventKind, from: Option<String>, to: Option<String>) -> Self {
+        Self { kind, from, to, internal: false }
+    }
+}
+
+/// What `change` does to `ticket`, as history. Parts that change nothing record nothing.
+pub fn events_for(ticket: &Ticket, change: &TicketChange) -> Vec<NewEvent> {
+    let after = change.apply_to(ticket);
+    let mut events = Vec::new();
+    if after.assigned_to != ticket.assigned_to {
+        let from = ticket.assigned_to.map(|id| id.to_string());
+        events.push(match after.assigned_to {
+            Some(agent) => NewEvent::new(EventKind::Assigned, from, Some(agent.to_string())),
+            None => NewEvent::new(EventKind::Unassigned, from, None),
+        });
+    }
+    if after.status != ticket.status {
+        events.push(NewEvent::new(
+            EventKind::StatusChanged,
+            Some(ticket.status.as_str().into()),
+            Some(after.status.as_str().into()),
+        ));
+    }
+    if after.priority != ticket.priority {
+        events.push(NewEvent::new(
+            EventKind::PriorityChanged,
+            Some(ticket.priority.as_str().into()),
+            Some(after.priority.as_str().into()),
+        ));
+    }
+    if let Some(comment) = &change.comment {
+        events.push(NewEvent {
+            internal: comment.internal,
+            ..NewEvent::new(EventKind::CommentAdded, None, None)
+        });
+    }
+    if change.rotate_embed_token {
+        events.push(NewEvent::new(EventKind::EmbedTokenRotated, None, None));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::{CommentBody, NewComment, Priority, TicketStatus};
+
+    fn ticket() -> Ticket {
+        Ticket {
+            id: 1,
+            subject: "s".into(),
+            description: String::new(),
+            status: TicketStatus::Open,
+            priority: Priority::Normal,
+            created_by: 1,
+            assigned_to: Some(2),
+            embed_token: Uuid::new_v4(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_change_that_changes_nothing_records_nothing() {
+        let same = TicketChange {
+            status: Some(TicketStatus::Open),
+            priority: Some(Priority::Normal),
+            assignee: Some(Some(2)),
+            ..TicketChange::default()
+        };
+        assert!(events_for(&ticket(), &same).is_empty());
+    }
+
+    #[test]
+    fn each_changed_part_records_its_before_and_after() {
+        let change = TicketChange {
+            status: Some(TicketStatus::InProgress),
+            priority: Some(Priority::Urgent),
+            assignee: Some(None),
+            rotate_embed_token: true,
+            ..TicketChange::default()
+        };
+        let kinds: Vec<_> =
+            events_for(&ticket(), &change).into_iter().map(|e| (e.kind, e.from, e.to)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (EventKind::Unassigned, Some("2".into()), None),
+                (EventKind::StatusChanged, Some("open".into()), Some("in_progress".into())),
+                (EventKind::PriorityChanged, Some("normal".into()), Some("urgent".into())),
+                (EventKind::EmbedTokenRotated, None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_internal_note_records_an_internal_event() {
+        let note =
+            NewComment { author_id: 2, body: CommentBody::parse("psst".into()).unwrap(), internal: true };
+        let events = events_for(&ticket(), &TicketChange { comment: Some(note), ..TicketChange::default() });
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::CommentAdded);
+        assert!(events[0].internal);
+    }
+
+    #[test]
+    fn event_kinds_round_trip() {
+        for kind in [
+            "created",
+            "assigned",
+            "unassigned",
+            "status_changed",
+            "priority_changed",
+            "comment_added",
+            "embed_token_rotated",
+        ] {
+            assert_eq!(EventKind::try_from(kind.to_owned()).unwrap().as_str(), kind);
+        }
+    }
+}

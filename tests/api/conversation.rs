@@ -1,0 +1,103 @@
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+crate::on_both_backends!(
+    customer_and_agent_talk_and_internal_notes_stay_internal,
+    a_customer_reply_reopens_a_resolved_ticket,
+    nobody_comments_on_a_closed_ticket,
+    strangers_cannot_read_or_write_a_conversation,
+);
+
+async fn comment(app: &TestApp, token: &str, id: i64, body: Value) -> crate::helpers::TestResponse {
+    app.call(Method::POST, &format!("/tickets/{id}/comments"), Some(token), Some(body)).await
+}
+
+fn bodies(comments: &Value) -> Vec<&str> {
+    comments.as_array().unwrap().iter().map(|c| c["body"].as_str().unwrap()).collect()
+}
+
+async fn customer_and_agent_talk_and_internal_notes_stay_internal(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Chatty").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+
+    let question = comment(&app, &tokens.bob, id, json!({"body": "Which version?"})).await;
+    assert_eq!(question.status, StatusCode::CREATED, "{}", question.text);
+    assert_eq!(question.json["author_id"], app.user_id("bob").await);
+    assert_eq!(question.json["internal"], false);
+    let note = comment(&app, &tokens.bob, id, json!({"body": "Known bug #12", "internal": true})).await;
+    assert_eq!(note.json["internal"], true);
+    comment(&app, &tokens.alice, id, json!({"body": "Version 2.1"})).await;
+    comment(&app, &tokens.carol, id, json!({"body": "Escalating", "internal": true})).await;
+
+    let path = format!("/tickets/{id}/comments");
+    let for_staff = app.get(&path, Some(&tokens.bob)).await.json;
+    assert_eq!(bodies(&for_staff), ["Which version?", "Known bug #12", "Version 2.1", "Escalating"]);
+    let for_customer = app.get(&path, Some(&tokens.alice)).await;
+    assert_eq!(bodies(&for_customer.json), ["Which version?", "Version 2.1"]);
+    assert!(!for_customer.text.contains("Known bug") && !for_customer.text.contains("Escalating"));
+
+    // Nor do the events about them reach the customer, not even as a count.
+    let customer_events = app.get(&format!("/tickets/{id}/events"), Some(&tokens.alice)).await.json;
+    let staff_events = app.get(&format!("/tickets/{id}/events"), Some(&tokens.carol)).await.json;
+    let comment_events =
+        |events: &Value| events.as_array().unwrap().iter().filter(|e| e["kind"] == "comment_added").count();
+    assert_eq!((comment_events(&customer_events), comment_events(&staff_events)), (2, 4));
+    assert!(customer_events.as_array().unwrap().iter().all(|e| e["internal"] == false));
+    let note_id = note.json["id"].clone();
+    assert!(customer_events.as_array().unwrap().iter().all(|e| e["comment_id"] != note_id));
+
+    let internal_by_customer =
+        comment(&app, &tokens.alice, id, json!({"body": "sneaky", "internal": true})).await;
+    internal_by_customer.assert_problem(StatusCode::FORBIDDEN);
+    assert_eq!(bodies(&app.get(&path, Some(&tokens.carol)).await.json).len(), 4, "nothing stored");
+}
+
+async fn a_customer_reply_reopens_a_resolved_ticket(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Not fixed").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    app.set_status(&tokens.bob, id, "in_progress").await;
+    app.set_status(&tokens.bob, id, "resolved").await;
+
+    // The agent's own follow-up keeps it resolved.
+    comment(&app, &tokens.bob, id, json!({"body": "Fixed in 2.2"})).await;
+    assert_eq!(app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await.json["status"], "resolved");
+
+    let reply = comment(&app, &tokens.alice, id, json!({"body": "Still crashes"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let ticket = app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await.json;
+    assert_eq!(ticket["status"], "open");
+
+    let events = app.get(&format!("/tickets/{id}/events"), Some(&tokens.carol)).await.json;
+    let reopen = events.as_array().unwrap().iter().rev().find(|e| e["kind"] == "status_changed").unwrap();
+    assert_eq!((reopen["from"].as_str(), reopen["to"].as_str()), (Some("resolved"), Some("open")));
+    assert_eq!(reopen["actor_id"], app.user_id("alice").await);
+}
+
+async fn nobody_comments_on_a_closed_ticket(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Closed").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    app.set_status(&tokens.carol, id, "closed").await;
+    for token in [&tokens.alice, &tokens.bob, &tokens.carol] {
+        comment(&app, token, id, json!({"body": "hello?"})).await.assert_problem(StatusCode::CONFLICT);
+    }
+    assert_eq!(app.get(&format!("/tickets/{id}/comments"), Some(&tokens.carol)).await.json, json!([]));
+}
+
+async fn strangers_cannot_read_or_write_a_conversation(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Private talk").await;
+    // Bob is not assigned: to him the ticket does not exist.
+    comment(&app, &tokens.bob, id, json!({"body": "hi"})).await.assert_problem(StatusCode::NOT_FOUND);
+    app.get(&format!("/tickets/{id}/comments"), Some(&tokens.bob))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    app.get(&format!("/tickets/{id}/events"), Some(&tokens.bob)).await.assert_problem(StatusCode::NOT_FOUND);
+    comment(&app, &tokens.alice, id + 1000, json!({"body": "hi"}))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+}

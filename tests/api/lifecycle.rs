@@ -1,0 +1,131 @@
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+crate::on_both_backends!(
+    status_follows_the_lifecycle_and_refusals_name_the_allowed_states,
+    admins_close_from_any_state_and_closed_is_final,
+    setting_the_current_status_changes_nothing,
+    customers_choose_a_priority_and_staff_change_it,
+    admins_unassign_with_null_and_an_empty_body_changes_nothing,
+);
+
+async fn status_follows_the_lifecycle_and_refusals_name_the_allowed_states(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Lifecycle").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+
+    let skip = app.set_status(&tokens.bob, id, "resolved").await;
+    let detail = skip.assert_problem(StatusCode::CONFLICT).to_owned();
+    assert!(detail.contains("allowed next states: in_progress"), "{detail}");
+    app.set_status(&tokens.bob, id, "closed").await.assert_problem(StatusCode::CONFLICT);
+
+    for (next, expected) in [
+        ("in_progress", "in_progress"),
+        ("open", "open"),
+        ("in_progress", "in_progress"),
+        ("resolved", "resolved"),
+        ("open", "open"),
+    ] {
+        let response = app.set_status(&tokens.bob, id, next).await;
+        assert_eq!(response.status, StatusCode::OK, "-> {next}: {}", response.text);
+        assert_eq!(response.json["status"], expected);
+    }
+    app.set_status(&tokens.bob, id, "in_progress").await;
+    app.set_status(&tokens.bob, id, "resolved").await;
+    let closed = app.set_status(&tokens.bob, id, "closed").await;
+    assert_eq!(closed.json["status"], "closed", "{}", closed.text);
+}
+
+async fn admins_close_from_any_state_and_closed_is_final(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let bob = app.user_id("bob").await;
+    for before in ["open", "in_progress"] {
+        let id = app.create_ticket_id(&tokens.alice, before).await;
+        app.assign(&tokens.carol, id, bob).await;
+        if before == "in_progress" {
+            app.set_status(&tokens.bob, id, "in_progress").await;
+        }
+        // An agent may not close an open or in-progress ticket; an admin may.
+        app.set_status(&tokens.bob, id, "closed").await.assert_problem(StatusCode::CONFLICT);
+        assert_eq!(app.set_status(&tokens.carol, id, "closed").await.json["status"], "closed");
+        for after in ["open", "in_progress", "resolved"] {
+            let detail = app
+                .set_status(&tokens.carol, id, after)
+                .await
+                .assert_problem(StatusCode::CONFLICT)
+                .to_owned();
+            assert!(detail.contains("closed ticket is final"), "{detail}");
+        }
+    }
+}
+
+async fn setting_the_current_status_changes_nothing(app: TestApp) {
+    let carol = app.login("carol", "carol123").await;
+    let alice = app.login("alice", "alice123").await;
+    let ticket = app.create_ticket(&alice, "Idempotent").await;
+    let id = ticket["id"].as_i64().unwrap();
+    let same = app.set_status(&carol, id, "open").await;
+    assert_eq!(same.status, StatusCode::OK);
+    assert_eq!(same.json["updated_at"], ticket["updated_at"], "nothing changed, so nothing moved");
+    let events = app.get(&format!("/tickets/{id}/events"), Some(&carol)).await.json;
+    assert_eq!(events.as_array().unwrap().len(), 1, "only `created`: {events}");
+}
+
+async fn customers_choose_a_priority_and_staff_change_it(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let default = app.create_ticket(&tokens.alice, "Default priority").await;
+    assert_eq!(default["priority"], "normal");
+    let body = json!({"subject": "Down!", "description": "", "priority": "urgent"});
+    let urgent = app.call(Method::POST, "/tickets/", Some(&tokens.alice), Some(body)).await;
+    assert_eq!(urgent.json["priority"], "urgent", "{}", urgent.text);
+
+    let id = default["id"].as_i64().unwrap();
+    let path = format!("/tickets/{id}");
+    let by_customer =
+        app.call(Method::PATCH, &path, Some(&tokens.alice), Some(json!({"priority": "urgent"}))).await;
+    by_customer.assert_problem(StatusCode::FORBIDDEN);
+    // Bob is not assigned yet: the ticket is invisible to him.
+    let by_stranger =
+        app.call(Method::PATCH, &path, Some(&tokens.bob), Some(json!({"priority": "high"}))).await;
+    by_stranger.assert_problem(StatusCode::NOT_FOUND);
+
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let both = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&tokens.bob),
+            Some(json!({"priority": "high", "status": "in_progress"})),
+        )
+        .await;
+    assert_eq!(
+        (both.json["priority"].clone(), both.json["status"].clone()),
+        (json!("high"), json!("in_progress")),
+        "{}",
+        both.text
+    );
+    let by_admin =
+        app.call(Method::PATCH, &path, Some(&tokens.carol), Some(json!({"priority": "low"}))).await;
+    assert_eq!(by_admin.json["priority"], "low");
+}
+
+async fn admins_unassign_with_null_and_an_empty_body_changes_nothing(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let bob = app.user_id("bob").await;
+    let id = app.create_ticket_id(&tokens.alice, "Unassign").await;
+    app.assign(&tokens.carol, id, bob).await;
+
+    let missing =
+        app.call(Method::PATCH, &format!("/tickets/{id}/assign"), Some(&tokens.carol), Some(json!({}))).await;
+    missing.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.get(&format!("/tickets/{id}"), Some(&tokens.carol)).await.json["assigned_to"], bob);
+
+    let body = json!({"agent_id": null});
+    let unassigned =
+        app.call(Method::PATCH, &format!("/tickets/{id}/assign"), Some(&tokens.carol), Some(body)).await;
+    assert_eq!(unassigned.status, StatusCode::OK, "{}", unassigned.text);
+    assert_eq!(unassigned.json["assigned_to"], Value::Null);
+    app.get(&format!("/tickets/{id}"), Some(&tokens.bob)).await.assert_problem(StatusCode::NOT_FOUND);
+}
