@@ -79,29 +79,14 @@ pub fn listing_scope(user: &User) -> Option<TicketScope> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
-    use uuid::Uuid;
-
     use super::*;
-    use crate::domain::{Priority, TicketStatus};
 
     fn user(id: i64, role: Role) -> User {
         User { id, username: format!("user{id}"), role }
     }
 
     fn ticket(created_by: i64, assigned_to: Option<i64>) -> Ticket {
-        Ticket {
-            id: 1,
-            subject: "s".into(),
-            description: String::new(),
-            status: TicketStatus::Open,
-            priority: Priority::Normal,
-            created_by,
-            assigned_to,
-            embed_token: Uuid::new_v4(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
+        Ticket::sample(created_by, assigned_to)
     }
 
     #[test]

@@ -19,38 +19,15 @@ pub enum EventKind {
     EmbedTokenRotated,
 }
 
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Assigned => "assigned",
-            EventKind::Unassigned => "unassigned",
-            EventKind::StatusChanged => "status_changed",
-            EventKind::PriorityChanged => "priority_changed",
-            EventKind::CommentAdded => "comment_added",
-            EventKind::EmbedTokenRotated => "embed_token_rotated",
-        }
-    }
-}
-
-impl TryFrom<String> for EventKind {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        [
-            EventKind::Created,
-            EventKind::Assigned,
-            EventKind::Unassigned,
-            EventKind::StatusChanged,
-            EventKind::PriorityChanged,
-            EventKind::CommentAdded,
-            EventKind::EmbedTokenRotated,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == value)
-        .ok_or_else(|| format!("unknown event kind {value:?}"))
-    }
-}
+text_enum!(EventKind {
+    Created => "created",
+    Assigned => "assigned",
+    Unassigned => "unassigned",
+    StatusChanged => "status_changed",
+    PriorityChanged => "priority_changed",
+    CommentAdded => "comment_added",
+    EmbedTokenRotated => "embed_token_rotated",
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
 #[schema(example = json!({"id": 3, "ticket_id": 42, "actor_id": 2, "kind": "status_changed",
@@ -130,24 +107,11 @@ pub fn events_for(ticket: &Ticket, change: &TicketChange) -> Vec<NewEvent> {
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
     use crate::domain::{CommentBody, NewComment, Priority, TicketStatus};
 
     fn ticket() -> Ticket {
-        Ticket {
-            id: 1,
-            subject: "s".into(),
-            description: String::new(),
-            status: TicketStatus::Open,
-            priority: Priority::Normal,
-            created_by: 1,
-            assigned_to: Some(2),
-            embed_token: Uuid::new_v4(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }
+        Ticket::sample(1, Some(2))
     }
 
     #[test]
@@ -194,17 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn event_kinds_round_trip() {
-        for kind in [
-            "created",
-            "assigned",
-            "unassigned",
-            "status_changed",
-            "priority_changed",
-            "comment_added",
-            "embed_token_rotated",
-        ] {
-            assert_eq!(EventKind::try_from(kind.to_owned()).unwrap().as_str(), kind);
-        }
+    fn event_kind_text_matches_the_api() {
+        crate::domain::assert_text_matches_serde(EventKind::ALL, EventKind::as_str);
     }
 }

@@ -1,6 +1,49 @@
 //! Types and rules of the helpdesk, free of HTTP and SQL: roles, tickets, their lifecycle and
 //! history, who may do what.
 
+/// The text a database column and the JSON API hold for each variant of a plain enum, in one
+/// table: `as_str`, `TryFrom<String>` and `ALL` come from it. Keep it equal to the enum's serde
+/// spelling (each module's tests check).
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                match value.as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(concat!("unknown ", stringify!($name), " {:?}"), other)),
+                }
+            }
+        }
+    };
+}
+
+/// Checks a `text_enum!` table against serde: both must spell every variant alike.
+#[cfg(test)]
+fn assert_text_matches_serde<T: serde::Serialize + Copy + std::fmt::Debug + TryFrom<String>>(
+    all: &[T],
+    as_str: fn(T) -> &'static str,
+) where
+    <T as TryFrom<String>>::Error: std::fmt::Debug,
+{
+    for &variant in all {
+        assert_eq!(serde_json::to_value(variant).unwrap(), as_str(variant), "{variant:?}");
+        assert!(T::try_from(as_str(variant).to_owned()).is_ok());
+    }
+    assert!(T::try_from("no such value".to_owned()).is_err());
+}
+
 pub mod access;
 pub mod comment;
 pub mod event;

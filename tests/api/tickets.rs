@@ -69,7 +69,7 @@ async fn created_ticket_has_the_documented_shape_and_location(app: TestApp) {
     let id = ticket["id"].as_i64().expect("an integer id");
     assert_eq!(response.header("location"), Some(format!("/tickets/{id}").as_str()));
     assert_eq!(
-        sorted_keys(&ticket),
+        sorted_keys(ticket),
         [
             "assigned_to",
             "created_at",
