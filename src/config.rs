@@ -20,6 +20,8 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// Embed links point here, without a trailing slash.
     pub public_base_url: String,
+    /// Whether anyone may sign up as a customer through `POST /auth/register`.
+    pub self_registration: bool,
 }
 
 #[derive(Clone)]
@@ -145,12 +147,21 @@ impl Config {
             ));
         }
 
+        let self_registration = match lookup("SELF_REGISTRATION").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(invalid("SELF_REGISTRATION", format!("{other:?} must be true or false")));
+            }
+        };
+
         Ok(Config {
             bind_addr,
             database_url,
             jwt_secret,
             access_token_ttl: Duration::from_secs(ttl_secs),
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+            self_registration,
         })
     }
 }
@@ -174,6 +185,7 @@ mod tests {
         assert_eq!(config.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(config.access_token_ttl, Duration::from_secs(1800));
         assert_eq!(config.public_base_url, DEFAULT_PUBLIC_BASE_URL);
+        assert!(!config.self_registration, "self-registration is off unless asked for");
     }
 
     #[test]
@@ -199,6 +211,7 @@ mod tests {
             ("ACCESS_TOKEN_TTL_SECS", "0"),
             ("BIND_ADDR", "localhost"),
             ("PUBLIC_BASE_URL", "support.example.com"),
+            ("SELF_REGISTRATION", "yes"),
         ] {
             let err = config_from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -15,7 +15,7 @@ Options:
   -h, --help show this help
 
 Settings come from the environment or a .env file: BIND_ADDR, DATABASE_URL, JWT_SECRET,
-ACCESS_TOKEN_TTL_SECS, PUBLIC_BASE_URL, RUST_LOG (see .env.example).";
+ACCESS_TOKEN_TTL_SECS, PUBLIC_BASE_URL, SELF_REGISTRATION, RUST_LOG (see .env.example).";
 
 #[tokio::main]
 async fn main() -> ExitCode {

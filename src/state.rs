@@ -13,6 +13,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     pub passwords: Passwords,
     pub links: EmbedLinks,
+    /// Whether `POST /auth/register` lets anyone sign up as a customer.
+    pub self_registration: bool,
 }
 
 impl AppState {
@@ -22,6 +24,7 @@ impl AppState {
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.bytes(), config.access_token_ttl)),
             passwords: Passwords::for_this_machine(),
             links: EmbedLinks { public_base_url: config.public_base_url.clone().into() },
+            self_registration: config.self_registration,
         }
     }
 }

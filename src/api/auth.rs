@@ -6,11 +6,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{Form, Json};
+use crate::domain::Role;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(login))
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(register))
 }
 
 /// OAuth2 password grant form (RFC 6749 §4.3). `grant_type` may be left out; other fields that
@@ -59,7 +60,8 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
     let credentials = state.store.user_credentials(&form.username).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let user = match (state.passwords.verify(&form.password, stored_hash).await?, credentials) {
-        (true, Some(credentials)) => credentials.user,
+        // A deactivated account gets the same answer as a wrong password: nothing to probe.
+        (true, Some(credentials)) if credentials.user.active => credentials.user,
         _ => {
             return Err(Error::Unauthorized {
                 detail: "incorrect username or password",
@@ -73,4 +75,42 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
         [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
         Json(TokenResponse { access_token: token.token, token_type: "bearer", expires_in: token.expires_in }),
     ))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"username": "dave", "password": "a long passphrase"}))]
+struct Registration {
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
+    username: String,
+    #[schema(min_length = 8, max_length = 128)]
+    password: String,
+}
+
+/// Sign up as a customer, when the server allows it (`SELF_REGISTRATION=true`; off by default).
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    request_body = Registration,
+    responses(
+        (status = 201, description = "Registered; log in with POST /auth/token", body = crate::domain::User,
+            headers(("Location" = String, description = "`/users/{id}`"))),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 409, response = super::docs::Conflict),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Registration>,
+) -> Result<axum::response::Response> {
+    if !state.self_registration {
+        return Err(Error::Forbidden("self-registration is disabled on this server"));
+    }
+    let new =
+        super::users::CreateUser { username: body.username, password: body.password, role: Role::Customer };
+    super::users::add_user(&state, new).await
 }

@@ -3,6 +3,7 @@
 mod auth;
 pub mod docs;
 mod extract;
+mod paging;
 mod tickets;
 mod users;
 

@@ -1,17 +1,25 @@
 use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::allow;
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
+use super::paging::Page;
 use crate::auth::CurrentUser;
-use crate::domain::{Role, User, access};
-use crate::error::Result;
+use crate::domain::{NewPassword, NewUser, Role, User, UserChange, UserId, Username, access};
+use crate::error::{Error, Result};
 use crate::state::AppState;
+use crate::store::UserFilter;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(me)).routes(routes!(list_users))
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
+        .routes(routes!(change_own_password))
 }
 
 /// Who the bearer token belongs to.
@@ -34,9 +42,17 @@ async fn me(CurrentUser(user): CurrentUser) -> Json<User> {
 struct UsersQuery {
     /// Only users with this role, e.g. `agent` to find someone to assign.
     role: Option<Role>,
+    /// Only active (`true`) or deactivated (`false`) users.
+    active: Option<bool>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<u32>,
+    /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
+    cursor: Option<String>,
 }
 
-/// List users, e.g. the agents a ticket can be assigned to (admins only).
+/// List users by id, e.g. the agents a ticket can be assigned to (admins).
+///
+/// Paged: when more users follow, the response carries `Link: </users?...&cursor=...>; rel="next"`.
 #[utoipa::path(
     get,
     path = "/users",
@@ -45,7 +61,8 @@ struct UsersQuery {
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "Users, by id", body = [User],
-            example = json!([{"id": 2, "username": "bob", "role": "agent"}])),
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows")),
+            example = json!([{"id": 2, "username": "bob", "role": "agent", "active": true}])),
         (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
@@ -54,8 +71,179 @@ struct UsersQuery {
 async fn list_users(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    uri: Uri,
     Query(query): Query<UsersQuery>,
-) -> Result<Json<Vec<User>>> {
+) -> Result<Response> {
     allow(access::can_manage_users(&user), "only admins list users")?;
-    Ok(Json(state.store.users(query.role).await?))
+    let page = Page::<UserId>::from_query(query.limit, query.cursor.as_deref())?;
+    let filter = UserFilter { role: query.role, active: query.active };
+    let users = state.store.users(&filter, page.after, page.fetch()).await?;
+    Ok(page.respond(&uri, users, |user| user.id))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"username": "dave", "password": "a long passphrase", "role": "agent"}))]
+pub(super) struct CreateUser {
+    /// 3 to 64 characters: letters, digits, `.`, `_`, `-`.
+    #[schema(min_length = 3, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
+    pub username: String,
+    /// 8 to 128 characters, not a common password, not the username.
+    #[schema(min_length = 8, max_length = 128)]
+    pub password: String,
+    pub role: Role,
+}
+
+/// Add a user (admins).
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = CreateUser,
+    security(("oauth2" = [])),
+    responses(
+        (status = 201, description = "Created", body = User,
+            headers(("Location" = String, description = "`/users/{id}`"))),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 409, response = super::docs::Conflict),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn create_user(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Json(body): Json<CreateUser>,
+) -> Result<Response> {
+    allow(access::can_manage_users(&user), "only admins add users")?;
+    add_user(&state, body).await
+}
+
+/// Validates, hashes and stores a new user; answers 201 with its Location. Shared with
+/// self-registration.
+pub(super) async fn add_user(state: &AppState, body: CreateUser) -> Result<Response> {
+    let username = Username::parse(&body.username).map_err(Error::Validation)?;
+    let password = NewPassword::parse(&body.password, username.as_str()).map_err(Error::Validation)?;
+    let new = NewUser {
+        username: username.as_str().to_owned(),
+        password_hash: state.passwords.hash(password.as_str()).await?,
+        role: body.role,
+    };
+    let created = state.store.create_user(&new).await?;
+    let location = format!("/users/{}", created.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(created)).into_response())
+}
+
+/// One user (admins, or the user themself).
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = UserId, Path, description = "User id")),
+    security(("oauth2" = [])),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::NotFound),
+    )
+)]
+async fn get_user(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<UserId>,
+) -> Result<Json<User>> {
+    allow(user.id == id || access::can_manage_users(&user), "only admins look up other users")?;
+    state.store.user(id).await?.map(Json).ok_or(Error::NotFound("user not found"))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"active": false}))]
+struct UpdateUser {
+    role: Option<Role>,
+    /// `false` deactivates: no more logins, and the user's tokens stop working at once.
+    active: Option<bool>,
+}
+
+/// Change a user's role or deactivate/reactivate them (admins). Admins cannot demote or
+/// deactivate themselves, so the last admin cannot lock everyone out by mistake.
+#[utoipa::path(
+    patch,
+    path = "/users/{id}",
+    tag = "users",
+    params(("id" = UserId, Path, description = "User id")),
+    request_body = UpdateUser,
+    security(("oauth2" = [])),
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 404, response = super::docs::NotFound),
+        (status = 409, response = super::docs::Conflict),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn update_user(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<UserId>,
+    Json(body): Json<UpdateUser>,
+) -> Result<Json<User>> {
+    allow(access::can_manage_users(&user), "only admins change users")?;
+    if body.role.is_none() && body.active.is_none() {
+        return Err(Error::Validation("nothing to change: give role and/or active".into()));
+    }
+    let demotes_self = body.role.is_some_and(|role| role != user.role) || body.active == Some(false);
+    if id == user.id && demotes_self {
+        return Err(Error::Conflict("admins cannot demote or deactivate themselves".into()));
+    }
+    let change = UserChange { role: body.role, active: body.active };
+    Ok(Json(state.store.update_user(id, &change).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"current_password": "alice123", "new_password": "a much longer passphrase"}))]
+struct ChangePassword {
+    current_password: String,
+    /// 8 to 128 characters, not a common password, not the username.
+    #[schema(min_length = 8, max_length = 128)]
+    new_password: String,
+}
+
+/// Change your own password. Every token issued before stops working (log in again).
+#[utoipa::path(
+    put,
+    path = "/users/me/password",
+    tag = "users",
+    request_body = ChangePassword,
+    security(("oauth2" = [])),
+    responses(
+        (status = 204, description = "Changed; log in again with the new password"),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 403, response = super::docs::Forbidden),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn change_own_password(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Json(body): Json<ChangePassword>,
+) -> Result<StatusCode> {
+    let new_password = NewPassword::parse(&body.new_password, &user.username).map_err(Error::Validation)?;
+    let stored = state.store.user_credentials(&user.username).await?.map(|c| c.password_hash);
+    if !state.passwords.verify(&body.current_password, stored).await? {
+        return Err(Error::Forbidden("current_password is incorrect"));
+    }
+    let hash = state.passwords.hash(new_password.as_str()).await?;
+    state.store.set_password(user.id, &hash).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -11,8 +11,9 @@ use crate::store::Store;
 
 /// The authenticated caller. A handler that takes it cannot run without a valid bearer token.
 ///
-/// JWTs cannot be revoked, so the user is reloaded on every request: a deleted user is refused at
-/// once, and the role comes from the database, not from the token.
+/// JWTs cannot be revoked, so the user is reloaded on every request: a deactivated user, or a
+/// token issued before the last password change, is refused at once, and the role comes from the
+/// database, not from the token.
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub User);
 
@@ -26,11 +27,17 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let token = bearer_token(parts)?;
-        let user_id = Arc::<JwtKeys>::from_ref(state).verify(token)?;
+        let (user_id, token_version) = Arc::<JwtKeys>::from_ref(state).verify(token)?;
         let user = Arc::<dyn Store>::from_ref(state)
             .user(user_id)
             .await?
             .ok_or(Error::invalid_token("the access token's user no longer exists"))?;
+        if !user.active {
+            return Err(Error::invalid_token("this account is deactivated"));
+        }
+        if user.token_version != token_version {
+            return Err(Error::invalid_token("the access token was issued before the last password change"));
+        }
         Ok(CurrentUser(user))
     }
 }

@@ -15,6 +15,8 @@ pub struct Claims {
     /// The user's id, as a string (RFC 7519).
     pub sub: String,
     pub role: Role,
+    /// The user's token version when issued; a password change bumps it and retires the token.
+    pub ver: i32,
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
@@ -53,6 +55,7 @@ impl JwtKeys {
         let claims = Claims {
             sub: user.id.to_string(),
             role: user.role,
+            ver: user.token_version,
             iss: ISSUER.to_owned(),
             iat,
             exp: iat + self.ttl.as_secs(),
@@ -62,13 +65,13 @@ impl JwtKeys {
         Ok(AccessToken { token, expires_in: self.ttl.as_secs() })
     }
 
-    /// The user id of a valid token. Every failure gets the same vague answer on purpose.
-    pub fn verify(&self, token: &str) -> Result<UserId> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| Error::invalid_token("the access token is invalid or has expired"))?;
-        data.claims
-            .sub
-            .parse()
-            .map_err(|_| Error::invalid_token("the access token is invalid or has expired"))
+    /// The user id and token version of a valid token. Every failure gets the same vague answer
+    /// on purpose.
+    pub fn verify(&self, token: &str) -> Result<(UserId, i32)> {
+        let invalid = || Error::invalid_token("the access token is invalid or has expired");
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| invalid())?
+            .claims;
+        Ok((claims.sub.parse().map_err(|_| invalid())?, claims.ver))
     }
 }

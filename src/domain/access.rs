@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     fn user(id: i64, role: Role) -> User {
-        User { id, username: format!("user{id}"), role }
+        User { id, username: format!("user{id}"), role, active: true, token_version: 0 }
     }
 
     fn ticket(created_by: i64, assigned_to: Option<i64>) -> Ticket {

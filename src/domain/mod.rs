@@ -56,7 +56,7 @@ pub use ticket::{
     ChangedFields, Description, NewTicket, Priority, Subject, Ticket, TicketChange, TicketId, TicketScope,
     TicketStatus,
 };
-pub use user::{NewUser, Role, User, UserCredentials, UserId};
+pub use user::{NewPassword, NewUser, Role, User, UserChange, UserCredentials, UserId, Username};
 
 /// NUL is no text anyone types, and Postgres cannot store it in a text column.
 fn reject_nul(field: &str, raw: &str) -> Result<(), String> {

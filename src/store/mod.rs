@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    Comment, NewTicket, NewUser, Ticket, TicketChange, TicketEvent, TicketId, TicketScope, User,
+    Comment, NewTicket, NewUser, Ticket, TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange,
     UserCredentials, UserId,
 };
 use crate::domain::{Role, access};
@@ -24,6 +24,13 @@ pub use sqlite::SqliteStore;
 /// Decides, inside the write's transaction and from the ticket as it is there, what to change;
 /// an `Err` aborts the transaction with nothing written.
 pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
+
+/// Which users a listing covers; `None` matches all.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+}
 
 /// What a ticket write produced: the ticket as it now is, and the comment it added, if any.
 #[derive(Debug)]
@@ -38,8 +45,13 @@ pub trait Store: Send + Sync + 'static {
     async fn add_user_if_absent(&self, user: &NewUser) -> Result<bool>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
-    /// Users ordered by id, optionally only those with `role`.
-    async fn users(&self, role: Option<Role>) -> Result<Vec<User>>;
+    /// Up to `limit` users matching `filter` with ids above `after`, by id.
+    async fn users(&self, filter: &UserFilter, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
+    /// A taken username is a `Conflict`.
+    async fn create_user(&self, user: &NewUser) -> Result<User>;
+    async fn update_user(&self, id: UserId, change: &UserChange) -> Result<User>;
+    /// Stores a new password hash and retires every token issued before.
+    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
 
     /// Creates the ticket and its `created` event.
     async fn create_ticket(&self, ticket: &NewTicket) -> Result<Ticket>;
@@ -91,6 +103,14 @@ fn ensure_assignable(agent_id: UserId, agent: Option<(Role, bool)>) -> Result<()
         }
         Some(_) => Ok(()),
         None => Err(Error::Validation(format!("agent_id {agent_id} does not name an existing user"))),
+    }
+}
+
+/// A unique-constraint violation is the client's conflict, not our failure.
+fn conflict_if_unique(error: sqlx::Error, detail: &str) -> Error {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(detail.to_owned()),
+        _ => Error::Database(error),
     }
 }
 

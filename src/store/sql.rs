@@ -23,7 +23,7 @@ macro_rules! event_columns {
 
 macro_rules! user_columns {
     () => {
-        "id, username, role"
+        "id, username, role, active, token_version"
     };
 }
 
@@ -74,15 +74,67 @@ macro_rules! impl_store {
 
             async fn users(
                 &self,
-                role: Option<$crate::domain::Role>,
+                filter: &$crate::store::UserFilter,
+                after: Option<$crate::domain::UserId>,
+                limit: u32,
             ) -> $crate::error::Result<Vec<$crate::domain::User>> {
                 let users = sqlx::query_as(concat!(
-                    "SELECT ", $crate::store::sql::user_columns!(), " FROM users WHERE $1 IS NULL OR role = $1 ORDER BY id"
+                    "SELECT ", $crate::store::sql::user_columns!(), " FROM users
+                     WHERE ($1 IS NULL OR role = $1) AND ($2 IS NULL OR active = $2) AND ($3 IS NULL OR id > $3)
+                     ORDER BY id LIMIT $4"
                 ))
-                .bind(role.map($crate::domain::Role::as_str))
+                .bind(filter.role.map($crate::domain::Role::as_str))
+                .bind(filter.active)
+                .bind(after)
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(users)
+            }
+
+            async fn create_user(&self, user: &$crate::domain::NewUser) -> $crate::error::Result<$crate::domain::User> {
+                sqlx::query_as(concat!(
+                    "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING ",
+                    $crate::store::sql::user_columns!()
+                ))
+                .bind(&user.username)
+                .bind(&user.password_hash)
+                .bind(user.role.as_str())
+                .bind($crate::store::now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| $crate::store::conflict_if_unique(e, "that username is taken"))
+            }
+
+            async fn update_user(
+                &self,
+                id: $crate::domain::UserId,
+                change: &$crate::domain::UserChange,
+            ) -> $crate::error::Result<$crate::domain::User> {
+                let user = sqlx::query_as(concat!(
+                    "UPDATE users SET role = COALESCE($2, role), active = COALESCE($3, active) WHERE id = $1 RETURNING ",
+                    $crate::store::sql::user_columns!()
+                ))
+                .bind(id)
+                .bind(change.role.map($crate::domain::Role::as_str))
+                .bind(change.active)
+                .fetch_optional(&self.pool)
+                .await?;
+                user.ok_or($crate::error::Error::NotFound("user not found"))
+            }
+
+            async fn set_password(&self, id: $crate::domain::UserId, password_hash: &str) -> $crate::error::Result<()> {
+                let updated = sqlx::query(
+                    "UPDATE users SET password_hash = $2, token_version = token_version + 1 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(password_hash)
+                .execute(&self.pool)
+                .await?;
+                if updated.rows_affected() == 0 {
+                    return Err($crate::error::Error::NotFound("user not found"));
+                }
+                Ok(())
             }
 
             async fn create_ticket(

@@ -79,6 +79,31 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
         case(Method::GET, "/tickets/0", None, "", S::NOT_FOUND),
         case(Method::PATCH, "/tickets/abc/assign", json, r#"{"agent_id": 2}"#, S::BAD_REQUEST),
         case(Method::PATCH, "/tickets/%F0%28%8C%28", json, r#"{"status": "open"}"#, S::BAD_REQUEST),
+        // Users
+        case(
+            Method::POST,
+            "/users",
+            json,
+            r#"{"username": 5, "password": "long enough", "role": "agent"}"#,
+            S::UNPROCESSABLE_ENTITY,
+        ),
+        case(
+            Method::POST,
+            "/users",
+            json,
+            r#"{"username": "x\u0000y", "password": "long enough", "role": "agent"}"#,
+            S::UNPROCESSABLE_ENTITY,
+        ),
+        case(Method::PATCH, "/users/abc", json, r#"{"active": false}"#, S::BAD_REQUEST),
+        case(Method::PATCH, "/users/1", json, r#"{"active": "no"}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PUT, "/users/me/password", json, r#"{}"#, S::UNPROCESSABLE_ENTITY),
+        case(
+            Method::PUT,
+            "/users/me/password",
+            json,
+            r#"{"current_password": "carol123", "new_password": "\u0000\u0000\u0000\u0000\u0000\u0000\u0000\u0000"}"#,
+            S::UNPROCESSABLE_ENTITY,
+        ),
         // Queries
         case(Method::GET, "/users?role=", None, "", S::BAD_REQUEST),
         case(Method::GET, "/users?role=agent&role=admin", None, "", S::BAD_REQUEST),

@@ -161,11 +161,21 @@ impl TestDatabase {
 }
 
 pub fn test_config(database_url: &str) -> Config {
-    Config::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(database_url.to_owned()),
-        "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
-        "PUBLIC_BASE_URL" => Some(PUBLIC_BASE_URL.to_owned()),
-        _ => None,
+    test_config_with(database_url, &[])
+}
+
+/// The test configuration with some settings added or replaced.
+pub fn test_config_with(database_url: &str, settings: &[(&str, &str)]) -> Config {
+    Config::from_lookup(|name| {
+        if let Some((_, value)) = settings.iter().find(|(setting, _)| *setting == name) {
+            return Some((*value).to_owned());
+        }
+        match name {
+            "DATABASE_URL" => Some(database_url.to_owned()),
+            "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+            "PUBLIC_BASE_URL" => Some(PUBLIC_BASE_URL.to_owned()),
+            _ => None,
+        }
     })
     .expect("test configuration is valid")
 }
@@ -177,9 +187,22 @@ pub struct TestApp {
     pub passwords: Passwords,
 }
 
+/// A [`TestApp`] whose server lets anyone sign up (`SELF_REGISTRATION=true`).
+pub struct OpenRegistrationApp(pub TestApp);
+
+impl Fixture for OpenRegistrationApp {
+    async fn set_up(database: &TestDatabase) -> Self {
+        OpenRegistrationApp(TestApp::with_settings(database, &[("SELF_REGISTRATION", "true")]).await)
+    }
+}
+
 impl TestApp {
     pub async fn on(database: &TestDatabase) -> Self {
-        let config = test_config(&database.url);
+        Self::with_settings(database, &[]).await
+    }
+
+    pub async fn with_settings(database: &TestDatabase, settings: &[(&str, &str)]) -> Self {
+        let config = test_config_with(&database.url, settings);
         let store = ticketdesk::store::connect(&config.database_url).await.expect("connecting the store");
         let state = AppState::new(&config, store);
         ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)

@@ -9,6 +9,7 @@ mod embed;
 mod history;
 mod lifecycle;
 mod openapi;
+mod people;
 mod roles;
 mod startup;
 mod tickets;

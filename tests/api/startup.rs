@@ -1,6 +1,7 @@
 use ticketdesk::config::DatabaseUrl;
 use ticketdesk::demo::ensure_demo_users;
 use ticketdesk::state::AppState;
+use ticketdesk::store::UserFilter;
 
 use crate::helpers::{EmptyDatabase, test_config};
 
@@ -21,14 +22,17 @@ async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDat
     let passwords = ticketdesk::auth::Passwords::new(1);
     assert_eq!(ensure_demo_users(stores[0].as_ref(), &passwords).await.unwrap().len(), 3);
     for store in &stores {
-        assert_eq!(store.users(None).await.unwrap().len(), 3);
+        assert_eq!(store.users(&UserFilter::default(), None, 100).await.unwrap().len(), 3);
     }
 }
 
 async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) {
     let config = test_config(&database.url);
     let state = AppState::new(&config, ticketdesk::store::connect(&config.database_url).await.unwrap());
-    assert!(state.store.users(None).await.unwrap().is_empty(), "no user may appear unasked");
+    assert!(
+        state.store.users(&UserFilter::default(), None, 100).await.unwrap().is_empty(),
+        "no user may appear unasked"
+    );
 
     let created = ensure_demo_users(state.store.as_ref(), &state.passwords).await.unwrap();
     assert_eq!(created, ["alice", "bob", "carol"]);
@@ -40,5 +44,5 @@ async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) 
     let after = again.user_credentials("alice").await.unwrap().unwrap();
     assert_eq!(before.password_hash, after.password_hash, "existing users are left untouched");
     assert_eq!(before.user, after.user);
-    assert_eq!(again.users(None).await.unwrap().len(), 3);
+    assert_eq!(again.users(&UserFilter::default(), None, 100).await.unwrap().len(), 3);
 }

@@ -31,7 +31,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let alice_id = app.user_id("alice").await;
     let carol_id = app.user_id("carol").await;
-    let claims = |sub: i64, exp: u64| json!({"sub": sub.to_string(), "role": "customer", "iss": "ticketdesk", "iat": now(), "exp": exp});
+    let claims = |sub: i64, exp: u64| json!({"sub": sub.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": exp});
     let secret = JWT_SECRET.as_bytes();
 
     // Sanity: a token we sign like the server does is accepted, so refusals below mean something.
@@ -39,7 +39,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
     assert_eq!(app.get("/users/me", Some(&genuine)).await.status, StatusCode::OK);
 
     let [header, _, signature]: [&str; 3] = alice.split('.').collect::<Vec<_>>().try_into().unwrap();
-    let as_carol = json!({"sub": carol_id.to_string(), "role": "admin", "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
+    let as_carol = json!({"sub": carol_id.to_string(), "role": "admin", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
     let attacks: Vec<(&str, String)> = vec![
         ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&as_carol))),
         ("tampered payload", format!("{header}.{}.{signature}", b64(&as_carol))),
@@ -56,7 +56,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "no exp",
             sign(
-                &json!({"sub": alice_id.to_string(), "role": "customer", "iss": "ticketdesk", "iat": now()}),
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now()}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -64,7 +64,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "other issuer",
             sign(
-                &json!({"sub": alice_id.to_string(), "role": "customer", "iss": "evil", "iat": now(), "exp": now() + 600}),
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "evil", "iat": now(), "exp": now() + 600}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -72,7 +72,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "non-numeric sub",
             sign(
-                &json!({"sub": "alice", "role": "customer", "iss": "ticketdesk", "iat": now(), "exp": now() + 600}),
+                &json!({"sub": "alice", "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -112,8 +112,7 @@ async fn missing_or_non_bearer_authorization_is_refused(app: TestApp) {
 
 async fn a_valid_token_whose_user_is_gone_is_refused(app: TestApp) {
     // Signed with the right key for a user id that does not exist (e.g. deleted since).
-    let claims =
-        json!({"sub": "999999", "role": "admin", "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
+    let claims = json!({"sub": "999999", "role": "admin", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
     let token = sign(&claims, JWT_SECRET.as_bytes(), Algorithm::HS256);
     let response = app.get("/tickets/", Some(&token)).await;
     response.assert_problem(StatusCode::UNAUTHORIZED);
