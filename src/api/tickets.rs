@@ -1,16 +1,17 @@
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::allow;
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
+use super::paging::Page;
 use crate::auth::CurrentUser;
 use crate::domain::{
     Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketChange,
@@ -18,6 +19,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
+use crate::store::{SortKey, TicketCursor, TicketQuery, TicketSort};
 
 const NOT_FOUND: Error = Error::NotFound("ticket not found");
 
@@ -88,14 +90,109 @@ async fn create_ticket(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ticket)))
 }
 
-/// The caller's own tickets, newest first (customers).
+/// Filters, order and page of a ticket listing. All filters combine (AND).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListTickets {
+    status: Option<TicketStatus>,
+    priority: Option<Priority>,
+    /// An agent's user id, or `none` for unassigned tickets.
+    #[param(value_type = Option<String>, example = "none")]
+    assigned_to: Option<String>,
+    /// Only tickets submitted by this customer (admins).
+    created_by: Option<UserId>,
+    /// Only tickets changed at or after this time (RFC 3339; write `+` as `%2B`).
+    updated_since: Option<DateTime<Utc>>,
+    /// `created` (default) or `updated`.
+    sort: Option<SortKey>,
+    /// `desc` (default, newest first) or `asc`.
+    direction: Option<Direction>,
+    /// Full-text search over subject, description and public comments (all words must match).
+    #[param(max_length = 200)]
+    q: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<u32>,
+    /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Direction {
+    Asc,
+    Desc,
+}
+
+impl ListTickets {
+    /// The store query for `scope`, checking what the caller may filter by.
+    fn into_query(self, user: &User, scope: TicketScope) -> Result<(TicketQuery, Page<TicketCursor>)> {
+        if self.created_by.is_some() && !access::can_manage_users(user) {
+            return Err(Error::Forbidden("only admins filter by created_by"));
+        }
+        let assignee = match self.assigned_to.as_deref() {
+            None => None,
+            Some("none") => Some(None),
+            Some(id) => Some(Some(id.parse().map_err(|_| {
+                Error::BadRequest(format!("assigned_to must be a user id or `none` (got {id:?})"))
+            })?)),
+        };
+        let text = match self.q {
+            Some(q) if q.trim().is_empty() || q.chars().count() > 200 || q.contains('\0') => {
+                return Err(Error::BadRequest("q must be 1 to 200 characters of text".into()));
+            }
+            q => q,
+        };
+        let sort = TicketSort {
+            key: self.sort.unwrap_or(SortKey::Created),
+            descending: !matches!(self.direction, Some(Direction::Asc)),
+        };
+        let page = Page::<TicketCursor>::from_query(self.limit, self.cursor.as_deref())?;
+        if page.after.as_ref().is_some_and(|cursor| cursor.sort != sort) {
+            return Err(Error::BadRequest(
+                "the cursor belongs to another sort order; start again without it".into(),
+            ));
+        }
+        let query = TicketQuery {
+            scope,
+            status: self.status,
+            priority: self.priority,
+            assignee,
+            created_by: self.created_by,
+            updated_since: self.updated_since,
+            text,
+            sort,
+            after: page.after.clone(),
+            limit: page.fetch(),
+        };
+        Ok((query, page))
+    }
+}
+
+async fn list(
+    state: &AppState,
+    user: &User,
+    uri: &Uri,
+    params: ListTickets,
+    scope: TicketScope,
+) -> Result<Response> {
+    let (query, page) = params.into_query(user, scope)?;
+    let tickets = state.store.tickets(&query).await?;
+    Ok(page.respond(uri, tickets, |ticket| TicketCursor::after(ticket, query.sort)))
+}
+
+/// The caller's own tickets, newest first unless sorted otherwise (customers).
+///
+/// Paged: when more tickets follow, the response carries `Link: <...&cursor=...>; rel="next"`.
 #[utoipa::path(
     get,
     path = "/tickets/my",
     tag = "tickets",
+    params(ListTickets),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "The caller's tickets, newest first", body = [Ticket]),
+        (status = 200, description = "The caller's tickets", body = [Ticket],
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
+        (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
     )
@@ -103,19 +200,27 @@ async fn create_ticket(
 async fn my_tickets(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Vec<Ticket>>> {
+    uri: Uri,
+    Query(params): Query<ListTickets>,
+) -> Result<Response> {
     allow(access::can_create_ticket(&user), "only customers have tickets of their own; use GET /tickets/")?;
-    Ok(Json(state.store.tickets(TicketScope::CreatedBy(user.id)).await?))
+    list(&state, &user, &uri, params, TicketScope::CreatedBy(user.id)).await
 }
 
-/// Tickets to work: an agent's assigned tickets, or all of them for an admin; newest first.
+/// Tickets to work: an agent's assigned tickets, or all of them for an admin; newest first unless
+/// sorted otherwise. Customers use `GET /tickets/my`.
+///
+/// Paged: when more tickets follow, the response carries `Link: <...&cursor=...>; rel="next"`.
 #[utoipa::path(
     get,
     path = "/tickets/",
     tag = "tickets",
+    params(ListTickets),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "Tickets, newest first", body = [Ticket]),
+        (status = 200, description = "Tickets", body = [Ticket],
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
+        (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
     )
@@ -123,10 +228,12 @@ async fn my_tickets(
 async fn list_tickets(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Vec<Ticket>>> {
+    uri: Uri,
+    Query(params): Query<ListTickets>,
+) -> Result<Response> {
     let scope = access::listing_scope(&user)
         .ok_or(Error::Forbidden("customers list their tickets with GET /tickets/my"))?;
-    Ok(Json(state.store.tickets(scope).await?))
+    list(&state, &user, &uri, params, scope).await
 }
 
 /// One ticket: customers see their own, agents those assigned to them, admins all.

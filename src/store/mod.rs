@@ -8,6 +8,9 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::DatabaseUrl;
@@ -15,7 +18,7 @@ use crate::domain::{
     Comment, NewTicket, NewUser, Ticket, TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange,
     UserCredentials, UserId,
 };
-use crate::domain::{Role, access};
+use crate::domain::{Priority, Role, TicketStatus, access};
 use crate::error::{Error, Result};
 
 pub use postgres::PgStore;
@@ -30,6 +33,56 @@ pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync 
 pub struct UserFilter {
     pub role: Option<Role>,
     pub active: Option<bool>,
+}
+
+/// A listing of tickets: whose (the scope the caller's role allows), which (filters), in what order,
+/// and which page.
+#[derive(Debug, Clone)]
+pub struct TicketQuery {
+    pub scope: TicketScope,
+    pub status: Option<TicketStatus>,
+    pub priority: Option<Priority>,
+    /// `Some(Some(agent))`: assigned to that agent; `Some(None)`: unassigned.
+    pub assignee: Option<Option<UserId>>,
+    pub created_by: Option<UserId>,
+    pub updated_since: Option<DateTime<Utc>>,
+    /// Full-text search over subject, description and public comments; words are ANDed and
+    /// stemmed (English) on both backends.
+    pub text: Option<String>,
+    pub sort: TicketSort,
+    pub after: Option<TicketCursor>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Creation order (ids are issued in creation order).
+    Created,
+    /// Time of the last change.
+    Updated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketSort {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+/// Where a page of tickets continues: after this row, in this order. Ids break ties between equal
+/// update times, so the order is total and no row is skipped or repeated across pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketCursor {
+    pub sort: TicketSort,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub id: TicketId,
+}
+
+impl TicketCursor {
+    pub fn after(ticket: &Ticket, sort: TicketSort) -> Self {
+        let updated_at = (sort.key == SortKey::Updated).then_some(ticket.updated_at);
+        Self { sort, updated_at, id: ticket.id }
+    }
 }
 
 /// What a ticket write produced: the ticket as it now is, and the comment it added, if any.
@@ -57,8 +110,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_ticket(&self, ticket: &NewTicket) -> Result<Ticket>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
     async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>>;
-    /// The tickets in `scope`, newest first.
-    async fn tickets(&self, scope: TicketScope) -> Result<Vec<Ticket>>;
+    /// One page of the tickets `query` selects, in its order.
+    async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>>;
     /// Reads the ticket, asks `edit` what to change, writes it with its history events (by
     /// `actor`), all in one transaction with the row locked, so the rules and the write see the
     /// same ticket. A change that changes nothing writes nothing. A missing ticket is `NotFound`.

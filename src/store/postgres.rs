@@ -29,4 +29,15 @@ impl PgStore {
     }
 }
 
+/// Tickets whose subject and description, or one of whose public comments, match `text` as a web
+/// search (words ANDed, "quoted phrases", -exclusions), using the GIN indexes of migration 0002:
+/// the expressions here must stay identical to the indexed ones.
+fn push_text_search(sql: &mut sqlx::QueryBuilder<sqlx::Postgres>, text: &str) {
+    sql.push("SELECT id FROM tickets WHERE to_tsvector('english', subject || ' ' || description) @@ websearch_to_tsquery('english', ")
+        .push_bind(text.to_owned())
+        .push(") UNION SELECT ticket_id FROM comments WHERE NOT internal AND to_tsvector('english', body) @@ websearch_to_tsquery('english', ")
+        .push_bind(text.to_owned())
+        .push(")");
+}
+
 impl_store!(PgStore, sqlx::Postgres, begin_write: "BEGIN", lock_row: " FOR UPDATE");

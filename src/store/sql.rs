@@ -28,7 +28,9 @@ macro_rules! user_columns {
 }
 
 /// `begin_write`: the statement that opens a write transaction; `lock_row`: the suffix that
-/// locks the row a read-modify-write reads.
+/// locks the row a read-modify-write reads. The invoking module also defines
+/// `push_text_search(&mut QueryBuilder, text)`, which pushes a subquery selecting the ids of the
+/// tickets matching `text`: full-text search is where the two databases really differ.
 macro_rules! impl_store {
     ($store:ty, $db:ty, begin_write: $begin_write:literal, lock_row: $lock_row:literal) => {
         #[async_trait::async_trait]
@@ -224,24 +226,69 @@ macro_rules! impl_store {
 
             async fn tickets(
                 &self,
-                scope: $crate::domain::TicketScope,
+                query: &$crate::store::TicketQuery,
             ) -> $crate::error::Result<Vec<$crate::domain::Ticket>> {
                 use $crate::domain::TicketScope;
-                // One statement per scope, so each uses its own index.
-                let query = match scope {
-                    TicketScope::All => {
-                        sqlx::query_as(concat!("SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets ORDER BY id DESC"))
+                use $crate::store::SortKey;
+
+                let mut sql = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE 1 = 1"
+                ));
+                match query.scope {
+                    TicketScope::All => {}
+                    TicketScope::AssignedTo(agent) => {
+                        sql.push(" AND assigned_to = ").push_bind(agent);
                     }
-                    TicketScope::AssignedTo(agent) => sqlx::query_as(concat!(
-                        "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE assigned_to = $1 ORDER BY id DESC"
-                    ))
-                    .bind(agent),
-                    TicketScope::CreatedBy(customer) => sqlx::query_as(concat!(
-                        "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE created_by = $1 ORDER BY id DESC"
-                    ))
-                    .bind(customer),
+                    TicketScope::CreatedBy(customer) => {
+                        sql.push(" AND created_by = ").push_bind(customer);
+                    }
+                }
+                if let Some(status) = query.status {
+                    sql.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(priority) = query.priority {
+                    sql.push(" AND priority = ").push_bind(priority.as_str());
+                }
+                match query.assignee {
+                    Some(Some(agent)) => {
+                        sql.push(" AND assigned_to = ").push_bind(agent);
+                    }
+                    Some(None) => {
+                        sql.push(" AND assigned_to IS NULL");
+                    }
+                    None => {}
+                }
+                if let Some(customer) = query.created_by {
+                    sql.push(" AND created_by = ").push_bind(customer);
+                }
+                if let Some(since) = query.updated_since {
+                    sql.push(" AND updated_at >= ").push_bind(since);
+                }
+                if let Some(text) = &query.text {
+                    sql.push(" AND id IN (");
+                    push_text_search(&mut sql, text);
+                    sql.push(")");
+                }
+                // Keyset pagination: rows strictly after the cursor's row, in the sort order.
+                let (before, order) = if query.sort.descending { ("<", "DESC") } else { (">", "ASC") };
+                if let Some(after) = &query.after {
+                    match (query.sort.key, after.updated_at) {
+                        (SortKey::Updated, Some(at)) => {
+                            sql.push(format_args!(" AND (updated_at {before} ")).push_bind(at);
+                            sql.push(" OR (updated_at = ").push_bind(at);
+                            sql.push(format_args!(" AND id {before} ")).push_bind(after.id).push("))");
+                        }
+                        _ => {
+                            sql.push(format_args!(" AND id {before} ")).push_bind(after.id);
+                        }
+                    }
+                }
+                match query.sort.key {
+                    SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
+                    SortKey::Updated => sql.push(format_args!(" ORDER BY updated_at {order}, id {order}")),
                 };
-                Ok(query.fetch_all(&self.pool).await?)
+                sql.push(" LIMIT ").push_bind(i64::from(query.limit));
+                Ok(sql.build_query_as().fetch_all(&self.pool).await?)
             }
 
             async fn update_ticket(

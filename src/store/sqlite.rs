@@ -52,6 +52,35 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// Tickets whose subject and description, or one of whose public comments, hold every word of
+/// `text` (FTS5 with the porter stemmer, like Postgres' English configuration).
+fn push_text_search(sql: &mut sqlx::QueryBuilder<sqlx::Sqlite>, text: &str) {
+    let terms = fts5_terms(text);
+    sql.push("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
+        .push_bind(terms.clone())
+        .push(" UNION SELECT c.ticket_id FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH ")
+        .push_bind(terms);
+}
+
+/// Each word as a quoted FTS5 string, so that no input is read as FTS5 query syntax.
+fn fts5_terms(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| format!("\"{}\"", word.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 // BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
 // writes can fail with SQLITE_BUSY when another writer got there first, whatever busy_timeout.
 impl_store!(SqliteStore, sqlx::Sqlite, begin_write: "BEGIN IMMEDIATE", lock_row: "");
+
+#[cfg(test)]
+mod tests {
+    use super::fts5_terms;
+
+    #[test]
+    fn search_words_are_quoted_so_nothing_is_fts5_syntax() {
+        assert_eq!(fts5_terms("printer  fire"), r#""printer" "fire""#);
+        assert_eq!(fts5_terms(r#"say "hi" OR NOT*"#), r#""say" """hi""" "OR" "NOT*""#);
+    }
+}

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod conversation;
 mod embed;
+mod finding;
 mod history;
 mod lifecycle;
 mod openapi;

@@ -1,0 +1,232 @@
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{DemoTokens, TestApp};
+
+crate::on_both_backends!(
+    filters_combine,
+    sorting_by_last_update_and_ascending,
+    pages_follow_link_headers_and_keep_filters,
+    pages_neither_skip_nor_repeat_when_tickets_arrive_meanwhile,
+    full_text_search_covers_subject_description_and_public_comments,
+    search_takes_any_text_without_error,
+    bad_listing_parameters_are_400_and_created_by_is_for_admins,
+);
+
+fn ids(response: &Value) -> Vec<i64> {
+    response.as_array().expect("a JSON array").iter().map(|t| t["id"].as_i64().unwrap()).collect()
+}
+
+async fn list(app: &TestApp, token: &str, url: &str) -> Vec<i64> {
+    let response = app.get(url, Some(token)).await;
+    assert_eq!(response.status, StatusCode::OK, "{url}: {}", response.text);
+    ids(&response.json)
+}
+
+async fn create(app: &TestApp, token: &str, subject: &str, description: &str, priority: &str) -> i64 {
+    let body = json!({"subject": subject, "description": description, "priority": priority});
+    let response = app.call(Method::POST, "/tickets/", Some(token), Some(body)).await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    response.json["id"].as_i64().unwrap()
+}
+
+/// Follows `Link: rel="next"` from `url` to the end; returns every id and the number of pages.
+async fn all_pages(app: &TestApp, token: &str, url: &str) -> (Vec<i64>, usize) {
+    let (mut all, mut pages, mut next) = (Vec::new(), 0, Some(url.to_owned()));
+    while let Some(url) = next.take() {
+        let page = app.get(&url, Some(token)).await;
+        assert_eq!(page.status, StatusCode::OK, "{url}: {}", page.text);
+        all.extend(ids(&page.json));
+        pages += 1;
+        next = page
+            .header("link")
+            .map(|link| link.trim_start_matches('<').split('>').next().unwrap().to_owned());
+    }
+    (all, pages)
+}
+
+async fn filters_combine(app: TestApp) {
+    let DemoTokens { alice, bob, carol } = app.demo_tokens().await;
+    let dave_id = app.add_user("dave", "dave-password", ticketdesk::domain::Role::Customer).await;
+    let dave = app.login("dave", "dave-password").await;
+    let bob_id = app.user_id("bob").await;
+    let urgent_open = create(&app, &alice, "Server down", "", "urgent").await;
+    let urgent_working = create(&app, &alice, "Mail down", "", "urgent").await;
+    let low = create(&app, &alice, "Typo", "", "low").await;
+    let daves = create(&app, &dave, "Dave's", "", "normal").await;
+    app.assign(&carol, urgent_working, bob_id).await;
+    app.assign(&carol, daves, bob_id).await;
+    app.set_status(&bob, urgent_working, "in_progress").await;
+
+    assert_eq!(list(&app, &carol, "/tickets/?priority=urgent").await, [urgent_working, urgent_open]);
+    assert_eq!(list(&app, &carol, "/tickets/?priority=urgent&status=open").await, [urgent_open]);
+    assert_eq!(list(&app, &carol, &format!("/tickets/?assigned_to={bob_id}")).await, [daves, urgent_working]);
+    assert_eq!(list(&app, &carol, "/tickets/?assigned_to=none").await, [low, urgent_open]);
+    assert_eq!(list(&app, &carol, &format!("/tickets/?created_by={dave_id}")).await, [daves]);
+    assert_eq!(list(&app, &alice, "/tickets/my?status=in_progress").await, [urgent_working]);
+    assert_eq!(list(&app, &bob, "/tickets/?priority=urgent").await, [urgent_working], "still only bob's own");
+    assert_eq!(list(&app, &bob, "/tickets/?assigned_to=none").await, Vec::<i64>::new());
+
+    let now = app.get(&format!("/tickets/{urgent_working}"), Some(&carol)).await.json["updated_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let since = now.replace('+', "%2B");
+    assert_eq!(list(&app, &carol, &format!("/tickets/?updated_since={since}")).await, [urgent_working]);
+    assert_eq!(list(&app, &carol, "/tickets/?updated_since=2000-01-01T00:00:00Z").await.len(), 4);
+}
+
+async fn sorting_by_last_update_and_ascending(app: TestApp) {
+    let DemoTokens { alice, carol, .. } = app.demo_tokens().await;
+    let first = create(&app, &alice, "first", "", "normal").await;
+    let second = create(&app, &alice, "second", "", "normal").await;
+    let third = create(&app, &alice, "third", "", "normal").await;
+    app.set_status(&carol, first, "closed").await;
+
+    assert_eq!(list(&app, &carol, "/tickets/").await, [third, second, first]);
+    assert_eq!(list(&app, &carol, "/tickets/?direction=asc").await, [first, second, third]);
+    assert_eq!(list(&app, &carol, "/tickets/?sort=updated").await, [first, third, second]);
+    assert_eq!(list(&app, &alice, "/tickets/my?sort=updated&direction=asc").await, [second, third, first]);
+}
+
+async fn pages_follow_link_headers_and_keep_filters(app: TestApp) {
+    let DemoTokens { alice, carol, .. } = app.demo_tokens().await;
+    let mut urgent = Vec::new();
+    for n in 0..7 {
+        urgent.push(create(&app, &alice, &format!("urgent {n}"), "", "urgent").await);
+        create(&app, &alice, &format!("low {n}"), "", "low").await;
+    }
+    urgent.reverse();
+    let (all, pages) = all_pages(&app, &carol, "/tickets/?priority=urgent&limit=3").await;
+    assert_eq!((all.clone(), pages), (urgent.clone(), 3));
+
+    // By last update too, after touching the oldest one.
+    app.set_status(&carol, *urgent.last().unwrap(), "closed").await;
+    let (by_update, _) = all_pages(&app, &carol, "/tickets/?priority=urgent&limit=2&sort=updated").await;
+    let mut expected = vec![*urgent.last().unwrap()];
+    expected.extend(&urgent[..6]);
+    assert_eq!(by_update, expected);
+
+    let first = app.get("/tickets/?priority=urgent&limit=3", Some(&carol)).await;
+    let link = first.header("link").unwrap().to_owned();
+    assert!(
+        link.starts_with("</tickets/?priority=urgent&limit=3&cursor=") && link.ends_with(r#">; rel="next""#),
+        "{link}"
+    );
+    let cursor = link.split("cursor=").nth(1).unwrap().split('>').next().unwrap();
+    let other_order = app.get(&format!("/tickets/?sort=updated&cursor={cursor}"), Some(&carol)).await;
+    other_order.assert_problem(StatusCode::BAD_REQUEST);
+    let (mine, _) = all_pages(&app, &alice, "/tickets/my?limit=5").await;
+    assert_eq!(mine.len(), 14);
+    assert!(
+        app.get("/tickets/?limit=200", Some(&carol)).await.header("link").is_none(),
+        "one page holds all"
+    );
+}
+
+async fn pages_neither_skip_nor_repeat_when_tickets_arrive_meanwhile(app: TestApp) {
+    let DemoTokens { alice, carol, .. } = app.demo_tokens().await;
+    let mut original = Vec::new();
+    for n in 0..6 {
+        original.push(create(&app, &alice, &format!("t{n}"), "", "normal").await);
+    }
+    original.reverse();
+    let first = app.get("/tickets/?limit=3", Some(&carol)).await;
+    let next = first.header("link").unwrap().trim_start_matches('<').split('>').next().unwrap().to_owned();
+    create(&app, &alice, "arrived between pages", "", "normal").await;
+    let second = app.get(&next, Some(&carol)).await;
+    let mut seen = ids(&first.json);
+    seen.extend(ids(&second.json));
+    assert_eq!(seen, original, "an OFFSET would have repeated a ticket here");
+}
+
+async fn full_text_search_covers_subject_description_and_public_comments(app: TestApp) {
+    let DemoTokens { alice, bob, carol } = app.demo_tokens().await;
+    let printer =
+        create(&app, &alice, "Printer on fire", "Smoke everywhere near the office printer", "urgent").await;
+    let crash = create(&app, &alice, "App crashes", "It crashed twice after updating", "normal").await;
+    let billing = create(&app, &alice, "Invoice question", "Why two invoices?", "low").await;
+    app.assign(&carol, billing, app.user_id("bob").await).await;
+    let comment = |id: i64, body: &str, internal: bool| {
+        let url = format!("/tickets/{id}/comments");
+        let body = json!({"body": body, "internal": internal});
+        let token = bob.clone();
+        let app = &app;
+        async move { app.call(Method::POST, &url, Some(&token), Some(body)).await }
+    };
+    assert_eq!(comment(billing, "Refund issued via wire transfer", false).await.status, StatusCode::CREATED);
+    assert_eq!(
+        comment(billing, "customer seems angry, escalate to finance", true).await.status,
+        StatusCode::CREATED
+    );
+
+    assert_eq!(list(&app, &carol, "/tickets/?q=printer").await, [printer]);
+    assert_eq!(list(&app, &carol, "/tickets/?q=smoke%20office").await, [printer], "every word, in any field");
+    assert_eq!(list(&app, &carol, "/tickets/?q=printer%20invoice").await, Vec::<i64>::new());
+    assert_eq!(list(&app, &carol, "/tickets/?q=crash").await, [crash], "stemmed: crash ~ crashes, crashed");
+    assert_eq!(list(&app, &carol, "/tickets/?q=refund").await, [billing], "public comments count");
+    assert_eq!(
+        list(&app, &carol, "/tickets/?q=escalate").await,
+        Vec::<i64>::new(),
+        "internal notes never do"
+    );
+    assert_eq!(list(&app, &alice, "/tickets/my?q=wire").await, [billing]);
+    assert_eq!(
+        list(&app, &bob, "/tickets/?q=printer").await,
+        Vec::<i64>::new(),
+        "search stays within what one may see"
+    );
+    assert_eq!(list(&app, &carol, "/tickets/?q=invoice&priority=low&status=open").await, [billing]);
+}
+
+async fn search_takes_any_text_without_error(app: TestApp) {
+    let DemoTokens { alice, carol, .. } = app.demo_tokens().await;
+    let quoted = create(&app, &alice, "Quote \"flange\" please", "", "normal").await;
+    for q in [
+        "%22",
+        "%22this%22",
+        "*",
+        "OR",
+        "NOT",
+        "a%20OR%20b",
+        "NEAR(a%20b)",
+        "-",
+        "'",
+        "%5C",
+        "%E2%98%83",
+        "the",
+        "col:x",
+        "(",
+        "%F0%9F%92%A5",
+    ] {
+        let response = app.get(&format!("/tickets/?q={q}"), Some(&carol)).await;
+        assert_eq!(response.status, StatusCode::OK, "q={q}: {}", response.text);
+    }
+    assert_eq!(list(&app, &carol, "/tickets/?q=%22flange%22").await, [quoted]);
+}
+
+async fn bad_listing_parameters_are_400_and_created_by_is_for_admins(app: TestApp) {
+    let DemoTokens { alice, bob, carol } = app.demo_tokens().await;
+    for query in [
+        "status=pending",
+        "priority=asap",
+        "assigned_to=bob",
+        "created_by=me",
+        "updated_since=yesterday",
+        "updated_since=2026-01-01T00:00:00+01:00",
+        "sort=size",
+        "direction=up",
+        "q=",
+        "q=%20%20",
+        "q=%00",
+        "limit=-1",
+        "limit=1000",
+        "cursor=abc",
+    ] {
+        app.get(&format!("/tickets/?{query}"), Some(&carol)).await.assert_problem(StatusCode::BAD_REQUEST);
+    }
+    let long = "x".repeat(201);
+    app.get(&format!("/tickets/?q={long}"), Some(&carol)).await.assert_problem(StatusCode::BAD_REQUEST);
+    app.get("/tickets/?created_by=1", Some(&bob)).await.assert_problem(StatusCode::FORBIDDEN);
+    app.get("/tickets/my?created_by=1", Some(&alice)).await.assert_problem(StatusCode::FORBIDDEN);
+}
