@@ -96,6 +96,18 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
+/// `LOG_FORMAT`: `text` (the default) or `json`; read before the rest, since logging starts first.
+pub fn json_logs_from_env() -> Result<bool, ConfigError> {
+    match std::env::var("LOG_FORMAT").ok().filter(|v| !v.is_empty()).as_deref() {
+        None | Some("text") => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name: "LOG_FORMAT",
+            reason: format!("{other:?} must be text or json"),
+        }),
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))

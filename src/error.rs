@@ -39,6 +39,10 @@ pub enum Error {
     #[error("{detail}")]
     Rejected { status: StatusCode, detail: String },
 
+    /// A dependency is down (readiness probe); the detail says which and is safe to show.
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
@@ -60,6 +64,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Rejected { status, .. } => *status,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

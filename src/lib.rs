@@ -5,9 +5,11 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod state;
 pub mod store;
+pub mod telemetry;

@@ -1,45 +1,54 @@
+use std::io::Write;
 use std::process::ExitCode;
 
-use ticketdesk::config::{Config, JwtSecret};
+use clap::Parser;
+use ticketdesk::cli::{Cli, Command};
+use ticketdesk::config::{self, Config, JwtSecret};
 use ticketdesk::state::AppState;
-use ticketdesk::{api, demo, store};
-use tracing_subscriber::EnvFilter;
-
-const USAGE: &str = "\
-Usage: ticketdesk [--demo]
-
-Serves the Ticket Management API (Swagger UI at /docs).
-
-Options:
-  --demo     create the demo users alice, bob and carol if they do not exist
-  -h, --help show this help
-
-Settings come from the environment or a .env file: BIND_ADDR, DATABASE_URL, JWT_SECRET,
-ACCESS_TOKEN_TTL_SECS, PUBLIC_BASE_URL, SELF_REGISTRATION, RUST_LOG (see .env.example).";
+use ticketdesk::{api, demo, store, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut demo_users = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--demo" => demo_users = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        let document = api::openapi().to_pretty_json().expect("the OpenAPI document serializes");
+        // A reader that stops early (`| head`) is not a failure.
+        return match writeln!(std::io::stdout().lock(), "{document}") {
+            Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("writing the document failed: {error}");
+                ExitCode::FAILURE
             }
-            other => {
-                eprintln!("unknown argument {other:?}\n\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
+            _ => ExitCode::SUCCESS,
+        };
     }
 
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
-
-    match serve(demo_users).await {
+    match config::json_logs_from_env() {
+        Ok(json) => telemetry::init(json),
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    }
+    let outcome = async {
+        let config = Config::from_env()?;
+        match cli.command {
+            None => serve(config, cli.demo).await,
+            Some(Command::Serve { demo }) => serve(config, demo || cli.demo).await,
+            Some(Command::Migrate) => {
+                store::connect(&config.database_url).await?;
+                tracing::info!(database = %config.database_url.redacted(), "migrations are applied");
+                Ok(())
+            }
+            Some(Command::User(command)) => {
+                let mut input = std::io::stdin().lock();
+                Ok(ticketdesk::cli::run_user_command(command, &config, &mut input, &mut std::io::stdout())
+                    .await?)
+            }
+            Some(Command::Openapi) => unreachable!("handled before reading settings"),
+        }
+    };
+    match outcome.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
@@ -48,8 +57,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(demo_users: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::from_env()?;
+async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::error::Error>> {
     if let JwtSecret::Generated(_) = config.jwt_secret {
         tracing::warn!("JWT_SECRET is not set: using a random one, so tokens will not survive a restart");
     }

@@ -3,6 +3,7 @@
 mod auth;
 pub mod docs;
 mod extract;
+mod health;
 mod paging;
 mod tickets;
 mod users;
@@ -37,9 +38,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The OpenAPI document alone, e.g. for `ticketdesk openapi`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi_router().split_for_parts().1
+}
+
 /// The routes with their OpenAPI document; also what `openapi.json` is generated from.
-pub fn openapi_router() -> OpenApiRouter<AppState> {
+fn openapi_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .merge(health::router())
         .merge(auth::router())
         .merge(users::router())
         .merge(tickets::router())

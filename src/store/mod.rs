@@ -94,6 +94,8 @@ pub struct ChangeOutcome {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers and every migration this build knows is applied.
+    async fn ready(&self) -> Result<()>;
     /// Creates the user unless the username is taken; returns whether it was created.
     async fn add_user_if_absent(&self, user: &NewUser) -> Result<bool>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;

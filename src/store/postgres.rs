@@ -6,6 +6,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::sql::impl_store;
 use crate::error::Result;
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 pub struct PgStore {
     pool: PgPool,
 }
@@ -21,7 +23,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/postgres")
+        MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| crate::error::Error::Internal(format!("migrating PostgreSQL failed: {e}")))?;

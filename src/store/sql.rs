@@ -30,11 +30,29 @@ macro_rules! user_columns {
 /// `begin_write`: the statement that opens a write transaction; `lock_row`: the suffix that
 /// locks the row a read-modify-write reads. The invoking module also defines
 /// `push_text_search(&mut QueryBuilder, text)`, which pushes a subquery selecting the ids of the
-/// tickets matching `text`: full-text search is where the two databases really differ.
+/// tickets matching `text`: full-text search is where the two databases really differ; and a
+/// `static MIGRATOR` with its migrations.
 macro_rules! impl_store {
     ($store:ty, $db:ty, begin_write: $begin_write:literal, lock_row: $lock_row:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
+            async fn ready(&self) -> $crate::error::Result<()> {
+                let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(%error, "readiness check failed");
+                        $crate::error::Error::Unavailable("the database is unreachable".into())
+                    })?;
+                let known = MIGRATOR.migrations.len();
+                if usize::try_from(applied).unwrap_or(0) < known {
+                    return Err($crate::error::Error::Unavailable(format!(
+                        "{applied} of {known} migrations are applied"
+                    )));
+                }
+                Ok(())
+            }
+
             async fn add_user_if_absent(&self, user: &$crate::domain::NewUser) -> $crate::error::Result<bool> {
                 let inserted = sqlx::query(
                     "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)

@@ -8,6 +8,8 @@ use sqlx::sqlite::{
 use super::sql::impl_store;
 use crate::error::{Error, Result};
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -44,10 +46,7 @@ impl SqliteStore {
 /// savepoints): the others wait for the write lock (busy_timeout), then find nothing left to do.
 async fn migrate(pool: &SqlitePool) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::migrate!("./migrations/sqlite")
-        .run(&mut *tx)
-        .await
-        .map_err(|e| Error::Internal(format!("migrating SQLite failed: {e}")))?;
+    MIGRATOR.run(&mut *tx).await.map_err(|e| Error::Internal(format!("migrating SQLite failed: {e}")))?;
     tx.commit().await?;
     Ok(())
 }

@@ -183,6 +183,7 @@ pub fn test_config_with(database_url: &str, settings: &[(&str, &str)]) -> Config
 /// The real router over a real database, with the demo users alice, bob and carol.
 pub struct TestApp {
     router: Router,
+    pub config: Config,
     pub store: Arc<dyn Store>,
     pub passwords: Passwords,
 }
@@ -212,6 +213,7 @@ impl TestApp {
             store: state.store.clone(),
             passwords: state.passwords.clone(),
             router: ticketdesk::api::router(state),
+            config,
         }
     }
 

@@ -10,6 +10,7 @@ mod finding;
 mod history;
 mod lifecycle;
 mod openapi;
+mod operations;
 mod people;
 mod roles;
 mod startup;

@@ -1,0 +1,119 @@
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use axum::http::StatusCode;
+use sqlx::Connection;
+
+use crate::helpers::TestApp;
+
+crate::on_both_backends!(
+    probes_answer_without_auth,
+    readiness_fails_when_migrations_are_missing_or_the_database_is_gone,
+    the_cli_creates_the_first_admin_and_manages_users,
+    the_cli_prints_the_served_openapi_document,
+);
+
+/// Runs the real binary against the app's database, feeding `stdin`.
+fn ticketdesk(app: &TestApp, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketdesk"))
+        .args(args)
+        .env("DATABASE_URL", app.config.database_url.expose())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ticketdesk binary runs");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+async fn execute(app: &TestApp, sql: &'static str) {
+    let url = app.config.database_url.expose();
+    if url.starts_with("sqlite") {
+        let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+    }
+}
+
+async fn probes_answer_without_auth(app: TestApp) {
+    let health = app.get("/healthz", None).await;
+    assert_eq!((health.status, health.json["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(
+        (ready.status, ready.json["status"].as_str()),
+        (StatusCode::OK, Some("ready")),
+        "{}",
+        ready.text
+    );
+}
+
+async fn readiness_fails_when_migrations_are_missing_or_the_database_is_gone(app: TestApp) {
+    execute(&app, "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+        .await;
+    let behind = app.get("/readyz", None).await;
+    let detail = behind.assert_problem(StatusCode::SERVICE_UNAVAILABLE).to_owned();
+    assert!(detail.contains("of") && detail.contains("migrations are applied"), "{detail}");
+
+    execute(&app, "DROP TABLE _sqlx_migrations").await;
+    let gone = app.get("/readyz", None).await;
+    assert_eq!(gone.assert_problem(StatusCode::SERVICE_UNAVAILABLE), "the database is unreachable");
+    assert!(!gone.text.contains("_sqlx_migrations"), "no database error text reaches the client");
+    assert_eq!(
+        app.get("/healthz", None).await.status,
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
+}
+
+async fn the_cli_creates_the_first_admin_and_manages_users(app: TestApp) {
+    let created =
+        stdout(&ticketdesk(&app, &["user", "create", "root", "--role", "admin"], "a long passphrase\n"));
+    assert!(created.starts_with("created root (admin) with id "), "{created}");
+    let root = app.login("root", "a long passphrase").await;
+    assert_eq!(app.get("/users", Some(&root)).await.status, StatusCode::OK, "root is an admin");
+
+    let admins = stdout(&ticketdesk(&app, &["user", "list", "--role", "admin"], ""));
+    let lines: Vec<&str> = admins.lines().collect();
+    assert_eq!(lines.len(), 2, "{admins}");
+    assert!(
+        lines[0].ends_with("\tcarol\tadmin\ttrue") && lines[1].ends_with("\troot\tadmin\ttrue"),
+        "{admins}"
+    );
+
+    let alice = app.login("alice", "alice123").await;
+    stdout(&ticketdesk(&app, &["user", "set-password", "alice"], "a fresh passphrase\r\n"));
+    app.get("/users/me", Some(&alice)).await.assert_problem(StatusCode::UNAUTHORIZED);
+    app.login("alice", "a fresh passphrase").await;
+
+    let bob = app.login("bob", "bob123").await;
+    stdout(&ticketdesk(&app, &["user", "deactivate", "bob"], ""));
+    app.get("/users/me", Some(&bob)).await.assert_problem(StatusCode::UNAUTHORIZED);
+
+    for (args, stdin, complaint) in [
+        (&["user", "create", "weak", "--role", "agent"][..], "12345678\n", "common"),
+        (&["user", "create", "root", "--role", "agent"][..], "another passphrase\n", "taken"),
+        (&["user", "set-password", "nobody"][..], "a fine passphrase\n", "no user"),
+        (&["user", "create", "x y", "--role", "agent"][..], "a fine passphrase\n", "username"),
+    ] {
+        let output = ticketdesk(&app, args, stdin);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(complaint), "{args:?}: {stderr}");
+        assert!(!stderr.contains(stdin.trim()), "a password was echoed: {stderr}");
+    }
+    stdout(&ticketdesk(&app, &["migrate"], ""));
+}
+
+async fn the_cli_prints_the_served_openapi_document(app: TestApp) {
+    let printed: serde_json::Value =
+        serde_json::from_str(&stdout(&ticketdesk(&app, &["openapi"], ""))).unwrap();
+    assert_eq!(printed, app.get("/openapi.json", None).await.json);
+}
