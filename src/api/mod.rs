@@ -10,7 +10,10 @@ mod users;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::{Router, middleware};
-use tower_http::trace::TraceLayer;
+use tower_http::LatencyUnit;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
@@ -28,13 +31,15 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(
-            // Spans name the route template, never the raw URI: embed URIs carry secrets.
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-                tracing::info_span!("request", method = %request.method(), route)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
         )
         .layer(middleware::map_response(problem_for_bare_errors))
+        // Outermost: every request has an id (the client's `x-request-id`, or a new UUID) before
+        // its span opens, and the response carries it back.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
@@ -50,6 +55,14 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(users::router())
         .merge(tickets::router())
+}
+
+/// The span every log line of a request runs in. It names the route template, never the raw URI:
+/// embed URIs carry secrets, and templates keep the cardinality of log fields low.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let request_id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok());
+    tracing::info_span!("request", request_id, method = %request.method(), route)
 }
 
 /// A role guard: `allow(access::can_assign(&user), "...")?`.

@@ -9,6 +9,7 @@ mod embed;
 mod finding;
 mod history;
 mod lifecycle;
+mod logs;
 mod openapi;
 mod operations;
 mod people;

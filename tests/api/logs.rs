@@ -1,0 +1,111 @@
+//! What the server logs: one span per request with its id and route, and never a secret.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::helpers::{JWT_SECRET, TestApp};
+
+crate::on_both_backends!(
+    requests_are_logged_with_id_route_status_and_latency_but_never_a_secret,
+    request_ids_are_echoed_or_generated
+);
+
+/// Collects everything logged on this test's thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret(app: TestApp) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(captured.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+
+    let alice = app.login("alice", "alice123").await;
+    let ticket = app.create_ticket(&alice, "Logged").await;
+    let id = ticket["id"].as_i64().unwrap();
+    let embed_token = ticket["embed_token"].as_str().unwrap().to_owned();
+    app.get(&format!("/tickets/embed/{embed_token}"), None).await;
+    app.post_form("/auth/token", "username=alice&password=wrong-guess-123").await;
+    let change = json!({"current_password": "alice123", "new_password": "secret passphrase 42"});
+    let changed = app.call(Method::PUT, "/users/me/password", Some(&alice), Some(change)).await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT);
+    let fresh = app.login("alice", "secret passphrase 42").await;
+    let request = Request::get(format!("/tickets/{id}"))
+        .header("authorization", format!("Bearer {fresh}"))
+        .header("x-request-id", "trace-me-123")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(request).await.status, StatusCode::OK);
+    drop(guard);
+
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> =
+        logged.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect();
+    let finished = lines
+        .iter()
+        .find(|line| {
+            line["span"]["request_id"] == "trace-me-123"
+                && line["fields"]["message"] == "finished processing request"
+        })
+        .unwrap_or_else(|| panic!("no response line for the request id in:\n{logged}"));
+    assert_eq!(finished["span"]["route"], "/tickets/{id}");
+    assert_eq!(finished["span"]["method"], "GET");
+    assert_eq!(finished["fields"]["status"], 200);
+    assert!(finished["fields"]["latency"].as_str().is_some_and(|l| l.ends_with("μs")), "{finished}");
+
+    let hash = app.store.user_credentials("alice").await.unwrap().unwrap().password_hash;
+    let salt = hash.split('$').nth(4).unwrap().to_owned();
+    for secret in [
+        "alice123",
+        "wrong-guess-123",
+        "secret passphrase 42",
+        "secret+passphrase",
+        JWT_SECRET,
+        alice.as_str(),
+        fresh.as_str(),
+        fresh.split('.').nth(2).unwrap(),
+        embed_token.as_str(),
+        salt.as_str(),
+    ] {
+        assert!(!logged.contains(secret), "{secret:?} was logged:\n{logged}");
+    }
+}
+
+async fn request_ids_are_echoed_or_generated(app: TestApp) {
+    let given = Request::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
+    assert_eq!(app.send(given).await.header("x-request-id"), Some("abc-123"));
+    let first = app.get("/healthz", None).await;
+    let second = app.get("/nope", None).await;
+    let (first, second) = (first.header("x-request-id").unwrap(), second.header("x-request-id").unwrap());
+    assert!(
+        uuid::Uuid::parse_str(first).is_ok() && uuid::Uuid::parse_str(second).is_ok(),
+        "{first} {second}"
+    );
+    assert_ne!(first, second);
+}
