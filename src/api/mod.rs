@@ -2,6 +2,7 @@
 
 mod auth;
 pub mod docs;
+mod embed;
 mod extract;
 mod health;
 mod paging;
@@ -55,6 +56,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(auth::router())
         .merge(users::router())
         .merge(tickets::router())
+        .merge(embed::router())
 }
 
 /// The span every log line of a request runs in. It names the route template, never the raw URI:

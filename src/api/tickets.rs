@@ -3,11 +3,9 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use tower_http::cors::{Any, CorsLayer};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use super::allow;
 use super::extract::{Json, Path, Query};
@@ -24,10 +22,6 @@ use crate::store::{SortKey, TicketCursor, TicketQuery, TicketSort};
 const NOT_FOUND: Error = Error::NotFound("ticket not found");
 
 pub fn router() -> OpenApiRouter<AppState> {
-    let embed = OpenApiRouter::new()
-        .routes(routes!(embed))
-        // Chatbots on any site may read it; it takes no credentials, so no cookie can ride along.
-        .layer(CorsLayer::new().allow_origin(Any).allow_methods([axum::http::Method::GET]));
     OpenApiRouter::new()
         .routes(routes!(create_ticket, list_tickets))
         // The collection also answers without its trailing slash.
@@ -38,7 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(add_comment, list_comments))
         .routes(routes!(list_events))
         .routes(routes!(rotate_embed_token))
-        .merge(embed)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -508,43 +501,4 @@ async fn rotate_embed_token(
         })
         .await?;
     Ok(Json(outcome.ticket))
-}
-
-/// All a chatbot may show about a ticket; nothing about its people or its text.
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({
-    "subject": "App crashes on start",
-    "status": "In Progress",
-    "last_updated": "2026-07-23T12:30:00Z",
-    "link": "https://support.example.com/tickets/9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90"
-}))]
-struct EmbedView {
-    subject: String,
-    /// Human label: Open, In Progress, Resolved or Closed.
-    status: &'static str,
-    last_updated: DateTime<Utc>,
-    link: String,
-}
-
-/// A ticket's public status, for chatbots: no login, the embed token is the key.
-#[utoipa::path(
-    get,
-    path = "/tickets/embed/{token}",
-    tag = "embed",
-    params(("token" = Uuid, Path, description = "The ticket's embed token")),
-    responses(
-        (status = 200, description = "The ticket's public status", body = EmbedView),
-        (status = 404, response = super::docs::NotFound),
-    )
-)]
-async fn embed(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<EmbedView>> {
-    // A malformed token is as unknown as a well-formed one that matches nothing.
-    let token = Uuid::parse_str(&token).map_err(|_| NOT_FOUND)?;
-    let ticket = state.store.ticket_by_embed_token(token).await?.ok_or(NOT_FOUND)?;
-    Ok(Json(EmbedView {
-        subject: ticket.subject,
-        status: ticket.status.label(),
-        last_updated: ticket.updated_at,
-        link: state.links.ticket(ticket.embed_token),
-    }))
 }
