@@ -4,6 +4,7 @@ use axum::extract::FromRef;
 
 use crate::auth::{JwtKeys, Passwords};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach. Cheap to clone: all shared behind `Arc`s.
@@ -15,6 +16,7 @@ pub struct AppState {
     pub links: EmbedLinks,
     /// Whether `POST /auth/register` lets anyone sign up as a customer.
     pub self_registration: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -25,6 +27,7 @@ impl AppState {
             passwords: Passwords::for_this_machine(),
             links: EmbedLinks { public_base_url: config.public_base_url.clone().into() },
             self_registration: config.self_registration,
+            metrics: Arc::new(Metrics::default()),
         }
     }
 }

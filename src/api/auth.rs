@@ -63,6 +63,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
         // A deactivated account gets the same answer as a wrong password: nothing to probe.
         (true, Some(credentials)) if credentials.user.active => credentials.user,
         _ => {
+            state.metrics.login_failed();
             return Err(Error::Unauthorized {
                 detail: "incorrect username or password",
                 invalid_token: false,

@@ -4,7 +4,7 @@ mod auth;
 pub mod docs;
 mod embed;
 mod extract;
-mod health;
+mod operations;
 mod paging;
 mod tickets;
 mod users;
@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(request_span)
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
         )
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .layer(middleware::map_response(problem_for_bare_errors))
         // Outermost: every request has an id (the client's `x-request-id`, or a new UUID) before
         // its span opens, and the response carries it back.
@@ -52,7 +53,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The routes with their OpenAPI document; also what `openapi.json` is generated from.
 fn openapi_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
-        .merge(health::router())
+        .merge(operations::router())
         .merge(auth::router())
         .merge(users::router())
         .merge(tickets::router())

@@ -28,6 +28,14 @@ pub use sqlite::SqliteStore;
 /// an `Err` aborts the transaction with nothing written.
 pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
 
+/// The connection pool's state, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// Which users a listing covers; `None` matches all.
 #[derive(Debug, Clone, Default)]
 pub struct UserFilter {
@@ -96,6 +104,9 @@ pub struct ChangeOutcome {
 pub trait Store: Send + Sync + 'static {
     /// Whether the database answers and every migration this build knows is applied.
     async fn ready(&self) -> Result<()>;
+    fn pool_stats(&self) -> PoolStats;
+    /// How many tickets there are in each status (statuses with none may be left out).
+    async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>>;
     /// Creates the user unless the username is taken; returns whether it was created.
     async fn add_user_if_absent(&self, user: &NewUser) -> Result<bool>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;

@@ -67,6 +67,23 @@ macro_rules! impl_store {
                 Ok(inserted.rows_affected() == 1)
             }
 
+            fn pool_stats(&self) -> $crate::store::PoolStats {
+                $crate::store::PoolStats {
+                    size: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
+            async fn ticket_counts(&self) -> $crate::error::Result<Vec<($crate::domain::TicketStatus, i64)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM tickets GROUP BY status")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter()
+                    .map(|(status, count)| Ok(($crate::domain::TicketStatus::try_from(status).map_err($crate::error::Error::Internal)?, count)))
+                    .collect()
+            }
+
             async fn user_credentials(
                 &self,
                 username: &str,

@@ -11,6 +11,7 @@ crate::on_both_backends!(
     readiness_fails_when_migrations_are_missing_or_the_database_is_gone,
     the_cli_creates_the_first_admin_and_manages_users,
     the_cli_prints_the_served_openapi_document,
+    metrics_count_requests_by_route_template_and_more,
 );
 
 /// Runs the real binary against the app's database, feeding `stdin`.
@@ -116,4 +117,41 @@ async fn the_cli_prints_the_served_openapi_document(app: TestApp) {
     let printed: serde_json::Value =
         serde_json::from_str(&stdout(&ticketdesk(&app, &["openapi"], ""))).unwrap();
     assert_eq!(printed, app.get("/openapi.json", None).await.json);
+}
+
+async fn metrics_count_requests_by_route_template_and_more(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let ticket = app.create_ticket(&tokens.alice, "Counted").await;
+    let id = ticket["id"].as_i64().unwrap();
+    app.create_ticket(&tokens.alice, "Counted too").await;
+    app.set_status(&tokens.carol, id, "closed").await;
+    for _ in 0..3 {
+        app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await;
+    }
+    app.get(&format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap()), None).await;
+    app.post_form("/auth/token", "username=alice&password=nope").await;
+    app.get("/no/such/route", None).await;
+
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    let text = response.text;
+    for expected in [
+        r#"http_requests_total{method="GET",route="/tickets/{id}",status="200"} 3"#,
+        r#"http_requests_total{method="POST",route="/auth/token",status="401"} 1"#,
+        r#"http_requests_total{method="GET",route="/tickets/embed/{token}",status="200"} 1"#,
+        r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"http_request_duration_seconds_count{method="GET",route="/tickets/{id}",status="200"} 3"#,
+        r#"http_request_duration_seconds_bucket{le="0.0005",method="GET",route="/tickets/{id}",status="200"}"#,
+        "http_requests_in_flight 1",
+        "login_failures_total 1",
+        r#"tickets{status="open"} 1"#,
+        r#"tickets{status="closed"} 1"#,
+        r#"tickets{status="in_progress"} 0"#,
+        r#"db_pool_connections{state="max"}"#,
+        "# EOF",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains(ticket["embed_token"].as_str().unwrap()), "raw paths never become labels");
 }

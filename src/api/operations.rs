@@ -1,6 +1,9 @@
-//! Probes for orchestrators (Kubernetes-style): liveness and readiness, without auth, cheap.
+//! For operators: probes for orchestrators (Kubernetes-style liveness and readiness) and Prometheus
+//! metrics. None needs auth; all are cheap.
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -10,7 +13,7 @@ use crate::error::Result;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -46,4 +49,19 @@ async fn healthz() -> Json<Health> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
     state.store.ready().await?;
     Ok(Json(Health { status: "ready" }))
+}
+
+/// Prometheus metrics: requests and latency by route template and status, requests in flight,
+/// database pool connections, refused logins, tickets by status. Expose it to your monitoring
+/// only, not to the internet.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text",
+        body = String, example = "# TYPE tickets gauge\ntickets{status=\"open\"} 12\n# EOF\n"))
+)]
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
+    let text = state.metrics.render(state.store.as_ref()).await?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }

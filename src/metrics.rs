@@ -1,0 +1,121 @@
+//! Prometheus metrics (OpenMetrics text at `/metrics`), through the `prometheus-client` crate.
+//! Requests are labelled by route template, never by raw path, so the series stay few.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::domain::TicketStatus;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Request latency buckets, in seconds: 0.5 ms to 5 s.
+const LATENCY_BUCKETS: [f64; 13] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    state: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+    in_flight: Gauge,
+    login_failures: Counter,
+    pool: Family<PoolLabel, Gauge>,
+    tickets: Family<StatusLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency =
+            Family::<RequestLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        let in_flight = Gauge::default();
+        let login_failures = Counter::default();
+        let pool = Family::<PoolLabel, Gauge>::default();
+        let tickets = Family::<StatusLabel, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template and status",
+            requests.clone(),
+        );
+        registry.register("http_request_duration_seconds", "Time to answer an HTTP request", latency.clone());
+        registry.register("http_requests_in_flight", "HTTP requests being answered now", in_flight.clone());
+        registry.register(
+            "login_failures",
+            "Refused logins (wrong password, unknown or deactivated user)",
+            login_failures.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by state (idle, in_use, max)",
+            pool.clone(),
+        );
+        registry.register("tickets", "Tickets by status", tickets.clone());
+        Self { registry, requests, latency, in_flight, login_failures, pool, tickets }
+    }
+}
+
+impl Metrics {
+    pub fn login_failed(&self) {
+        self.login_failures.inc();
+    }
+
+    /// Refreshes the gauges read from the database, then renders everything.
+    pub async fn render(&self, store: &dyn Store) -> Result<String> {
+        let pool = store.pool_stats();
+        for (state, value) in
+            [("idle", pool.idle), ("in_use", pool.size.saturating_sub(pool.idle)), ("max", pool.max)]
+        {
+            self.pool.get_or_create(&PoolLabel { state }).set(i64::from(value));
+        }
+        let counts = store.ticket_counts().await?;
+        for status in TicketStatus::ALL {
+            let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            self.tickets.get_or_create(&StatusLabel { status: status.as_str() }).set(count);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|e| Error::Internal(format!("encoding metrics failed: {e}")))?;
+        Ok(text)
+    }
+}
+
+/// Middleware counting and timing every request by its route template.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    metrics.in_flight.inc();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.in_flight.dec();
+    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
