@@ -1,5 +1,6 @@
 // Drives Swagger UI in headless Chromium: Authorize as alice through the OAuth2 password flow,
-// execute POST /tickets/ and GET /tickets/my from the page, check the responses shown.
+// execute POST /tickets/ and GET /tickets/my from the page, check the responses shown; then open
+// the new ticket's embed link as a browser would and check the status card.
 import { chromium } from 'playwright-core';
 
 const base = process.env.BASE_URL ?? 'http://127.0.0.1:8000';
@@ -40,6 +41,18 @@ const created = await execute('operations-tickets-create_ticket',
   JSON.stringify({ subject: 'Filed from Swagger UI', description: 'via headless Chromium' }));
 const mine = await execute('operations-tickets-my_tickets');
 await page.screenshot({ path: process.env.SCREENSHOT ?? 'swagger.png', fullPage: false });
+
+// The embed card: what a web page's iframe shows.
+const token = JSON.parse(created.shown).embed_token;
+const card = await browser.newPage({ viewport: { width: 520, height: 220 } });
+const cardResponse = await card.goto(`${base}/tickets/embed/${token}`);
+const cardType = cardResponse.headers()['content-type'] ?? '';
+const heading = await card.locator('h1').innerText();
+const badge = await card.locator('.badge').innerText();
+await card.screenshot({ path: process.env.CARD_SCREENSHOT ?? 'card.png' });
+console.log(`embed card -> ${cardResponse.status()} ${cardType}: "${heading}" [${badge}]`);
+if (!cardType.startsWith('text/html')) failures.push(`the embed link served ${cardType} to a browser`);
+if (heading !== 'Filed from Swagger UI' || badge !== 'Open') failures.push(`the card shows "${heading}" [${badge}]`);
 
 console.log(`POST /tickets/ -> ${created.code}; GET /tickets/my -> ${mine.code}`);
 if (created.code !== '201') failures.push(`POST /tickets/ answered ${created.code}: ${created.shown}`);
