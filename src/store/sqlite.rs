@@ -30,13 +30,22 @@ impl SqliteStore {
                 Error::Internal(format!("cannot create the database folder {}: {e}", folder.display()))
             })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        migrate(&pool).await?;
-        Ok(Self { pool })
+        // Processes starting together on one new file can meet SQLite's deadlock avoidance: a new
+        // connection switching the file to WAL holds a shared lock and needs an exclusive one
+        // while another process holds the write lock, and SQLite answers SQLITE_BUSY at once, not
+        // after busy_timeout. Its remedy is to back off and try again; nothing was written.
+        let mut attempt = 1;
+        loop {
+            match open_and_migrate(options.clone()).await {
+                Ok(pool) => return Ok(Self { pool }),
+                Err(error) if is_busy(&error) && attempt < 20 => {
+                    tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(sqlx::migrate::MigrateError::Execute(error)) => return Err(error.into()),
+                Err(error) => return Err(Error::Internal(format!("migrating SQLite failed: {error}"))),
+            }
+        }
     }
 }
 
@@ -44,11 +53,26 @@ impl SqliteStore {
 /// what is applied outside each migration's transaction, and SQLite has no advisory lock. So the
 /// whole run happens inside one `BEGIN IMMEDIATE` transaction (sqlx nests the migrator's own as
 /// savepoints): the others wait for the write lock (busy_timeout), then find nothing left to do.
-async fn migrate(pool: &SqlitePool) -> Result<()> {
+async fn open_and_migrate(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::migrate::MigrateError> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    MIGRATOR.run(&mut *tx).await.map_err(|e| Error::Internal(format!("migrating SQLite failed: {e}")))?;
+    MIGRATOR.run(&mut *tx).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(pool)
+}
+
+fn is_busy(error: &sqlx::migrate::MigrateError) -> bool {
+    match error {
+        sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
+        | sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(db), _) => {
+            db.code().as_deref() == Some("5")
+        }
+        _ => false,
+    }
 }
 
 /// Tickets whose subject and description, or one of whose public comments, hold every word of

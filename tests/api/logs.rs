@@ -1,12 +1,12 @@
 //! What the server logs: one span per request with its id and route, and never a secret.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::{JWT_SECRET, TestApp};
 
@@ -15,13 +15,20 @@ crate::on_both_backends!(
     request_ids_are_echoed_or_generated
 );
 
-/// Collects everything logged on this test's thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+thread_local! {
+    static CAPTURE: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
 
-impl Write for Captured {
+/// Writes to the current thread's capture buffer, if it has one; elsewhere, nowhere.
+struct ThreadCapture;
+
+impl Write for ThreadCapture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
+        CAPTURE.with(|capture| {
+            if let Some(buffer) = capture.borrow().as_ref() {
+                buffer.lock().unwrap().extend_from_slice(bytes);
+            }
+        });
         Ok(bytes.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -29,22 +36,32 @@ impl Write for Captured {
     }
 }
 
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
+/// Captures, as JSON lines, everything logged on this thread (the test's single-threaded runtime
+/// runs every request on it) until `finish`. One global subscriber serves every test thread: a
+/// thread-local one races with tracing's global callsite cache and loses events now and then.
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(|| ThreadCapture)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in tests");
+    });
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    CAPTURE.with(|capture| *capture.borrow_mut() = Some(buffer.clone()));
+    buffer
+}
+
+fn finish_capture(buffer: &Arc<Mutex<Vec<u8>>>) -> String {
+    CAPTURE.with(|capture| *capture.borrow_mut() = None);
+    String::from_utf8(buffer.lock().unwrap().clone()).unwrap()
 }
 
 async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret(app: TestApp) {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture_logs();
 
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Logged").await;
@@ -62,9 +79,7 @@ async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(request).await.status, StatusCode::OK);
-    drop(guard);
-
-    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logged = finish_capture(&captured);
     let lines: Vec<Value> =
         logged.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect();
     let finished = lines
