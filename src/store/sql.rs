@@ -27,8 +27,9 @@ macro_rules! user_columns {
     };
 }
 
-/// `begin_write`: the statement that opens a write transaction; `lock_row`: the suffix that
-/// locks the row a read-modify-write reads. The invoking module also defines
+/// `begin_write`: the statement that opens every write transaction (on SQLite it must take the
+/// write lock up front, or a writer racing another can fail at once with "database is locked");
+/// `lock_row`: the suffix that locks the row a read-modify-write reads. The invoking module also defines
 /// `push_text_search(&mut QueryBuilder, text)`, which pushes a subquery selecting the ids of the
 /// tickets matching `text`: full-text search is where the two databases really differ; and a
 /// `static MIGRATOR` with its migrations.
@@ -179,7 +180,7 @@ macro_rules! impl_store {
                 ticket: &$crate::domain::NewTicket,
             ) -> $crate::error::Result<$crate::domain::Ticket> {
                 let now = $crate::store::now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin_write).await?;
                 let created: $crate::domain::Ticket = sqlx::query_as(concat!(
                     "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
                      VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) RETURNING ",

@@ -230,13 +230,12 @@ impl TestApp {
     }
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
-        let response = self.router.clone().oneshot(request).await.expect("the router is infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.expect("reading the body").to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse { status, headers, text, json }
+        send_to(self.router.clone(), request).await
+    }
+
+    /// The router itself, e.g. to send requests from spawned tasks.
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     /// A request with an optional bearer token and an optional JSON body.
@@ -311,6 +310,16 @@ impl TestApp {
         let body = serde_json::json!({"status": status});
         self.call(Method::PATCH, &format!("/tickets/{ticket_id}"), Some(token), Some(body)).await
     }
+}
+
+pub async fn send_to(router: Router, request: Request<Body>) -> TestResponse {
+    let response = router.oneshot(request).await.expect("the router is infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("reading the body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    TestResponse { status, headers, text, json }
 }
 
 pub struct DemoTokens {

@@ -15,6 +15,7 @@ crate::on_both_backends!(
     assignment_target_must_be_an_existing_agent,
     admins_can_reassign_and_change_status,
     updating_a_missing_ticket_is_404,
+    concurrent_writers_all_succeed,
 );
 
 fn timestamp(value: &Value) -> DateTime<Utc> {
@@ -221,4 +222,37 @@ async fn updating_a_missing_ticket_is_404(app: TestApp) {
     app.assign(&tokens.carol, 424_242, bob_id).await.assert_problem(StatusCode::NOT_FOUND);
     app.set_status(&tokens.carol, 424_242, "closed").await.assert_problem(StatusCode::NOT_FOUND);
     app.get("/tickets/424242", Some(&tokens.carol)).await.assert_problem(StatusCode::NOT_FOUND);
+}
+
+/// 32 submissions and 32 updates at once: no writer may fail with "database is locked".
+async fn concurrent_writers_all_succeed(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Contended").await;
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..32 {
+        let (router, alice, carol) = (app.router(), tokens.alice.clone(), tokens.carol.clone());
+        writers.spawn(async move {
+            let body = json!({"subject": format!("Concurrent {n}"), "description": ""}).to_string();
+            let create = axum::http::Request::post("/tickets/")
+                .header("authorization", format!("Bearer {alice}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            let priority = ["low", "normal", "high", "urgent"][n % 4];
+            let update = axum::http::Request::patch(format!("/tickets/{id}"))
+                .header("authorization", format!("Bearer {carol}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(json!({"priority": priority}).to_string()))
+                .unwrap();
+            let created = crate::helpers::send_to(router.clone(), create).await;
+            let updated = crate::helpers::send_to(router, update).await;
+            (created.status, updated.status, created.text, updated.text)
+        });
+    }
+    while let Some(outcome) = writers.join_next().await {
+        let (created, updated, created_text, updated_text) = outcome.unwrap();
+        assert_eq!(created, StatusCode::CREATED, "{created_text}");
+        assert_eq!(updated, StatusCode::OK, "{updated_text}");
+    }
+    assert_eq!(app.get("/tickets/my", Some(&tokens.alice)).await.json.as_array().unwrap().len(), 33);
 }

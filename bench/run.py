@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Load benchmark: builds the release server, seeds a throwaway database per backend by bulk SQL,
+drives each scenario with wrk from a second process on loopback, and measures PostgreSQL's own
+ceiling for the same primary-key SELECT with pgbench in the same run.
+
+    python3 bench/run.py                      # 100,000 tickets, both backends
+    python3 bench/run.py --tickets 1000000    # a million
+    python3 bench/run.py --backend postgres --duration 5
+
+Writes bench/results/latest.json and prints a table. Needs wrk, pgbench and sqlite3 (installed
+with apt-get when missing) and a PostgreSQL server (BENCH_DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432/postgres; a database ticketdesk_bench is created and dropped).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BINARY = ROOT / "target" / "release" / "ticketdesk"
+PASSWORD = "bench-password-1"
+JWT_SECRET = "benchmark-signing-key-0123456789abcdef"
+SUBJECTS = ["Printer", "Network", "Login", "Invoice", "Laptop", "Email", "VPN", "Phone"]
+TICKET_COLUMNS = "id, subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at"
+
+
+def sh(*args, **kwargs):
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kwargs).stdout
+
+
+def ensure_tools():
+    missing = [tool for tool in ("wrk", "pgbench", "sqlite3", "psql") if shutil.which(tool) is None]
+    packages = {"wrk": "wrk", "pgbench": "postgresql-contrib", "sqlite3": "sqlite3", "psql": "postgresql-client"}
+    if missing:
+        print(f"installing {', '.join(missing)} with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *[packages[m] for m in missing]], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+# ---------------------------------------------------------------- seeding
+
+
+def seed_postgres(url, tickets):
+    return f"""
+\\set ON_ERROR_STOP on
+SELECT password_hash AS hash FROM users WHERE username = 'bench-admin' \\gset
+INSERT INTO users (username, password_hash, role, created_at)
+    SELECT 'agent' || g, :'hash', 'agent', now() FROM generate_series(1, 20) g;
+INSERT INTO users (username, password_hash, role, created_at)
+    SELECT 'customer' || g, :'hash', 'customer', now() FROM generate_series(1, 1000) g;
+SELECT min(id) AS agent0 FROM users WHERE role = 'agent' \\gset
+SELECT min(id) AS customer0 FROM users WHERE role = 'customer' \\gset
+INSERT INTO tickets (subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at)
+SELECT (ARRAY{SUBJECTS})[1 + g % 8] || ' problem ' || g,
+       'The ' || lower((ARRAY{SUBJECTS})[1 + (g / 8) % 8]) || ' stopped working after the update, case ' || g,
+       (ARRAY['open','in_progress','resolved','closed'])[1 + g % 4],
+       (ARRAY['low','normal','high','urgent'])[1 + (g / 4) % 4],
+       :customer0 + g % 1000,
+       CASE WHEN g % 10 = 0 THEN NULL ELSE :agent0 + g % 20 END,
+       gen_random_uuid(),
+       now() - make_interval(secs => {tickets} - g), now() - make_interval(secs => {tickets} - g)
+FROM generate_series(1, {tickets}) g;
+INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+SELECT 10 * g, :agent0, 'Replaced the toner and rebooted the router', false, now()
+FROM generate_series(1, {tickets // 10}) g;
+ANALYZE;
+"""
+
+
+def seed_sqlite(tickets):
+    def pick(values, expr):
+        return "CASE " + expr + " " + " ".join(f"WHEN {i} THEN '{v}'" for i, v in enumerate(values)) + " END"
+
+    stamp = f"strftime('%Y-%m-%dT%H:%M:%S', 'now', '-' || ({tickets} - x) || ' seconds') || '+00:00'"
+    return f"""
+.bail on
+PRAGMA journal_mode = WAL;
+BEGIN;
+INSERT INTO users (username, password_hash, role, created_at)
+    WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 20)
+    SELECT 'agent' || x, (SELECT password_hash FROM users WHERE username = 'bench-admin'), 'agent', '2026-01-01T00:00:00+00:00' FROM g;
+INSERT INTO users (username, password_hash, role, created_at)
+    WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 1000)
+    SELECT 'customer' || x, (SELECT password_hash FROM users WHERE username = 'bench-admin'), 'customer', '2026-01-01T00:00:00+00:00' FROM g;
+INSERT INTO tickets (subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at)
+    WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {tickets})
+    SELECT {pick(SUBJECTS, 'x % 8')} || ' problem ' || x,
+           'The ' || lower({pick(SUBJECTS, '(x / 8) % 8')}) || ' stopped working after the update, case ' || x,
+           {pick(['open', 'in_progress', 'resolved', 'closed'], 'x % 4')},
+           {pick(['low', 'normal', 'high', 'urgent'], '(x / 4) % 4')},
+           (SELECT min(id) FROM users WHERE role = 'customer') + x % 1000,
+           CASE WHEN x % 10 = 0 THEN NULL ELSE (SELECT min(id) FROM users WHERE role = 'agent') + x % 20 END,
+           randomblob(16), {stamp}, {stamp}
+    FROM g;
+INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+    WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {tickets // 10})
+    SELECT 10 * x, (SELECT min(id) FROM users WHERE role = 'agent'), 'Replaced the toner and rebooted the router', 0,
+           '2026-01-01T00:00:00+00:00' FROM g;
+COMMIT;
+ANALYZE;
+"""
+
+
+def uuid_from_hex(h):
+    return f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+class Backend:
+    """A freshly seeded database of one kind, and the data files the scenarios draw from."""
+
+    def __init__(self, kind, tickets, workdir, pg_server_url):
+        self.kind, self.tickets, self.workdir = kind, tickets, workdir
+        if kind == "postgres":
+            self.admin_url = pg_server_url
+            self.url = pg_server_url.rsplit("/", 1)[0] + "/ticketdesk_bench"
+        else:
+            self.url = f"sqlite://{workdir}/bench.db"
+
+    def query(self, sql):
+        if self.kind == "postgres":
+            return sh("psql", "-qtA", self.url, "-c", sql).split()
+        return sh("sqlite3", f"{self.workdir}/bench.db", sql).split()
+
+    def create(self):
+        if self.kind == "postgres":
+            sh("psql", "-q", self.admin_url, "-c", "DROP DATABASE IF EXISTS ticketdesk_bench", "-c", "CREATE DATABASE ticketdesk_bench")
+        env = {**os.environ, "DATABASE_URL": self.url, "RUST_LOG": "warn"}
+        sh(str(BINARY), "migrate", env=env)
+        sh(str(BINARY), "user", "create", "bench-admin", "--role", "admin", input=PASSWORD + "\n", env=env)
+        started = time.monotonic()
+        if self.kind == "postgres":
+            sh("psql", "-q", self.url, input=seed_postgres(self.url, self.tickets))
+        else:
+            sh("sqlite3", f"{self.workdir}/bench.db", input=seed_sqlite(self.tickets))
+        seeded = time.monotonic() - started
+        agent1 = self.query("SELECT id FROM users WHERE username = 'agent1'")[0]
+        ids = self.query(f"SELECT id FROM tickets ORDER BY random() LIMIT 20000")
+        agent_ids = self.query(f"SELECT id FROM tickets WHERE assigned_to = {agent1} ORDER BY random() LIMIT 20000")
+        if self.kind == "postgres":
+            embeds = self.query("SELECT embed_token FROM tickets ORDER BY random() LIMIT 20000")
+        else:
+            embeds = [uuid_from_hex(h.lower()) for h in self.query("SELECT hex(embed_token) FROM tickets ORDER BY random() LIMIT 20000")]
+        for name, rows in (("ids", ids), ("agent_ids", agent_ids), ("embeds", embeds)):
+            (self.workdir / f"{self.kind}-{name}.txt").write_text("\n".join(rows) + "\n")
+        return seeded
+
+    def drop(self):
+        if self.kind == "postgres":
+            sh("psql", "-q", self.admin_url, "-c", "DROP DATABASE IF EXISTS ticketdesk_bench")
+
+
+# ---------------------------------------------------------------- server and load
+
+
+class Server:
+    def __init__(self, backend):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DATABASE_URL": backend.url, "BIND_ADDR": f"127.0.0.1:{self.port}",
+               "JWT_SECRET": JWT_SECRET, "RUST_LOG": "warn"}
+        started = time.monotonic()
+        self.log = backend.workdir / f"{backend.kind}-server.log"
+        self.process = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        while True:
+            try:
+                http("GET", self.base + "/readyz")
+                break
+            except OSError:
+                if self.process.poll() is not None:
+                    raise RuntimeError("the server exited: " + self.log.read_text())
+                time.sleep(0.002)
+        self.ready_ms = (time.monotonic() - started) * 1000
+
+    def token(self, username):
+        body = f"username={username}&password={PASSWORD}".encode()
+        return http("POST", self.base + "/auth/token", body, {"Content-Type": "application/x-www-form-urlencoded"})["access_token"]
+
+    def peak_rss_mib(self):
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def wrk(server, scenario, seconds, connections, threads=2, **env):
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(BENCH / "wrk.lua"), server.base]
+    return subprocess.Popen(command, env={**os.environ, "SCENARIO": scenario, **env}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def result_of(process):
+    out, err = process.communicate()
+    last = [line for line in out.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not last:
+        raise RuntimeError(f"wrk failed: {err}\n{out}")
+    return json.loads(last[-1])
+
+
+def pgbench(backend, seconds, connections):
+    script = backend.workdir / "pk.sql"
+    script.write_text(f"\\set id random(1, {backend.tickets})\nSELECT {TICKET_COLUMNS} FROM tickets WHERE id = :id;\n")
+    out = sh("pgbench", "-n", "-M", "prepared", "-c", str(connections), "-j", "2", "-T", str(seconds), "-f", str(script), backend.url)
+    figures = {}
+    for line in out.splitlines():
+        if line.startswith("tps ="):
+            figures["tps"] = float(line.split()[2])
+        if line.startswith("latency average"):
+            figures["latency_avg_ms"] = float(line.split()[3])
+    return figures
+
+
+def run_backend(kind, args, workdir):
+    backend = Backend(kind, args.tickets, workdir, args.pg_url)
+    print(f"[{kind}] seeding {args.tickets:,} tickets ...", file=sys.stderr)
+    report = {"tickets": args.tickets, "seed_seconds": round(backend.create(), 2)}
+    server = Server(backend)
+    report["startup_to_ready_ms"] = round(server.ready_ms, 1)
+    admin, agent = server.token("bench-admin"), server.token("agent1")
+    customers = [server.token(f"customer{n}") for n in range(1, 21)]
+    files = {name: str(workdir / f"{kind}-{name}.txt") for name in ("ids", "agent_ids", "embeds")}
+    deep_cursor = _cursor(args.tickets // 2)
+    c, d = args.connections, args.duration
+    scenarios = [
+        ("get_ticket_admin", "get_ticket", {"TOKENS": admin, "IDS_FILE": files["ids"]}),
+        ("get_ticket_agent", "get_ticket", {"TOKENS": agent, "IDS_FILE": files["agent_ids"]}),
+        ("embed", "embed", {"EMBEDS_FILE": files["embeds"]}),
+        ("my_first_page", "path", {"TOKENS": ",".join(customers), "REQUEST_PATH": "/tickets/my"}),
+        ("filtered_page", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?status=open&priority=high&limit=50"}),
+        ("deep_page", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?limit=50&cursor={deep_cursor}"}),
+        ("search", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer%20toner&limit=50"}),
+        ("create_ticket", "create", {"TOKENS": ",".join(customers)}),
+        ("patch_priority", "patch_priority", {"TOKENS": admin, "IDS_FILE": files["ids"]}),
+        ("login", "login", {}),
+        ("mixed_90_10", "mixed", {"TOKENS": ",".join([admin] + customers[:1]), "IDS_FILE": files["ids"], "EMBEDS_FILE": files["embeds"]}),
+    ]
+    result_of(wrk(server, "get_ticket", 3, c, TOKENS=admin, IDS_FILE=files["ids"]))  # warm-up
+    report["scenarios"] = {}
+    for name, scenario, env in scenarios:
+        print(f"[{kind}] {name} ...", file=sys.stderr)
+        report["scenarios"][name] = result_of(wrk(server, scenario, d, c, **env))
+
+    # GET /tickets/{id} beside a login flood: its p99 may at most double.
+    flood = wrk(server, "login", d, 8, threads=1)
+    beside = wrk(server, "get_ticket", d, c, TOKENS=admin, IDS_FILE=files["ids"])
+    report["get_ticket_beside_login_flood"] = result_of(beside)
+    report["login_flood"] = result_of(flood)
+    report["server_peak_rss_mib"] = round(server.peak_rss_mib(), 1)
+    server.stop()
+    report["server_errors_logged"] = [line for line in server.log.read_text().splitlines() if "ERROR" in line][:5]
+
+    if kind == "postgres":
+        print(f"[{kind}] pgbench ...", file=sys.stderr)
+        report["pgbench_pk_select"] = pgbench(backend, d, c)
+        tps = report["pgbench_pk_select"]["tps"]
+        report["ratio_to_pgbench"] = {
+            name: round(report["scenarios"][name]["rps"] / tps, 3) for name in ("get_ticket_admin", "get_ticket_agent", "embed")
+        }
+    alone = report["scenarios"]["get_ticket_admin"]["p99_ms"]
+    report["login_flood_p99_factor"] = round(report["get_ticket_beside_login_flood"]["p99_ms"] / alone, 2)
+    backend.drop()
+    return report
+
+
+def _cursor(after_id):
+    import base64
+    key = {"sort": {"key": "created", "descending": True}, "updated_at": None, "id": after_id}
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def table(results):
+    rows = ["| scenario | backend | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx |", "|---|---|---:|---:|---:|---:|---:|"]
+    for kind, report in results["backends"].items():
+        for name, r in report["scenarios"].items():
+            rows.append(f"| {name} | {kind} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['non2xx'] + r['socket_errors']} |")
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tickets", type=int, default=100_000)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
+    parser.add_argument("--pg-url", default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--output", default=str(BENCH / "results" / "latest.json"))
+    args = parser.parse_args()
+
+    ensure_tools()
+    print("building the release binary ...", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ticketdesk"], cwd=ROOT, check=True)
+    kinds = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
+    results = {
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())},
+        "settings": {"tickets": args.tickets, "duration_s": args.duration, "connections": args.connections},
+        "backends": {},
+    }
+    with tempfile.TemporaryDirectory() as work:
+        for kind in kinds:
+            results["backends"][kind] = run_backend(kind, args, Path(work))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    for kind, report in results["backends"].items():
+        extras = {k: v for k, v in report.items() if k not in ("scenarios", "get_ticket_beside_login_flood", "login_flood")}
+        print(f"\n{kind}: {json.dumps(extras)}")
+    failures = [(k, n) for k, r in results["backends"].items() for n, s in r["scenarios"].items() if s["non2xx"] or s["socket_errors"]]
+    if failures:
+        sys.exit(f"non-2xx answers or socket errors in: {failures}")
+
+
+if __name__ == "__main__":
+    main()
