@@ -79,6 +79,7 @@ async fn embed(
     // A malformed token is as unknown as a well-formed one that matches nothing.
     let not_found = || Error::NotFound("ticket not found");
     let token = Uuid::parse_str(&token).map_err(|_| not_found())?;
+    // One database round trip: this lookup is all the route reads.
     let ticket = state.store.ticket_by_embed_token(token).await?.ok_or_else(not_found)?;
 
     let html = wants_html(&headers);

@@ -5,6 +5,6 @@ mod extractor;
 mod jwt;
 mod password;
 
-pub use extractor::CurrentUser;
+pub use extractor::{CurrentUser, VerifiedToken};
 pub use jwt::{AccessToken, Claims, JwtKeys};
 pub use password::Passwords;

@@ -28,6 +28,48 @@ pub use sqlite::SqliteStore;
 /// an `Err` aborts the transaction with nothing written.
 pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
 
+/// A row of `users LEFT JOIN tickets`: the user, and the ticket's columns (null when there is no
+/// such ticket), prefixed `t_`.
+#[derive(sqlx::FromRow)]
+struct UserAndTicketRow {
+    #[sqlx(flatten)]
+    user: User,
+    t_id: Option<TicketId>,
+    t_subject: Option<String>,
+    t_description: Option<String>,
+    t_status: Option<String>,
+    t_priority: Option<String>,
+    t_created_by: Option<UserId>,
+    t_assigned_to: Option<UserId>,
+    t_embed_token: Option<uuid::Uuid>,
+    t_created_at: Option<DateTime<Utc>>,
+    t_updated_at: Option<DateTime<Utc>>,
+}
+
+impl UserAndTicketRow {
+    fn split(self) -> Result<(User, Option<Ticket>)> {
+        let ticket = match (self.t_id, self.t_subject, self.t_description, self.t_status, self.t_priority) {
+            (Some(id), Some(subject), Some(description), Some(status), Some(priority)) => {
+                let missing = || Error::Internal(format!("ticket {id} has a null column"));
+                Some(Ticket {
+                    id,
+                    subject,
+                    description,
+                    status: TicketStatus::try_from(status).map_err(Error::Internal)?,
+                    priority: Priority::try_from(priority).map_err(Error::Internal)?,
+                    created_by: self.t_created_by.ok_or_else(missing)?,
+                    assigned_to: self.t_assigned_to,
+                    embed_token: self.t_embed_token.ok_or_else(missing)?,
+                    created_at: self.t_created_at.ok_or_else(missing)?,
+                    updated_at: self.t_updated_at.ok_or_else(missing)?,
+                })
+            }
+            _ => None,
+        };
+        Ok((self.user, ticket))
+    }
+}
+
 /// The connection pool's state, for metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolStats {
@@ -122,6 +164,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the ticket and its `created` event.
     async fn create_ticket(&self, ticket: &NewTicket) -> Result<Ticket>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
+    /// A user and a ticket in one query (one round trip), for the hottest read path.
+    async fn user_and_ticket(&self, user: UserId, ticket: TicketId)
+    -> Result<(Option<User>, Option<Ticket>)>;
     async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>>;
     /// One page of the tickets `query` selects, in its order.
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>>;

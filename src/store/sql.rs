@@ -248,6 +248,29 @@ macro_rules! impl_store {
                 Ok(ticket)
             }
 
+            async fn user_and_ticket(
+                &self,
+                user: $crate::domain::UserId,
+                ticket: $crate::domain::TicketId,
+            ) -> $crate::error::Result<(Option<$crate::domain::User>, Option<$crate::domain::Ticket>)> {
+                let row: Option<$crate::store::UserAndTicketRow> = sqlx::query_as(
+                    "SELECT u.id, u.username, u.role, u.active, u.token_version,
+                            t.id AS t_id, t.subject AS t_subject, t.description AS t_description,
+                            t.status AS t_status, t.priority AS t_priority, t.created_by AS t_created_by,
+                            t.assigned_to AS t_assigned_to, t.embed_token AS t_embed_token,
+                            t.created_at AS t_created_at, t.updated_at AS t_updated_at
+                     FROM users u LEFT JOIN tickets t ON t.id = $2 WHERE u.id = $1",
+                )
+                .bind(user)
+                .bind(ticket)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(row) => row.split().map(|(user, ticket)| (Some(user), ticket)),
+                    None => Ok((None, None)),
+                }
+            }
+
             async fn ticket_by_embed_token(
                 &self,
                 token: uuid::Uuid,

@@ -91,13 +91,19 @@ async fn only_admins_manage_users_and_users_see_themselves(app: TestApp) {
 async fn a_deactivated_user_is_locked_out_at_once(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let alice_id = json!(app.user_id("alice").await);
+    let ticket = app.create_ticket_id(&tokens.alice, "Mine").await;
     assert_eq!(app.get("/tickets/my", Some(&tokens.alice)).await.status, StatusCode::OK);
+    assert_eq!(app.get(&format!("/tickets/{ticket}"), Some(&tokens.alice)).await.status, StatusCode::OK);
 
     let deactivated = patch_user(&app, &tokens.carol, &alice_id, json!({"active": false})).await;
     assert_eq!(deactivated.json["active"], false, "{}", deactivated.text);
-    let refused = app.get("/tickets/my", Some(&tokens.alice)).await;
-    refused.assert_problem(StatusCode::UNAUTHORIZED);
-    assert_eq!(refused.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#));
+    // Every route, including GET /tickets/{id}, which loads the user in the ticket's own query.
+    for path in ["/tickets/my".to_owned(), format!("/tickets/{ticket}"), format!("/tickets/{}", ticket + 99)]
+    {
+        let refused = app.get(&path, Some(&tokens.alice)).await;
+        refused.assert_problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#), "{path}");
+    }
 
     let login = app.post_form("/auth/token", "username=alice&password=alice123").await;
     let wrong = app.post_form("/auth/token", "username=alice&password=wrong").await;
@@ -161,10 +167,12 @@ async fn changing_a_password_needs_the_old_one_and_retires_old_tokens(app: TestA
         "refused changes change nothing"
     );
 
+    let ticket = app.create_ticket_id(&alice, "Before the change").await;
     let changed = change("alice123", "a brand new passphrase").await;
     assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text);
     for old in [&alice, &other_session] {
         app.get("/users/me", Some(old)).await.assert_problem(StatusCode::UNAUTHORIZED);
+        app.get(&format!("/tickets/{ticket}"), Some(old)).await.assert_problem(StatusCode::UNAUTHORIZED);
     }
     app.post_form("/auth/token", "username=alice&password=alice123")
         .await

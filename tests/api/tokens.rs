@@ -114,7 +114,11 @@ async fn a_valid_token_whose_user_is_gone_is_refused(app: TestApp) {
     // Signed with the right key for a user id that does not exist (e.g. deleted since).
     let claims = json!({"sub": "999999", "role": "admin", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
     let token = sign(&claims, JWT_SECRET.as_bytes(), Algorithm::HS256);
-    let response = app.get("/tickets/", Some(&token)).await;
-    response.assert_problem(StatusCode::UNAUTHORIZED);
-    assert_eq!(response.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#));
+    let alice = app.login("alice", "alice123").await;
+    let existing = app.create_ticket_id(&alice, "Exists").await;
+    for path in ["/tickets/".to_owned(), format!("/tickets/{existing}"), "/tickets/424242".to_owned()] {
+        let response = app.get(&path, Some(&token)).await;
+        response.assert_problem(StatusCode::UNAUTHORIZED);
+        assert_eq!(response.header("www-authenticate"), Some(r#"Bearer error="invalid_token""#), "{path}");
+    }
 }
