@@ -7,8 +7,38 @@ use ticketdesk::config::{self, Config, JwtSecret};
 use ticketdesk::state::AppState;
 use ticketdesk::{api, demo, store, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    return_large_allocations_to_the_os();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Argon2 allocates 19 MiB per password hash. glibc raises its mmap threshold once such a block
+/// is freed and then serves later ones from per-thread arenas that keep the memory, so a burst
+/// of logins left hundreds of MiB resident. A fixed threshold keeps large blocks mmap-backed,
+/// handed back to the OS as soon as they are freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_allocations_to_the_os() {
+    const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+    unsafe extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    // SAFETY: mallopt only tunes glibc's allocator; it runs before any other thread exists.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations_to_the_os() {}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         let document = api::openapi().to_pretty_json().expect("the OpenAPI document serializes");
