@@ -206,8 +206,9 @@ class Server:
         return None
 
     def stop(self):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
 
 
 def wrk(server, scenario, seconds, connections, threads=2, **env):
@@ -242,6 +243,28 @@ def run_backend(kind, args, workdir):
     print(f"[{kind}] seeding {args.tickets:,} tickets ...", file=sys.stderr)
     report = {"tickets": args.tickets, "seed_seconds": round(backend.create(), 2)}
     server = Server(backend)
+    try:
+        measure(server, backend, report, args, workdir)
+    finally:
+        server.stop()
+    report["server_errors_logged"] = [line for line in server.log.read_text().splitlines() if "ERROR" in line][:5]
+
+    if kind == "postgres":
+        print(f"[{kind}] pgbench ...", file=sys.stderr)
+        report["pgbench_pk_select"] = pgbench(backend, args.duration, args.connections)
+        tps = report["pgbench_pk_select"]["tps"]
+        report["ratio_to_pgbench"] = {
+            name: round(report["scenarios"][name]["rps"] / tps, 3) for name in ("get_ticket_admin", "get_ticket_agent", "embed")
+        }
+    report["plans"] = query_plans(backend)
+    alone = report["scenarios"]["get_ticket_admin"]["p99_ms"]
+    report["login_flood_p99_factor"] = round(report["get_ticket_beside_login_flood"]["p99_ms"] / alone, 2)
+    backend.drop()
+    return report
+
+
+def measure(server, backend, report, args, workdir):
+    kind = backend.kind
     report["startup_to_ready_ms"] = round(server.ready_ms, 1)
     admin, agent = server.token("bench-admin"), server.token("agent1")
     customers = [server.token(f"customer{n}") for n in range(1, 21)]
@@ -255,7 +278,8 @@ def run_backend(kind, args, workdir):
         ("my_first_page", "path", {"TOKENS": ",".join(customers), "REQUEST_PATH": "/tickets/my"}),
         ("filtered_page", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?status=open&priority=high&limit=50"}),
         ("deep_page", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?limit=50&cursor={deep_cursor}"}),
-        ("search", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer%20toner&limit=50"}),
+        ("search_selective", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q={args.tickets // 2 + 3}&limit=50"}),
+        ("search_broad", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer&limit=50"}),
         ("create_ticket", "create", {"TOKENS": ",".join(customers)}),
         ("patch_priority", "patch_priority", {"TOKENS": admin, "IDS_FILE": files["ids"]}),
         ("mixed_90_10", "mixed", {"TOKENS": ",".join([admin] + customers[:1]), "IDS_FILE": files["ids"], "EMBEDS_FILE": files["embeds"]}),
@@ -276,20 +300,31 @@ def run_backend(kind, args, workdir):
     report["get_ticket_beside_login_flood"] = result_of(beside)
     report["login_flood"] = result_of(flood)
     report["server_peak_rss_mib"] = round(server.peak_rss_mib(), 1)
-    server.stop()
-    report["server_errors_logged"] = [line for line in server.log.read_text().splitlines() if "ERROR" in line][:5]
 
-    if kind == "postgres":
-        print(f"[{kind}] pgbench ...", file=sys.stderr)
-        report["pgbench_pk_select"] = pgbench(backend, d, c)
-        tps = report["pgbench_pk_select"]["tps"]
-        report["ratio_to_pgbench"] = {
-            name: round(report["scenarios"][name]["rps"] / tps, 3) for name in ("get_ticket_admin", "get_ticket_agent", "embed")
-        }
-    alone = report["scenarios"]["get_ticket_admin"]["p99_ms"]
-    report["login_flood_p99_factor"] = round(report["get_ticket_beside_login_flood"]["p99_ms"] / alone, 2)
-    backend.drop()
-    return report
+
+def query_plans(backend):
+    """The plans of the queries the hot and list routes send, as the database chooses them now."""
+    n, customer = backend.tickets, backend.query("SELECT min(id) FROM users WHERE role = 'customer'")[0]
+    page = f"SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"
+    search = ("SELECT id FROM tickets WHERE to_tsvector('english', subject || ' ' || description) @@ websearch_to_tsquery('english', '{q}') "
+              "UNION SELECT ticket_id FROM comments WHERE NOT internal AND to_tsvector('english', body) @@ websearch_to_tsquery('english', '{q}')")
+    if backend.kind == "sqlite":
+        search = ("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' UNION SELECT c.ticket_id FROM comments_fts "
+                  "JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH '\"{q}\"'")
+    embed = backend.query("SELECT embed_token FROM tickets WHERE id = 7" if backend.kind == "postgres" else "SELECT hex(embed_token) FROM tickets WHERE id = 7")[0]
+    embed_literal = f"'{embed}'" if backend.kind == "postgres" else f"x'{embed}'"
+    queries = {
+        "get_ticket (user + ticket)": f"SELECT u.id, u.role, t.id, t.subject FROM users u LEFT JOIN tickets t ON t.id = {n // 2} WHERE u.id = 1",
+        "embed": f"SELECT {TICKET_COLUMNS} FROM tickets WHERE embed_token = {embed_literal}",
+        "my_first_page": f"{page} AND created_by = {customer} ORDER BY id DESC LIMIT 51",
+        "filtered_page": f"{page} AND status = 'open' AND priority = 'high' ORDER BY id DESC LIMIT 51",
+        "deep_page": f"{page} AND id < {n // 2} ORDER BY id DESC LIMIT 51",
+        "search_selective": f"{page} AND id IN ({search.format(q=n // 2 + 3)}) ORDER BY id DESC LIMIT 51",
+        "search_broad": f"{page} AND id IN ({search.format(q='printer')}) ORDER BY id DESC LIMIT 51",
+    }
+    if backend.kind == "postgres":
+        return {name: sh("psql", "-qtA", backend.url, "-c", "EXPLAIN (ANALYZE, COSTS OFF) " + sql) for name, sql in queries.items()}
+    return {name: sh("sqlite3", f"{backend.workdir}/bench.db", "EXPLAIN QUERY PLAN " + sql) for name, sql in queries.items()}
 
 
 def _cursor(after_id):
