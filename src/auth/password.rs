@@ -14,7 +14,8 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$YPbG8l/iCo3kcVj/w+0aeg$2pIUOxBhNAMvf0es0NUvqvFAw3L3JZFA8tRyK0LSyrA";
 
 /// Argon2id with OWASP's parameters (m=19 MiB, t=2, p=1), run on the blocking pool and never more
-/// at once than there are cores, so a login flood queues here instead of starving other requests.
+/// at once than one fewer than the cores (at least one), so a login flood queues here and leaves a
+/// core to every other request.
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
@@ -26,7 +27,7 @@ impl Passwords {
     }
 
     pub fn for_this_machine() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(1, usize::from))
+        Self::new(std::thread::available_parallelism().map_or(1, |cores| usize::from(cores) - 1))
     }
 
     /// A PHC string (`$argon2id$v=19$...`) with a fresh random salt.

@@ -324,9 +324,7 @@ macro_rules! impl_store {
                     sql.push(" AND updated_at >= ").push_bind(since);
                 }
                 if let Some(text) = &query.text {
-                    sql.push(" AND id IN (");
                     push_text_search(&mut sql, text);
-                    sql.push(")");
                 }
                 // Keyset pagination: rows strictly after the cursor's row, in the sort order.
                 let (before, order) = if query.sort.descending { ("<", "DESC") } else { (">", "ASC") };

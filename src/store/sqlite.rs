@@ -75,14 +75,16 @@ fn is_busy(error: &sqlx::migrate::MigrateError) -> bool {
     }
 }
 
-/// Tickets whose subject and description, or one of whose public comments, hold every word of
-/// `text` (FTS5 with the porter stemmer, like Postgres' English configuration).
+/// Keeps tickets whose subject and description, or one of whose public comments, hold every word
+/// of `text` (FTS5 with the porter stemmer, like Postgres' English configuration). SQLite reads the
+/// match list first and fetches those rows by rowid.
 fn push_text_search(sql: &mut sqlx::QueryBuilder<sqlx::Sqlite>, text: &str) {
     let terms = fts5_terms(text);
-    sql.push("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
+    sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
         .push_bind(terms.clone())
         .push(" UNION SELECT c.ticket_id FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH ")
-        .push_bind(terms);
+        .push_bind(terms)
+        .push(")");
 }
 
 /// Each word as a quoted FTS5 string, so that no input is read as FTS5 query syntax.
