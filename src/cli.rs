@@ -12,7 +12,8 @@ use crate::store::{self, Store, UserFilter};
 
 const SERVE_SETTINGS: &str = "\
 Settings (environment or .env; see .env.example): BIND_ADDR, DATABASE_URL, JWT_SECRET,
-ACCESS_TOKEN_TTL_SECS, PUBLIC_BASE_URL, SELF_REGISTRATION, LOG_FORMAT, RUST_LOG.";
+ACCESS_TOKEN_TTL_SECS, PUBLIC_BASE_URL, REQUEST_TIMEOUT_SECS, SELF_REGISTRATION, LOG_FORMAT,
+RUST_LOG.";
 
 const DATABASE_SETTINGS: &str = "Settings (environment or .env): DATABASE_URL, LOG_FORMAT, RUST_LOG.";
 

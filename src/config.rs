@@ -9,6 +9,7 @@ pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/ticketdesk.db";
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 1800;
 pub const DEFAULT_PUBLIC_BASE_URL: &str = "https://support.example.com";
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -22,6 +23,7 @@ pub struct Config {
     pub public_base_url: String,
     /// Whether anyone may sign up as a customer through `POST /auth/register`.
     pub self_registration: bool,
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -139,17 +141,18 @@ impl Config {
             None => JwtSecret::generate(),
         };
 
-        let ttl_secs = match lookup("ACCESS_TOKEN_TTL_SECS") {
-            None => DEFAULT_ACCESS_TOKEN_TTL_SECS,
-            Some(raw) => {
-                raw.parse::<u64>().ok().filter(|secs| (1..=86_400).contains(secs)).ok_or_else(|| {
-                    invalid(
-                        "ACCESS_TOKEN_TTL_SECS",
-                        format!("{raw:?} is not a number of seconds from 1 to 86400"),
-                    )
-                })?
-            }
+        // A number of seconds from 1 to `max`, or `default` when unset.
+        let seconds = |name: &'static str, default: u64, max: u64| match lookup(name) {
+            None => Ok(Duration::from_secs(default)),
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| (1..=max).contains(secs))
+                .map(Duration::from_secs)
+                .ok_or_else(|| invalid(name, format!("{raw:?} is not a number of seconds from 1 to {max}"))),
         };
+        let access_token_ttl = seconds("ACCESS_TOKEN_TTL_SECS", DEFAULT_ACCESS_TOKEN_TTL_SECS, 86_400)?;
+        let request_timeout = seconds("REQUEST_TIMEOUT_SECS", DEFAULT_REQUEST_TIMEOUT_SECS, 3600)?;
 
         let public_base_url = lookup("PUBLIC_BASE_URL").unwrap_or_else(|| DEFAULT_PUBLIC_BASE_URL.to_owned());
         if !(public_base_url.starts_with("https://") || public_base_url.starts_with("http://")) {
@@ -171,9 +174,10 @@ impl Config {
             bind_addr,
             database_url,
             jwt_secret,
-            access_token_ttl: Duration::from_secs(ttl_secs),
+            access_token_ttl,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             self_registration,
+            request_timeout,
         })
     }
 }
@@ -198,6 +202,7 @@ mod tests {
         assert_eq!(config.access_token_ttl, Duration::from_secs(1800));
         assert_eq!(config.public_base_url, DEFAULT_PUBLIC_BASE_URL);
         assert!(!config.self_registration, "self-registration is off unless asked for");
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -224,6 +229,7 @@ mod tests {
             ("BIND_ADDR", "localhost"),
             ("PUBLIC_BASE_URL", "support.example.com"),
             ("SELF_REGISTRATION", "yes"),
+            ("REQUEST_TIMEOUT_SECS", "0"),
         ] {
             let err = config_from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -17,6 +17,8 @@ pub struct AppState {
     /// Whether `POST /auth/register` lets anyone sign up as a customer.
     pub self_registration: bool,
     pub metrics: Arc<Metrics>,
+    /// How long a request may take, body included, before it is answered 408.
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -28,6 +30,7 @@ impl AppState {
             links: EmbedLinks { public_base_url: config.public_base_url.clone().into() },
             self_registration: config.self_registration,
             metrics: Arc::new(Metrics::default()),
+            request_timeout: config.request_timeout,
         }
     }
 }

@@ -6,13 +6,16 @@ mod embed;
 mod extract;
 mod operations;
 mod paging;
+mod security;
 mod tickets;
 mod users;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
 use axum::{Router, middleware};
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
@@ -26,11 +29,15 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole application: API routes, `/openapi.json`, Swagger UI at `/docs`.
 pub fn router(state: AppState) -> Router {
+    let request_timeout = state.request_timeout;
     let (api_routes, openapi) = openapi_router().split_for_parts();
     api_routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { Error::NotFound("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A request not answered in time (a slow client's body, a stuck query) gets a 408, turned
+        // into problem+json below like every bare error status.
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -38,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .layer(middleware::map_response(problem_for_bare_errors))
+        .layer(middleware::map_response(security::security_headers))
         // Outermost: every request has an id (the client's `x-request-id`, or a new UUID) before
         // its span opens, and the response carries it back.
         .layer(PropagateRequestIdLayer::x_request_id())

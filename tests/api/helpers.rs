@@ -188,13 +188,31 @@ pub struct TestApp {
     pub passwords: Passwords,
 }
 
-/// A [`TestApp`] whose server lets anyone sign up (`SELF_REGISTRATION=true`).
-pub struct OpenRegistrationApp(pub TestApp);
+/// A [`TestApp`] with the settings `S` names changed.
+pub struct AppWith<S>(pub TestApp, pub std::marker::PhantomData<S>);
 
-impl Fixture for OpenRegistrationApp {
+pub trait Settings {
+    const SETTINGS: &'static [(&'static str, &'static str)];
+}
+
+impl<S: Settings> Fixture for AppWith<S> {
     async fn set_up(database: &TestDatabase) -> Self {
-        OpenRegistrationApp(TestApp::with_settings(database, &[("SELF_REGISTRATION", "true")]).await)
+        AppWith(TestApp::with_settings(database, S::SETTINGS).await, std::marker::PhantomData)
     }
+}
+
+/// Anyone may sign up.
+pub struct OpenRegistration;
+
+impl Settings for OpenRegistration {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("SELF_REGISTRATION", "true")];
+}
+
+/// Requests are cut off after one second.
+pub struct OneSecondTimeout;
+
+impl Settings for OneSecondTimeout {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("REQUEST_TIMEOUT_SECS", "1")];
 }
 
 impl TestApp {

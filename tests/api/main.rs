@@ -7,6 +7,7 @@ mod bad_input;
 mod conversation;
 mod embed;
 mod finding;
+mod hardening;
 mod history;
 mod lifecycle;
 mod logs;

@@ -1,7 +1,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{OpenRegistrationApp, TestApp};
+use crate::helpers::{AppWith, OpenRegistration, TestApp};
 
 crate::on_both_backends!(
     admins_add_users_who_then_log_in,
@@ -219,7 +219,7 @@ async fn self_registration_is_off_by_default(app: TestApp) {
         .assert_problem(StatusCode::UNAUTHORIZED);
 }
 
-async fn self_registration_when_on_makes_customers_only(OpenRegistrationApp(app): OpenRegistrationApp) {
+async fn self_registration_when_on_makes_customers_only(AppWith(app, _): AppWith<OpenRegistration>) {
     let body = json!({"username": "newbie", "password": "a long passphrase", "role": "admin"});
     let response = app.call(Method::POST, "/auth/register", None, Some(body)).await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);

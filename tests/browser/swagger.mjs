@@ -13,6 +13,10 @@ const page = await browser.newPage({ viewport: { width: 1280, height: 1600 } });
 const failures = [];
 page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
 page.on('requestfailed', (r) => failures.push(`request failed: ${r.url()}`));
+// The server's Content-Security-Policy must leave Swagger UI fully working.
+page.on('console', (m) => {
+  if (/Content Security Policy|Refused to/i.test(m.text())) failures.push(`CSP violation: ${m.text()}`);
+});
 
 await page.goto(`${base}/docs/`);
 await page.waitForSelector('.opblock', { timeout: 15000 });
