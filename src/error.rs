@@ -30,6 +30,10 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
+    /// An `If-Match` precondition no longer holds: someone changed the resource meanwhile.
+    #[error("{0}")]
+    PreconditionFailed(&'static str),
+
     /// The request conflicts with the resource's state (a forbidden transition, a taken name).
     #[error("{0}")]
     Conflict(String),
@@ -63,6 +67,7 @@ impl Error {
             Error::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Rejected { status, .. } => *status,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,

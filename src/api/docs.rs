@@ -22,7 +22,7 @@ Every error is an RFC 9457 `application/problem+json` document.",
     modifiers(&OAuth2PasswordFlow),
     components(
         schemas(Problem),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType, Conflict),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType, Conflict, PreconditionFailed),
     ),
     tags(
         (name = "auth", description = "Log in"),
@@ -104,6 +104,15 @@ pub struct Unprocessable(Problem);
         "detail": "a ticket cannot go from open to resolved; allowed next states: in_progress"})
 )]
 pub struct Conflict(Problem);
+
+/// `If-Match` named a version of the ticket that is no longer current: reload it and try again.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "about:blank", "title": "Precondition Failed", "status": 412,
+        "detail": "the ticket changed since the ETag in If-Match; reload it and retry"})
+)]
+pub struct PreconditionFailed(Problem);
 
 /// The request body is over 64 KiB.
 #[derive(ToResponse)]

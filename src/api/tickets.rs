@@ -1,5 +1,5 @@
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
@@ -237,7 +237,8 @@ async fn list_tickets(
     params(("id" = TicketId, Path, description = "Ticket id")),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "The ticket", body = Ticket),
+        (status = 200, description = "The ticket", body = Ticket,
+            headers(("ETag" = String, description = "The ticket's version, for `If-Match` on PATCH"))),
         (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 404, response = super::docs::NotFound),
@@ -247,18 +248,49 @@ async fn get_ticket(
     State(state): State<AppState>,
     token: VerifiedToken,
     Path(id): Path<TicketId>,
-) -> Result<Json<Ticket>> {
+) -> Result<TicketWithEtag> {
     // The hottest authenticated read: one database round trip, authentication included (the
     // caller's user row comes back with the ticket), so deactivation still applies at once.
     let (user, ticket) = state.store.user_and_ticket(token.user_id, id).await?;
     let user = token.admit(user)?;
-    ticket.filter(|ticket| access::can_view(&user, ticket)).map(Json).ok_or(NOT_FOUND)
+    ticket.filter(|ticket| access::can_view(&user, ticket)).map(TicketWithEtag).ok_or(NOT_FOUND)
 }
 
 /// The ticket, if the caller may see it; otherwise the same 404 as a missing one.
 async fn visible_ticket(state: &AppState, user: &User, id: TicketId) -> Result<Ticket> {
     let ticket = state.store.ticket(id).await?;
     ticket.filter(|ticket| access::can_view(user, ticket)).ok_or(NOT_FOUND)
+}
+
+/// A single ticket as JSON, with its ETag: the version a client sends back in `If-Match`.
+struct TicketWithEtag(Ticket);
+
+impl IntoResponse for TicketWithEtag {
+    fn into_response(self) -> Response {
+        let etag = etag(&self.0);
+        ([(header::ETAG, etag)], Json(self.0)).into_response()
+    }
+}
+
+/// Changes with every change of the ticket (each moves `updated_at`).
+fn etag(ticket: &Ticket) -> String {
+    format!("\"{}-{:x}\"", ticket.id, ticket.updated_at.timestamp_micros())
+}
+
+/// Inside a write's transaction, on the locked row: an `If-Match` that no longer names the current
+/// version fails, so two agents cannot silently overwrite each other (RFC 9110 §13.1.1: strong
+/// comparison, a list of tags, or `*`).
+fn ensure_if_match(headers: &HeaderMap, current: &Ticket) -> Result<()> {
+    let Some(if_match) = headers.get(header::IF_MATCH) else { return Ok(()) };
+    let current = etag(current);
+    let matches = if_match
+        .to_str()
+        .is_ok_and(|tags| tags.split(',').map(str::trim).any(|tag| tag == "*" || tag == current));
+    if matches {
+        Ok(())
+    } else {
+        Err(Error::PreconditionFailed("the ticket changed since the ETag in If-Match; reload it and retry"))
+    }
 }
 
 /// Inside a write's transaction: refuses a ticket the caller may not see, like a missing one.
@@ -284,11 +316,13 @@ struct UpdateTicket {
     patch,
     path = "/tickets/{id}",
     tag = "tickets",
-    params(("id" = TicketId, Path, description = "Ticket id")),
+    params(("id" = TicketId, Path, description = "Ticket id"), ("If-Match" = Option<String>, Header, description = "Only change the ticket if its ETag is still this one (else 412)"),),
     request_body = UpdateTicket,
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "The updated ticket", body = Ticket),
+        (status = 200, description = "The updated ticket", body = Ticket,
+            headers(("ETag" = String, description = "The ticket's new version"))),
+        (status = 412, response = super::docs::PreconditionFailed),
         (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
@@ -303,8 +337,9 @@ async fn update_ticket(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<TicketId>,
+    headers: HeaderMap,
     Json(body): Json<UpdateTicket>,
-) -> Result<Json<Ticket>> {
+) -> Result<TicketWithEtag> {
     if body.status.is_none() && body.priority.is_none() {
         return Err(Error::Validation("nothing to change: give status and/or priority".into()));
     }
@@ -313,13 +348,14 @@ async fn update_ticket(
         .update_ticket(id, user.id, &|current| {
             ensure_visible(&user, current)?;
             allow(access::can_work(&user, current), "only the assigned agent or an admin works a ticket")?;
+            ensure_if_match(&headers, current)?;
             if let Some(to) = body.status.filter(|to| *to != current.status) {
                 current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
             }
             Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
         })
         .await?;
-    Ok(Json(outcome.ticket))
+    Ok(TicketWithEtag(outcome.ticket))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -342,11 +378,13 @@ fn present_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
     patch,
     path = "/tickets/{id}/assign",
     tag = "tickets",
-    params(("id" = TicketId, Path, description = "Ticket id")),
+    params(("id" = TicketId, Path, description = "Ticket id"), ("If-Match" = Option<String>, Header, description = "Only change the ticket if its ETag is still this one (else 412)"),),
     request_body = AssignTicket,
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "The updated ticket", body = Ticket),
+        (status = 200, description = "The updated ticket", body = Ticket,
+            headers(("ETag" = String, description = "The ticket's new version"))),
+        (status = 412, response = super::docs::PreconditionFailed),
         (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
@@ -360,12 +398,19 @@ async fn assign_ticket(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<TicketId>,
+    headers: HeaderMap,
     Json(body): Json<AssignTicket>,
-) -> Result<Json<Ticket>> {
+) -> Result<TicketWithEtag> {
     allow(access::can_assign(&user), "only admins assign tickets")?;
     let change = TicketChange { assignee: Some(body.agent_id), ..TicketChange::default() };
-    let outcome = state.store.update_ticket(id, user.id, &|_| Ok(change.clone())).await?;
-    Ok(Json(outcome.ticket))
+    let outcome = state
+        .store
+        .update_ticket(id, user.id, &|current| {
+            ensure_if_match(&headers, current)?;
+            Ok(change.clone())
+        })
+        .await?;
+    Ok(TicketWithEtag(outcome.ticket))
 }
 
 #[derive(Deserialize, ToSchema)]

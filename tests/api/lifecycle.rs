@@ -9,6 +9,7 @@ crate::on_both_backends!(
     setting_the_current_status_changes_nothing,
     customers_choose_a_priority_and_staff_change_it,
     admins_unassign_with_null_and_an_empty_body_changes_nothing,
+    if_match_keeps_two_agents_from_overwriting_each_other,
 );
 
 async fn status_follows_the_lifecycle_and_refusals_name_the_allowed_states(app: TestApp) {
@@ -128,4 +129,66 @@ async fn admins_unassign_with_null_and_an_empty_body_changes_nothing(app: TestAp
     assert_eq!(unassigned.status, StatusCode::OK, "{}", unassigned.text);
     assert_eq!(unassigned.json["assigned_to"], Value::Null);
     app.get(&format!("/tickets/{id}"), Some(&tokens.bob)).await.assert_problem(StatusCode::NOT_FOUND);
+}
+
+async fn if_match_keeps_two_agents_from_overwriting_each_other(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Contested").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let path = format!("/tickets/{id}");
+    let patch = |token: &str, etag: Option<&str>, body: Value| {
+        let mut request = axum::http::Request::patch(&path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json");
+        if let Some(etag) = etag {
+            request = request.header("if-match", etag);
+        }
+        app.send(request.body(axum::body::Body::from(body.to_string())).unwrap())
+    };
+
+    // Bob and Carol both load the ticket, at the same version.
+    let seen_by_bob = app.get(&path, Some(&tokens.bob)).await;
+    let etag = seen_by_bob.header("etag").expect("an ETag").to_owned();
+    assert_eq!(app.get(&path, Some(&tokens.carol)).await.header("etag"), Some(etag.as_str()));
+
+    let first = patch(&tokens.bob, Some(&etag), json!({"priority": "high"})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let newer = first.header("etag").unwrap().to_owned();
+    assert_ne!(newer, etag, "every change makes a new version");
+
+    let stale = patch(&tokens.carol, Some(&etag), json!({"priority": "low"})).await;
+    stale.assert_problem(StatusCode::PRECONDITION_FAILED);
+    let stale_assign = app
+        .send(
+            axum::http::Request::patch(format!("{path}/assign"))
+                .header("authorization", format!("Bearer {}", tokens.carol))
+                .header("content-type", "application/json")
+                .header("if-match", &etag)
+                .body(axum::body::Body::from(json!({"agent_id": null}).to_string()))
+                .unwrap(),
+        )
+        .await;
+    stale_assign.assert_problem(StatusCode::PRECONDITION_FAILED);
+    let now = app.get(&path, Some(&tokens.carol)).await;
+    assert_eq!(
+        (now.json["priority"].as_str(), now.header("etag")),
+        (Some("high"), Some(newer.as_str())),
+        "the stale writes changed nothing"
+    );
+
+    // With the current version, a list of tags, or `*`, the change goes through; weak tags never match.
+    assert_eq!(
+        patch(&tokens.carol, Some(&format!("\"x\", {newer}")), json!({"priority": "low"})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(patch(&tokens.carol, Some("*"), json!({"priority": "urgent"})).await.status, StatusCode::OK);
+    let current = app.get(&path, Some(&tokens.carol)).await.header("etag").unwrap().to_owned();
+    patch(&tokens.carol, Some(&format!("W/{current}")), json!({"priority": "normal"}))
+        .await
+        .assert_problem(StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        patch(&tokens.carol, None, json!({"priority": "normal"})).await.status,
+        StatusCode::OK,
+        "If-Match is optional"
+    );
 }
