@@ -2,7 +2,7 @@
 
 use crate::auth::Passwords;
 use crate::domain::{NewUser, Role};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Store;
 
 pub const DEMO_USERS: [(&str, &str, Role); 3] = [
@@ -21,8 +21,11 @@ pub async fn ensure_demo_users(store: &dyn Store, passwords: &Passwords) -> Resu
         }
         let user =
             NewUser { username: username.to_owned(), password_hash: passwords.hash(password).await?, role };
-        if store.add_user_if_absent(&user).await? {
-            created.push(username);
+        match store.create_user(&user).await {
+            Ok(_) => created.push(username),
+            // Another replica started with --demo at the same moment and created it first.
+            Err(Error::Conflict(_)) => {}
+            Err(error) => return Err(error),
         }
     }
     Ok(created)

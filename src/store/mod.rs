@@ -149,8 +149,6 @@ pub trait Store: Send + Sync + 'static {
     fn pool_stats(&self) -> PoolStats;
     /// How many tickets there are in each status (statuses with none may be left out).
     async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>>;
-    /// Creates the user unless the username is taken; returns whether it was created.
-    async fn add_user_if_absent(&self, user: &NewUser) -> Result<bool>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// Up to `limit` users matching `filter` with ids above `after`, by id.

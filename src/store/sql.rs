@@ -54,20 +54,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn add_user_if_absent(&self, user: &$crate::domain::NewUser) -> $crate::error::Result<bool> {
-                let inserted = sqlx::query(
-                    "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (username) DO NOTHING",
-                )
-                .bind(&user.username)
-                .bind(&user.password_hash)
-                .bind(user.role.as_str())
-                .bind($crate::store::now())
-                .execute(&self.pool)
-                .await?;
-                Ok(inserted.rows_affected() == 1)
-            }
-
             fn pool_stats(&self) -> $crate::store::PoolStats {
                 $crate::store::PoolStats {
                     size: self.pool.size(),

@@ -239,8 +239,7 @@ impl TestApp {
     pub async fn add_user(&self, username: &str, password: &str, role: Role) -> UserId {
         let password_hash = self.passwords.hash(password).await.unwrap();
         let user = NewUser { username: username.to_owned(), password_hash, role };
-        assert!(self.store.add_user_if_absent(&user).await.unwrap());
-        self.store.user_credentials(username).await.unwrap().unwrap().user.id
+        self.store.create_user(&user).await.expect("a new username").id
     }
 
     pub async fn user_id(&self, username: &str) -> UserId {
