@@ -3,6 +3,7 @@
 mod auth;
 pub mod docs;
 mod embed;
+mod etag;
 mod extract;
 mod operations;
 mod paging;

@@ -281,12 +281,7 @@ fn etag(ticket: &Ticket) -> String {
 /// version fails, so two agents cannot silently overwrite each other (RFC 9110 §13.1.1: strong
 /// comparison, a list of tags, or `*`).
 fn ensure_if_match(headers: &HeaderMap, current: &Ticket) -> Result<()> {
-    let Some(if_match) = headers.get(header::IF_MATCH) else { return Ok(()) };
-    let current = etag(current);
-    let matches = if_match
-        .to_str()
-        .is_ok_and(|tags| tags.split(',').map(str::trim).any(|tag| tag == "*" || tag == current));
-    if matches {
+    if super::etag::if_match_holds(headers, &etag(current)) {
         Ok(())
     } else {
         Err(Error::PreconditionFailed("the ticket changed since the ETag in If-Match; reload it and retry"))
