@@ -2,7 +2,7 @@
 //! default in `.env.example`. Secrets are redacted in `Debug`, so logging a `Config` is safe.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8000";
@@ -10,6 +10,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/ticketdesk.db";
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: u64 = 1800;
 pub const DEFAULT_PUBLIC_BASE_URL: &str = "https://support.example.com";
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 14 * 86_400;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -24,6 +26,13 @@ pub struct Config {
     /// Whether anyone may sign up as a customer through `POST /auth/register`.
     pub self_registration: bool,
     pub request_timeout: Duration,
+    pub refresh_token_ttl: Duration,
+    /// How long a stopping server waits for requests in flight before it closes them.
+    pub shutdown_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (for login throttling).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Origins whose browser pages may call the API (the embed route is open to every origin).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -153,6 +162,30 @@ impl Config {
         };
         let access_token_ttl = seconds("ACCESS_TOKEN_TTL_SECS", DEFAULT_ACCESS_TOKEN_TTL_SECS, 86_400)?;
         let request_timeout = seconds("REQUEST_TIMEOUT_SECS", DEFAULT_REQUEST_TIMEOUT_SECS, 3600)?;
+        let refresh_token_ttl =
+            seconds("REFRESH_TOKEN_TTL_SECS", DEFAULT_REFRESH_TOKEN_TTL_SECS, 90 * 86_400)?;
+        let shutdown_timeout = seconds("SHUTDOWN_TIMEOUT_SECS", DEFAULT_SHUTDOWN_TIMEOUT_SECS, 3600)?;
+
+        let list = |name: &str| -> Vec<String> {
+            lookup(name)
+                .map(|raw| {
+                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+                })
+                .unwrap_or_default()
+        };
+        let trusted_proxies = list("TRUSTED_PROXIES")
+            .into_iter()
+            .map(|ip| {
+                ip.parse().map_err(|_| invalid("TRUSTED_PROXIES", format!("{ip:?} is not an IP address")))
+            })
+            .collect::<Result<Vec<IpAddr>, _>>()?;
+        let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS");
+        if let Some(bad) = cors_allowed_origins.iter().find(|origin| !is_origin(origin)) {
+            return Err(invalid(
+                "CORS_ALLOWED_ORIGINS",
+                format!("{bad:?} is not an origin like https://app.example.com (scheme and host, no path)"),
+            ));
+        }
 
         let public_base_url = lookup("PUBLIC_BASE_URL").unwrap_or_else(|| DEFAULT_PUBLIC_BASE_URL.to_owned());
         if !(public_base_url.starts_with("https://") || public_base_url.starts_with("http://")) {
@@ -178,8 +211,20 @@ impl Config {
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             self_registration,
             request_timeout,
+            refresh_token_ttl,
+            shutdown_timeout,
+            trusted_proxies,
+            cors_allowed_origins,
         })
     }
+}
+
+/// `scheme://host[:port]`, nothing after: what a browser sends in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '*'])
 }
 
 #[cfg(test)]
@@ -203,6 +248,21 @@ mod tests {
         assert_eq!(config.public_base_url, DEFAULT_PUBLIC_BASE_URL);
         assert!(!config.self_registration, "self-registration is off unless asked for");
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.refresh_token_ttl, Duration::from_secs(14 * 86_400));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        assert!(config.trusted_proxies.is_empty(), "no proxy is trusted unless named");
+        assert!(config.cors_allowed_origins.is_empty(), "no origin is allowed unless named");
+    }
+
+    #[test]
+    fn lists_are_comma_separated() {
+        let config = config_from(&[
+            ("TRUSTED_PROXIES", "127.0.0.1, ::1"),
+            ("CORS_ALLOWED_ORIGINS", "https://app.example.com,http://localhost:3000"),
+        ])
+        .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.cors_allowed_origins, ["https://app.example.com", "http://localhost:3000"]);
     }
 
     #[test]
@@ -230,6 +290,11 @@ mod tests {
             ("PUBLIC_BASE_URL", "support.example.com"),
             ("SELF_REGISTRATION", "yes"),
             ("REQUEST_TIMEOUT_SECS", "0"),
+            ("REFRESH_TOKEN_TTL_SECS", "-1"),
+            ("SHUTDOWN_TIMEOUT_SECS", "forever"),
+            ("TRUSTED_PROXIES", "nginx"),
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOWED_ORIGINS", "https://app.example.com/path"),
         ] {
             let err = config_from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -43,6 +43,15 @@ pub enum Error {
     #[error("{detail}")]
     Rejected { status: StatusCode, detail: String },
 
+    /// Too many failed logins for this account or address: try again in `retry_after` seconds.
+    #[error("too many failed logins; try again in {retry_after} s")]
+    Throttled { retry_after: u64 },
+
+    /// Not a failure: the request repeats an earlier one (same user, `Idempotency-Key` and body),
+    /// so it gets the stored first response again and changes nothing.
+    #[error("a repeated request")]
+    Replayed(crate::domain::StoredResponse),
+
     /// A dependency is down (readiness probe); the detail says which and is safe to show.
     #[error("{0}")]
     Unavailable(String),
@@ -69,6 +78,10 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Rejected { status, .. } => *status,
+            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Replayed(stored) => {
+                StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(500)).unwrap_or(StatusCode::OK)
+            }
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +92,9 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
+        if let Error::Replayed(stored) = self {
+            return replay(status, stored);
+        }
         let detail = match &self {
             Error::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::error!(error = %self, "database unavailable");
@@ -91,12 +107,30 @@ impl IntoResponse for Error {
             other => other.to_string(),
         };
         let mut response = problem(status, detail);
-        if let Error::Unauthorized { invalid_token, .. } = self {
-            let challenge = if invalid_token { r#"Bearer error="invalid_token""# } else { "Bearer" };
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        match self {
+            Error::Unauthorized { invalid_token, .. } => {
+                let challenge = if invalid_token { r#"Bearer error="invalid_token""# } else { "Bearer" };
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            }
+            Error::Throttled { retry_after } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
         }
         response
     }
+}
+
+/// The stored first response to a repeated request, marked as a replay.
+fn replay(status: StatusCode, stored: crate::domain::StoredResponse) -> Response {
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    if let Some(location) = stored.location.and_then(|l| HeaderValue::try_from(l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// The RFC 9457 body every error response carries.

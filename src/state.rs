@@ -19,6 +19,14 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long a request may take, body included, before it is answered 408.
     pub request_timeout: std::time::Duration,
+    #[from_ref(skip)]
+    pub refresh_token_ttl: std::time::Duration,
+    /// Proxies trusted to name the client in `X-Forwarded-For`.
+    #[from_ref(skip)]
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// Origins allowed to call the API from a browser page.
+    #[from_ref(skip)]
+    pub cors_allowed_origins: Arc<[String]>,
 }
 
 impl AppState {
@@ -31,6 +39,9 @@ impl AppState {
             self_registration: config.self_registration,
             metrics: Arc::new(Metrics::default()),
             request_timeout: config.request_timeout,
+            refresh_token_ttl: config.refresh_token_ttl,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            cors_allowed_origins: config.cors_allowed_origins.clone().into(),
         }
     }
 }

@@ -1,17 +1,22 @@
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Form, Json};
-use crate::domain::Role;
+use super::extract::{ClientAddress, Form, Json};
+use crate::auth::{RefreshSecret, hash_refresh_token};
+use crate::domain::{NewRefreshToken, Role, User, throttle};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(login)).routes(routes!(register))
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(register))
 }
 
 /// OAuth2 password grant form (RFC 6749 §4.3). `grant_type` may be left out; other fields that
@@ -26,18 +31,59 @@ struct LoginForm {
 }
 
 #[derive(Serialize, ToSchema)]
-#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...", "token_type": "bearer", "expires_in": 1800}))]
+#[schema(example = json!({
+    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+    "token_type": "bearer",
+    "expires_in": 1800,
+    "refresh_token": "p3Xq0w8bV1sZ1cRz8mJ0c2t9Hk4uQm7yLr5aTe6fWgI",
+    "refresh_expires_in": 1209600
+}))]
 struct TokenResponse {
     access_token: String,
     /// Always `bearer`.
     token_type: &'static str,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires.
     expires_in: u64,
+    /// Single use: `POST /auth/refresh` trades it for new tokens. Keep it secret; a copy used
+    /// after the original revokes the whole session.
+    refresh_token: String,
+    /// Seconds until the refresh token expires if unused.
+    refresh_expires_in: u64,
 }
 
-/// Log in with a username and password; get a bearer token.
+/// A refresh token, to rotate (`/auth/refresh`) or revoke (`/auth/logout`).
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"refresh_token": "p3Xq0w8bV1sZ1cRz8mJ0c2t9Hk4uQm7yLr5aTe6fWgI"}))]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// The token response: a new access token for `user`, and `refresh`, already stored.
+fn issue_tokens(state: &AppState, user: &User, refresh: RefreshSecret) -> Result<impl IntoResponse + use<>> {
+    let access = state.jwt.issue(user)?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
+        Json(TokenResponse {
+            access_token: access.token,
+            token_type: "bearer",
+            expires_in: access.expires_in,
+            refresh_token: refresh.token,
+            refresh_expires_in: state.refresh_token_ttl.as_secs(),
+        }),
+    ))
+}
+
+fn refresh_expiry(state: &AppState) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::TimeDelta::from_std(state.refresh_token_ttl)
+        .map(|ttl| chrono::Utc::now() + ttl)
+        .map_err(|e| Error::Internal(format!("refresh token lifetime: {e}")))
+}
+
+/// Log in with a username and password; get an access token and a refresh token.
 ///
-/// Wrong passwords and unknown usernames get the same answer, in the same time.
+/// Wrong passwords and unknown usernames get the same answer, in the same time. Repeated failures
+/// for one account, from one address, or both, are refused for a while (429 with `Retry-After`,
+/// doubling up to 15 minutes; an account alone is never locked for more than 30 seconds).
 #[utoipa::path(
     post,
     path = "/auth/token",
@@ -51,12 +97,21 @@ struct TokenResponse {
         (status = 413, response = super::docs::PayloadTooLarge),
         (status = 415, response = super::docs::UnsupportedMediaType),
         (status = 422, response = super::docs::Unprocessable),
+        (status = 429, response = super::docs::TooManyRequests),
     )
 )]
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Result<impl IntoResponse> {
+async fn login(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<LoginForm>,
+) -> Result<impl IntoResponse> {
     if form.grant_type.as_deref().is_some_and(|grant| grant != "password") {
         return Err(Error::BadRequest("grant_type must be `password`".into()));
     }
+    // Counted before the password is checked, so a burst of parallel guesses is counted too,
+    // and a locked key costs no hashing.
+    let throttle_keys = throttle::keys_for(&form.username, &address);
+    state.store.admit_login(&throttle_keys).await?;
     let credentials = state.store.user_credentials(&form.username).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let user = match (state.passwords.verify(&form.password, stored_hash).await?, credentials) {
@@ -70,12 +125,71 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
             });
         }
     };
-    let token = state.jwt.issue(&user)?;
+    state.store.login_succeeded(&throttle_keys).await?;
+    let refresh = RefreshSecret::generate();
+    let session = NewRefreshToken {
+        token_hash: refresh.hash.clone(),
+        family: uuid::Uuid::new_v4(),
+        user_id: user.id,
+        token_version: user.token_version,
+        expires_at: refresh_expiry(&state)?,
+    };
+    state.store.create_refresh_token(&session).await?;
     tracing::info!(user_id = user.id, "logged in");
-    Ok((
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-        Json(TokenResponse { access_token: token.token, token_type: "bearer", expires_in: token.expires_in }),
-    ))
+    issue_tokens(&state, &user, refresh)
+}
+
+/// Trade a refresh token for a new access token and a new refresh token.
+///
+/// Each refresh token works once. Presenting one that was already used revokes its whole session
+/// (every token descended from the same login): someone else holds a copy.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens; the refresh token sent is now used up", body = TokenResponse,
+            headers(("Cache-Control" = String, description = "`no-store`: tokens must not be cached"))),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 401, response = super::docs::Unauthorized),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<impl IntoResponse> {
+    let next = RefreshSecret::generate();
+    let user = state
+        .store
+        .rotate_refresh_token(&hash_refresh_token(&body.refresh_token), &next.hash, refresh_expiry(&state)?)
+        .await?;
+    issue_tokens(&state, &user, next)
+}
+
+/// Log out: revoke the session the refresh token belongs to.
+///
+/// Its refresh tokens stop working at once; access tokens already issued expire on their own
+/// (they are short-lived). Unknown tokens are accepted silently, as RFC 7009 asks.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The session is revoked"),
+        (status = 400, response = super::docs::BadRequest),
+        (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 415, response = super::docs::UnsupportedMediaType),
+        (status = 422, response = super::docs::Unprocessable),
+    )
+)]
+async fn logout(State(state): State<AppState>, Json(body): Json<RefreshRequest>) -> Result<StatusCode> {
+    state.store.revoke_refresh_family(&hash_refresh_token(&body.refresh_token)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -22,10 +22,10 @@ Every error is an RFC 9457 `application/problem+json` document.",
     modifiers(&OAuth2PasswordFlow),
     components(
         schemas(Problem),
-        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType, Conflict, PreconditionFailed),
+        responses(BadRequest, Unauthorized, Forbidden, NotFound, Unprocessable, PayloadTooLarge, UnsupportedMediaType, Conflict, PreconditionFailed, TooManyRequests),
     ),
     tags(
-        (name = "auth", description = "Log in"),
+        (name = "auth", description = "Log in, refresh, log out"),
         (name = "users", description = "Who is who"),
         (name = "tickets", description = "Submit, find, assign and work tickets"),
         (name = "conversation", description = "Replies and internal notes on a ticket"),
@@ -113,6 +113,16 @@ pub struct Conflict(Problem);
         "detail": "the ticket changed since the ETag in If-Match; reload it and retry"})
 )]
 pub struct PreconditionFailed(Problem);
+
+/// Too many failed logins for this account or from this address: wait `Retry-After` seconds.
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "Seconds to wait before trying again")),
+    example = json!({"type": "about:blank", "title": "Too Many Requests", "status": 429,
+        "detail": "too many failed logins; try again in 4 s"})
+)]
+pub struct TooManyRequests(Problem);
 
 /// The request body is over 64 KiB.
 #[derive(ToResponse)]

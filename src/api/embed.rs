@@ -29,7 +29,14 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(embed))
         // Chatbots on any site may read it; it takes no credentials, so no cookie can ride along.
-        .layer(CorsLayer::new().allow_origin(Any).allow_methods([axum::http::Method::GET]))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([axum::http::Method::GET])
+                // Pollers revalidate with If-None-Match and read the ETag.
+                .allow_headers([header::IF_NONE_MATCH])
+                .expose_headers([header::ETAG]),
+        )
 }
 
 /// All a chatbot may show about a ticket; nothing about its people or its text.

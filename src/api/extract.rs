@@ -4,9 +4,16 @@
 use axum::extract::FromRequest;
 use axum::extract::FromRequestParts;
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::{IdempotencyKey, UserId};
 use crate::error::Error;
+use crate::state::AppState;
 
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(Error))]
@@ -41,3 +48,109 @@ macro_rules! rejection_into_error {
 }
 
 rejection_into_error!(JsonRejection, FormRejection, PathRejection, QueryRejection);
+
+/// The client's IP address, for login throttling: the peer's, or, when the peer is a trusted
+/// proxy (`TRUSTED_PROXIES`), the nearest address in `X-Forwarded-For` that is not one. Without
+/// a connection (a request handed to the router in-process) it is `unknown`.
+pub struct ClientAddress(pub String);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        Ok(ClientAddress(client_address(peer, &parts.headers, &state.trusted_proxies)))
+    }
+}
+
+fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> String {
+    let Some(peer) = peer else { return "unknown".to_owned() };
+    if !trusted.contains(&peer) {
+        return peer.to_string();
+    }
+    // Each proxy appends the address it heard from; entries left of the first untrusted one
+    // (from the right) were written by the client and prove nothing.
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip.to_string(),
+            Err(_) => break,
+        }
+    }
+    peer.to_string()
+}
+
+/// The optional `Idempotency-Key` header of a create.
+pub struct IdempotencyKeyHeader(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(IdempotencyKeyHeader(None)),
+            (Some(_), Some(_)) => {
+                Err(Error::BadRequest("send one Idempotency-Key header, not several".into()))
+            }
+            (Some(value), None) => {
+                let key = value.to_str().map_err(|_| {
+                    Error::BadRequest("Idempotency-Key must be visible ASCII characters".into())
+                })?;
+                Ok(IdempotencyKeyHeader(Some(key.to_owned())))
+            }
+        }
+    }
+}
+
+impl IdempotencyKeyHeader {
+    /// The key for `user`'s `operation` with this `request` body, checked.
+    pub fn for_request(
+        self,
+        user: UserId,
+        operation: &str,
+        request: &impl serde::Serialize,
+    ) -> Result<Option<IdempotencyKey>, Error> {
+        self.0
+            .map(|key| IdempotencyKey::new(user, &key, operation, request).map_err(Error::BadRequest))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let peer = "203.0.113.7".parse().ok();
+        assert_eq!(client_address(peer, &forwarded(&["198.51.100.1"]), &[]), "203.0.113.7");
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_nearest_untrusted_hop_is_the_client() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let trusted = [proxy, "10.0.0.2".parse().unwrap()];
+        // The client forged the first entry; the proxies appended the rest.
+        let headers = forwarded(&["6.6.6.6, 203.0.113.7", "10.0.0.2"]);
+        assert_eq!(client_address(Some(proxy), &headers, &trusted), "203.0.113.7");
+        assert_eq!(client_address(Some(proxy), &HeaderMap::new(), &trusted), "127.0.0.1");
+        assert_eq!(client_address(Some(proxy), &forwarded(&["garbage"]), &trusted), "127.0.0.1");
+        assert_eq!(client_address(None, &headers, &trusted), "unknown");
+    }
+}

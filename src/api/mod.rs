@@ -31,7 +31,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The whole application: API routes, `/openapi.json`, Swagger UI at `/docs`.
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.request_timeout;
-    let (api_routes, openapi) = openapi_router().split_for_parts();
+    let (api_routes, openapi) =
+        openapi_router(security::cors_for(&state.cors_allowed_origins)).split_for_parts();
     api_routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { Error::NotFound("no such route") })
@@ -56,16 +57,17 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document alone, e.g. for `ticketdesk openapi`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    openapi_router().split_for_parts().1
+    openapi_router(security::cors_for(&[])).split_for_parts().1
 }
 
-/// The routes with their OpenAPI document; also what `openapi.json` is generated from.
-fn openapi_router() -> OpenApiRouter<AppState> {
+/// The routes with their OpenAPI document; also what `openapi.json` is generated from. `cors`
+/// covers the API; the embed route has its own, open to every origin.
+fn openapi_router(cors: tower_http::cors::CorsLayer) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(operations::router())
-        .merge(auth::router())
-        .merge(users::router())
-        .merge(tickets::router())
+        .merge(auth::router().layer(cors.clone()))
+        .merge(users::router().layer(cors.clone()))
+        .merge(tickets::router().layer(cors))
         .merge(embed::router())
 }
 

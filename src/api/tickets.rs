@@ -3,21 +3,21 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::allow;
-use super::extract::{Json, Path, Query};
+use super::extract::{IdempotencyKeyHeader, Json, Path, Query};
 use super::paging::Page;
 use crate::auth::{CurrentUser, VerifiedToken};
 use crate::domain::{
-    Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketChange,
-    TicketEvent, TicketId, TicketScope, TicketStatus, User, UserId, access,
+    Comment, CommentBody, Description, NewComment, NewTicket, Priority, StoredResponse, Subject, Ticket,
+    TicketChange, TicketEvent, TicketId, TicketScope, TicketStatus, User, UserId, access,
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
-use crate::store::{SortKey, TicketCursor, TicketQuery, TicketSort};
+use crate::store::{ChangeOutcome, Idempotent, SortKey, TicketCursor, TicketQuery, TicketSort};
 
 const NOT_FOUND: Error = Error::NotFound("ticket not found");
 
@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_embed_token))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[schema(example = json!({"subject": "App crashes on start", "description": "Since the last update the app closes right after the splash screen."}))]
 struct CreateTicket {
     /// 1 to 200 characters once surrounding white space is trimmed; no NUL characters.
@@ -53,6 +53,7 @@ struct CreateTicket {
     post,
     path = "/tickets/",
     tag = "tickets",
+    params(IdempotencyParam),
     request_body = CreateTicket,
     security(("oauth2" = [])),
     responses(
@@ -69,18 +70,45 @@ struct CreateTicket {
 async fn create_ticket(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    idempotency_key: IdempotencyKeyHeader,
     Json(body): Json<CreateTicket>,
 ) -> Result<impl IntoResponse> {
     allow(access::can_create_ticket(&user), "only customers submit tickets")?;
+    let key = idempotency_key.for_request(user.id, "POST /tickets/", &body)?;
     let new = NewTicket {
         subject: Subject::parse(&body.subject).map_err(Error::Validation)?,
         description: Description::parse(body.description).map_err(Error::Validation)?,
         priority: body.priority,
         created_by: user.id,
     };
-    let ticket = state.store.create_ticket(&new).await?;
-    let location = format!("/tickets/{}", ticket.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ticket)))
+    let location = |ticket: &Ticket| format!("/tickets/{}", ticket.id);
+    let respond = |ticket: &Ticket| created(Some(location(ticket)), ticket);
+    let once = key.as_ref().map(|key| Idempotent { key, respond: &respond });
+    let ticket = state.store.create_ticket(&new, once.as_ref()).await?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location(&ticket))], Json(ticket)))
+}
+
+/// The `Idempotency-Key` header, as documented on the routes that take it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+struct IdempotencyParam {
+    /// Makes a retry safe: a repeat with the same key and body within 24 hours gets the first
+    /// response again (with `Idempotent-Replayed: true`) and creates nothing; the same key with
+    /// another body is 422. 1 to 255 visible ASCII characters; a fresh UUID per request is ideal.
+    #[param(
+        rename = "Idempotency-Key",
+        example = "8e0f6e0a-4d5b-4f1e-9c1a-2b7e7f1d9a10",
+        pattern = "^[!-~]{1,255}$"
+    )]
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+/// A 201 as stored for replay to a retry with the same `Idempotency-Key`.
+fn created(location: Option<String>, body: &impl Serialize) -> Result<StoredResponse> {
+    let body =
+        serde_json::to_string(body).map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
+    Ok(StoredResponse { status: 201, location, body })
 }
 
 /// Filters, order and page of a ticket listing. All filters combine (AND).
@@ -340,15 +368,23 @@ async fn update_ticket(
     }
     let outcome = state
         .store
-        .update_ticket(id, user.id, &|current| {
-            ensure_visible(&user, current)?;
-            allow(access::can_work(&user, current), "only the assigned agent or an admin works a ticket")?;
-            ensure_if_match(&headers, current)?;
-            if let Some(to) = body.status.filter(|to| *to != current.status) {
-                current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
-            }
-            Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
-        })
+        .update_ticket(
+            id,
+            user.id,
+            &|current| {
+                ensure_visible(&user, current)?;
+                allow(
+                    access::can_work(&user, current),
+                    "only the assigned agent or an admin works a ticket",
+                )?;
+                ensure_if_match(&headers, current)?;
+                if let Some(to) = body.status.filter(|to| *to != current.status) {
+                    current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
+                }
+                Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
+            },
+            None,
+        )
         .await?;
     Ok(TicketWithEtag(outcome.ticket))
 }
@@ -400,15 +436,20 @@ async fn assign_ticket(
     let change = TicketChange { assignee: Some(body.agent_id), ..TicketChange::default() };
     let outcome = state
         .store
-        .update_ticket(id, user.id, &|current| {
-            ensure_if_match(&headers, current)?;
-            Ok(change.clone())
-        })
+        .update_ticket(
+            id,
+            user.id,
+            &|current| {
+                ensure_if_match(&headers, current)?;
+                Ok(change.clone())
+            },
+            None,
+        )
         .await?;
     Ok(TicketWithEtag(outcome.ticket))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[schema(example = json!({"body": "Could you send the crash log?", "internal": false}))]
 struct AddComment {
     /// 1 to 10,000 characters, not blank.
@@ -426,7 +467,7 @@ struct AddComment {
     post,
     path = "/tickets/{id}/comments",
     tag = "conversation",
-    params(("id" = TicketId, Path, description = "Ticket id")),
+    params(("id" = TicketId, Path, description = "Ticket id"), IdempotencyParam),
     request_body = AddComment,
     security(("oauth2" = [])),
     responses(
@@ -445,25 +486,37 @@ async fn add_comment(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<TicketId>,
+    idempotency_key: IdempotencyKeyHeader,
     Json(body): Json<AddComment>,
 ) -> Result<impl IntoResponse> {
     allow(!body.internal || access::can_see_internal_notes(&user), "customers cannot write internal notes")?;
+    let key = idempotency_key.for_request(user.id, &format!("POST /tickets/{id}/comments"), &body)?;
     let comment = NewComment {
         author_id: user.id,
         body: CommentBody::parse(body.body).map_err(Error::Validation)?,
         internal: body.internal,
     };
+    let respond = |outcome: &ChangeOutcome| created(None, &added_comment(outcome)?);
+    let once = key.as_ref().map(|key| Idempotent { key, respond: &respond });
     let outcome = state
         .store
-        .update_ticket(id, user.id, &|current| {
-            ensure_visible(&user, current)?;
-            allow(access::can_comment(&user, current), "you cannot comment on this ticket")?;
-            let status = current.status.after_reply(user.role).map_err(|e| Error::Conflict(e.into()))?;
-            Ok(TicketChange { status, comment: Some(comment.clone()), ..TicketChange::default() })
-        })
+        .update_ticket(
+            id,
+            user.id,
+            &|current| {
+                ensure_visible(&user, current)?;
+                allow(access::can_comment(&user, current), "you cannot comment on this ticket")?;
+                let status = current.status.after_reply(user.role).map_err(|e| Error::Conflict(e.into()))?;
+                Ok(TicketChange { status, comment: Some(comment.clone()), ..TicketChange::default() })
+            },
+            once.as_ref(),
+        )
         .await?;
-    let comment = outcome.comment.ok_or_else(|| Error::Internal("the comment was not stored".into()))?;
-    Ok((StatusCode::CREATED, Json(comment)))
+    Ok((StatusCode::CREATED, Json(added_comment(&outcome)?.clone())))
+}
+
+fn added_comment(outcome: &ChangeOutcome) -> Result<&Comment> {
+    outcome.comment.as_ref().ok_or_else(|| Error::Internal("the comment was not stored".into()))
 }
 
 /// A ticket's conversation, oldest first; customers do not see internal notes.
@@ -535,14 +588,19 @@ async fn rotate_embed_token(
 ) -> Result<Json<Ticket>> {
     let outcome = state
         .store
-        .update_ticket(id, user.id, &|current| {
-            ensure_visible(&user, current)?;
-            allow(
-                access::can_rotate_embed_token(&user, current),
-                "only the ticket's customer or an admin can do this",
-            )?;
-            Ok(TicketChange { rotate_embed_token: true, ..TicketChange::default() })
-        })
+        .update_ticket(
+            id,
+            user.id,
+            &|current| {
+                ensure_visible(&user, current)?;
+                allow(
+                    access::can_rotate_embed_token(&user, current),
+                    "only the ticket's customer or an admin can do this",
+                )?;
+                Ok(TicketChange { rotate_embed_token: true, ..TicketChange::default() })
+            },
+            None,
+        )
         .await?;
     Ok(Json(outcome.ticket))
 }

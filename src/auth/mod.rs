@@ -4,7 +4,9 @@
 mod extractor;
 mod jwt;
 mod password;
+mod refresh;
 
 pub use extractor::{CurrentUser, VerifiedToken};
 pub use jwt::{AccessToken, Claims, JwtKeys};
 pub use password::Passwords;
+pub use refresh::{RefreshSecret, hash_refresh_token};

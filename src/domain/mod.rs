@@ -47,11 +47,17 @@ fn assert_text_matches_serde<T: serde::Serialize + Copy + std::fmt::Debug + TryF
 pub mod access;
 pub mod comment;
 pub mod event;
+pub mod idempotency;
+pub mod session;
+pub mod throttle;
 pub mod ticket;
 pub mod user;
 
 pub use comment::{Comment, CommentBody, NewComment};
 pub use event::{EventKind, NewEvent, TicketEvent};
+pub use idempotency::{IdempotencyKey, StoredResponse};
+pub use session::{NewRefreshToken, RefreshVerdict, StoredRefreshToken};
+pub use throttle::ThrottleKey;
 pub use ticket::{
     ChangedFields, Description, NewTicket, Priority, Subject, Ticket, TicketChange, TicketId, TicketScope,
     TicketStatus,

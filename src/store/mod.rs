@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    Comment, NewTicket, NewUser, Ticket, TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange,
-    UserCredentials, UserId,
+    Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, StoredResponse, ThrottleKey, Ticket,
+    TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
 };
 use crate::domain::{Priority, Role, TicketStatus, access};
 use crate::error::{Error, Result};
@@ -27,6 +27,14 @@ pub use sqlite::SqliteStore;
 /// Decides, inside the write's transaction and from the ticket as it is there, what to change;
 /// an `Err` aborts the transaction with nothing written.
 pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
+
+/// Makes a create happen once per key: the write's transaction claims the key, and stores
+/// `respond`'s answer beside what it wrote. A repeat of the request is answered with
+/// `Error::Replayed(first answer)`; the key with another request is a `Validation` error.
+pub struct Idempotent<'a, T> {
+    pub key: &'a IdempotencyKey,
+    pub respond: &'a (dyn Fn(&T) -> Result<StoredResponse> + Send + Sync),
+}
 
 /// A row of `users LEFT JOIN tickets`: the user, and the ticket's columns (null when there is no
 /// such ticket), prefixed `t_`.
@@ -147,6 +155,8 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database answers and every migration this build knows is applied.
     async fn ready(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;
+    /// Closes the pool: waits for connections in use to come back, then closes them all.
+    async fn close(&self);
     /// How many tickets there are in each status (statuses with none may be left out).
     async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
@@ -159,8 +169,32 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new password hash and retires every token issued before.
     async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
 
+    /// Counts a login attempt against each key (in one transaction, with the rows locked), or
+    /// refuses it with `Throttled` while any of them is locked, counting nothing.
+    async fn admit_login(&self, keys: &[ThrottleKey]) -> Result<()>;
+    /// Applies each key's `on_success` after a correct password.
+    async fn login_succeeded(&self, keys: &[ThrottleKey]) -> Result<()>;
+
+    async fn create_refresh_token(&self, token: &NewRefreshToken) -> Result<()>;
+    /// Uses the refresh token whose hash is `presented`, in one transaction: if it may be used,
+    /// marks it used, stores `next_hash` as the next token of its family (expiring at
+    /// `expires_at`) and returns the user to issue for. A used token revokes its family. Every
+    /// refusal is `Unauthorized`.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &str,
+        next_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<User>;
+    /// Revokes the family of the refresh token whose hash is `presented`; unknown ones are ignored.
+    async fn revoke_refresh_family(&self, presented: &str) -> Result<()>;
+
     /// Creates the ticket and its `created` event.
-    async fn create_ticket(&self, ticket: &NewTicket) -> Result<Ticket>;
+    async fn create_ticket(
+        &self,
+        ticket: &NewTicket,
+        once: Option<&Idempotent<'_, Ticket>>,
+    ) -> Result<Ticket>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
     /// A user and a ticket in one query (one round trip), for the hottest read path.
     async fn user_and_ticket(&self, user: UserId, ticket: TicketId)
@@ -176,6 +210,7 @@ pub trait Store: Send + Sync + 'static {
         id: TicketId,
         actor: UserId,
         edit: &TicketEdit<'_>,
+        once: Option<&Idempotent<'_, ChangeOutcome>>,
     ) -> Result<ChangeOutcome>;
     /// The ticket's comments, oldest first; internal notes only if asked for.
     async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>>;
@@ -222,6 +257,12 @@ fn conflict_if_unique(error: sqlx::Error, detail: &str) -> Error {
         _ => Error::Database(error),
     }
 }
+
+/// The answer to a refresh token that cannot be used; the same whatever the reason.
+const REFRESH_REFUSED: Error = Error::Unauthorized {
+    detail: "the refresh token is invalid, expired or revoked; log in again",
+    invalid_token: false,
+};
 
 /// Both backends store microseconds, so timestamps read back equal to what was written.
 fn now() -> chrono::DateTime<chrono::Utc> {

@@ -54,6 +54,10 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
             fn pool_stats(&self) -> $crate::store::PoolStats {
                 $crate::store::PoolStats {
                     size: self.pool.size(),
@@ -135,16 +139,27 @@ macro_rules! impl_store {
                 id: $crate::domain::UserId,
                 change: &$crate::domain::UserChange,
             ) -> $crate::error::Result<$crate::domain::User> {
-                let user = sqlx::query_as(concat!(
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let user: $crate::domain::User = sqlx::query_as(concat!(
                     "UPDATE users SET role = COALESCE($2, role), active = COALESCE($3, active) WHERE id = $1 RETURNING ",
                     $crate::store::sql::user_columns!()
                 ))
                 .bind(id)
                 .bind(change.role.map($crate::domain::Role::as_str))
                 .bind(change.active)
-                .fetch_optional(&self.pool)
-                .await?;
-                user.ok_or($crate::error::Error::NotFound("user not found"))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or($crate::error::Error::NotFound("user not found"))?;
+                // Deactivation ends every session for good: reactivating does not revive them.
+                if change.active == Some(false) {
+                    sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                        .bind(id)
+                        .bind($crate::store::now())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(user)
             }
 
             async fn set_password(&self, id: $crate::domain::UserId, password_hash: &str) -> $crate::error::Result<()> {
@@ -164,9 +179,13 @@ macro_rules! impl_store {
             async fn create_ticket(
                 &self,
                 ticket: &$crate::domain::NewTicket,
+                once: Option<&$crate::store::Idempotent<'_, $crate::domain::Ticket>>,
             ) -> $crate::error::Result<$crate::domain::Ticket> {
                 let now = $crate::store::now();
                 let mut tx = self.pool.begin_with($begin_write).await?;
+                if let Some(once) = once {
+                    claim_idempotency_key(&mut tx, once.key, now).await?;
+                }
                 let created: $crate::domain::Ticket = sqlx::query_as(concat!(
                     "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
                      VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) RETURNING ",
@@ -187,7 +206,7 @@ macro_rules! impl_store {
                     internal: false,
                 };
                 record_event(&mut tx, created.id, ticket.created_by, &event, None, now).await?;
-                tx.commit().await?;
+                commit_with_response(tx, once, &created).await?;
                 Ok(created)
             }
 
@@ -339,8 +358,13 @@ macro_rules! impl_store {
                 id: $crate::domain::TicketId,
                 actor: $crate::domain::UserId,
                 edit: &$crate::store::TicketEdit<'_>,
+                once: Option<&$crate::store::Idempotent<'_, $crate::store::ChangeOutcome>>,
             ) -> $crate::error::Result<$crate::store::ChangeOutcome> {
+                let now = $crate::store::now();
                 let mut tx = self.pool.begin_with($begin_write).await?;
+                if let Some(once) = once {
+                    claim_idempotency_key(&mut tx, once.key, now).await?;
+                }
                 let current: $crate::domain::Ticket = sqlx::query_as(concat!(
                     "SELECT ", $crate::store::sql::ticket_columns!(), " FROM tickets WHERE id = $1", $lock_row
                 ))
@@ -363,10 +387,11 @@ macro_rules! impl_store {
                 }
                 let events = $crate::domain::event::events_for(&current, &change);
                 if events.is_empty() {
-                    return Ok($crate::store::ChangeOutcome { ticket: current, comment: None });
+                    let outcome = $crate::store::ChangeOutcome { ticket: current, comment: None };
+                    commit_with_response(tx, once, &outcome).await?;
+                    return Ok(outcome);
                 }
 
-                let now = $crate::store::now();
                 let after = change.apply_to(&current);
                 let embed_token = if change.rotate_embed_token { uuid::Uuid::new_v4() } else { current.embed_token };
                 let ticket = sqlx::query_as(concat!(
@@ -404,9 +429,245 @@ macro_rules! impl_store {
                     let comment_id = comment.as_ref().filter(|_| event.kind == $crate::domain::EventKind::CommentAdded).map(|c| c.id);
                     record_event(&mut tx, id, actor, event, comment_id, now).await?;
                 }
-                tx.commit().await?;
-                Ok($crate::store::ChangeOutcome { ticket, comment })
+                let outcome = $crate::store::ChangeOutcome { ticket, comment };
+                commit_with_response(tx, once, &outcome).await?;
+                Ok(outcome)
             }
+
+            async fn admit_login(&self, keys: &[$crate::domain::ThrottleKey]) -> $crate::error::Result<()> {
+                let now = $crate::store::now();
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                sqlx::query("DELETE FROM login_throttle WHERE last_attempt < $1")
+                    .bind(now - $crate::domain::throttle::WINDOW)
+                    .execute(&mut *tx)
+                    .await?;
+                let mut counted = Vec::with_capacity(keys.len());
+                for key in keys {
+                    sqlx::query(
+                        "INSERT INTO login_throttle (key, failures, last_attempt) VALUES ($1, 0, $2) ON CONFLICT (key) DO NOTHING",
+                    )
+                    .bind(&key.key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let (failures, last_attempt, locked_until): (i32, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>) =
+                        sqlx::query_as(concat!(
+                            "SELECT failures, last_attempt, locked_until FROM login_throttle WHERE key = $1", $lock_row
+                        ))
+                        .bind(&key.key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let counter = $crate::domain::throttle::Counter {
+                        failures: u32::try_from(failures).unwrap_or(0),
+                        last_attempt,
+                        locked_until,
+                    };
+                    match key.rule.admit(Some(counter), now) {
+                        Ok(next) => counted.push((key, next)),
+                        // Dropping the transaction rolls back: a refused attempt counts nothing.
+                        Err(until) => {
+                            return Err($crate::error::Error::Throttled {
+                                retry_after: $crate::domain::throttle::seconds_until(until, now),
+                            });
+                        }
+                    }
+                }
+                for (key, counter) in counted {
+                    sqlx::query("UPDATE login_throttle SET failures = $2, last_attempt = $3, locked_until = $4 WHERE key = $1")
+                        .bind(&key.key)
+                        .bind(i32::try_from(counter.failures).unwrap_or(i32::MAX))
+                        .bind(counter.last_attempt)
+                        .bind(counter.locked_until)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn login_succeeded(&self, keys: &[$crate::domain::ThrottleKey]) -> $crate::error::Result<()> {
+                use $crate::domain::throttle::OnSuccess;
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                for key in keys {
+                    let statement = match key.rule.on_success {
+                        OnSuccess::Forget => "DELETE FROM login_throttle WHERE key = $1",
+                        OnSuccess::TakeBack => "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+                    };
+                    sqlx::query(statement).bind(&key.key).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_refresh_token(&self, token: &$crate::domain::NewRefreshToken) -> $crate::error::Result<()> {
+                let now = $crate::store::now();
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
+                insert_refresh_token(&mut tx, token, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                presented: &str,
+                next_hash: &str,
+                expires_at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<$crate::domain::User> {
+                use $crate::domain::RefreshVerdict;
+                let now = $crate::store::now();
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let stored: Option<$crate::domain::StoredRefreshToken> = sqlx::query_as(concat!(
+                    "SELECT family, user_id, token_version, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+                    $lock_row
+                ))
+                .bind(presented)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let stored = stored.ok_or($crate::store::REFRESH_REFUSED)?;
+                let user: Option<$crate::domain::User> =
+                    sqlx::query_as(concat!("SELECT ", $crate::store::sql::user_columns!(), " FROM users WHERE id = $1"))
+                        .bind(stored.user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match (stored.verdict(user.as_ref(), now), user) {
+                    (RefreshVerdict::Rotate, Some(user)) => {
+                        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1")
+                            .bind(presented)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        let next = $crate::domain::NewRefreshToken {
+                            token_hash: next_hash.to_owned(),
+                            family: stored.family,
+                            user_id: user.id,
+                            token_version: user.token_version,
+                            expires_at,
+                        };
+                        insert_refresh_token(&mut tx, &next, now).await?;
+                        tx.commit().await?;
+                        Ok(user)
+                    }
+                    (RefreshVerdict::RevokeFamily, _) => {
+                        revoke_family(&mut tx, stored.family, now).await?;
+                        tx.commit().await?;
+                        tracing::warn!(user_id = stored.user_id, "a used refresh token was presented again: its family is revoked");
+                        Err($crate::store::REFRESH_REFUSED)
+                    }
+                    _ => Err($crate::store::REFRESH_REFUSED),
+                }
+            }
+
+            async fn revoke_refresh_family(&self, presented: &str) -> $crate::error::Result<()> {
+                let now = $crate::store::now();
+                let mut tx = self.pool.begin_with($begin_write).await?;
+                let family: Option<uuid::Uuid> =
+                    sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(presented)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(family) = family {
+                    revoke_family(&mut tx, family, now).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        async fn insert_refresh_token(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            token: &$crate::domain::NewRefreshToken,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::error::Result<()> {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, token_version, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&token.token_hash)
+            .bind(token.family)
+            .bind(token.user_id)
+            .bind(token.token_version)
+            .bind(now)
+            .bind(token.expires_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
+        async fn revoke_family(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            family: uuid::Uuid,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::error::Result<()> {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family = $1 AND revoked_at IS NULL")
+                .bind(family)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        /// Claims `key` for this transaction's write, or answers the request that used it first:
+        /// its stored response if the request is the same, a `Validation` error if not. On
+        /// Postgres a concurrent claim of the same key waits on the unique index until this
+        /// transaction ends, then finds the stored response; SQLite runs one writer at a time.
+        async fn claim_idempotency_key(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            key: &$crate::domain::IdempotencyKey,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::error::Result<()> {
+            sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND created_at < $2")
+                .bind(key.user_id)
+                .bind(now - $crate::domain::idempotency::KEY_LIFETIME)
+                .execute(&mut **tx)
+                .await?;
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body, created_at)
+                 VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (user_id, key) DO NOTHING",
+            )
+            .bind(key.user_id)
+            .bind(&key.key)
+            .bind(&key.fingerprint)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() == 1 {
+                return Ok(());
+            }
+            let (fingerprint, status, location, body): (String, i16, Option<String>, String) = sqlx::query_as(
+                "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+            )
+            .bind(key.user_id)
+            .bind(&key.key)
+            .fetch_one(&mut **tx)
+            .await?;
+            if fingerprint != key.fingerprint {
+                return Err($crate::error::Error::Validation(
+                    "this Idempotency-Key was already used for a different request; use a new key for a new request".into(),
+                ));
+            }
+            Err($crate::error::Error::Replayed($crate::domain::StoredResponse { status, location, body }))
+        }
+
+        /// Stores the response to a keyed write beside the write, then commits both.
+        async fn commit_with_response<T>(
+            mut tx: sqlx::Transaction<'static, $db>,
+            once: Option<&$crate::store::Idempotent<'_, T>>,
+            outcome: &T,
+        ) -> $crate::error::Result<()> {
+            if let Some(once) = once {
+                let response = (once.respond)(outcome)?;
+                sqlx::query("UPDATE idempotency_keys SET status = $3, location = $4, body = $5 WHERE user_id = $1 AND key = $2")
+                    .bind(once.key.user_id)
+                    .bind(&once.key.key)
+                    .bind(response.status)
+                    .bind(response.location)
+                    .bind(response.body)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
         }
 
         async fn record_event(

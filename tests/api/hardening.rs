@@ -9,11 +9,12 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use http_body::Frame;
 
-use crate::helpers::{AppWith, OneSecondTimeout, TestApp};
+use crate::helpers::{AppWith, OneSecondTimeout, Settings, TestApp};
 
 crate::on_both_backends!(
     every_response_carries_security_headers,
-    a_client_that_never_finishes_its_body_gets_408
+    a_client_that_never_finishes_its_body_gets_408,
+    only_configured_origins_may_call_the_api_from_a_browser,
 );
 
 async fn every_response_carries_security_headers(app: TestApp) {
@@ -72,4 +73,53 @@ async fn a_client_that_never_finishes_its_body_gets_408(AppWith(app, _): AppWith
     response.assert_problem(StatusCode::REQUEST_TIMEOUT);
     assert!(started.elapsed() >= Duration::from_millis(900), "cut off at the configured second, not before");
     assert_eq!(app.get("/tickets/my", Some(&alice)).await.json, serde_json::json!([]), "nothing was stored");
+}
+
+struct OneAllowedOrigin;
+
+impl Settings for OneAllowedOrigin {
+    const SETTINGS: &'static [(&'static str, &'static str)] =
+        &[("CORS_ALLOWED_ORIGINS", "https://app.example.test")];
+}
+
+async fn only_configured_origins_may_call_the_api_from_a_browser(AppWith(app, _): AppWith<OneAllowedOrigin>) {
+    let preflight = |origin: &str, path: &str, headers: &str| {
+        Request::options(path)
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", headers)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let allowed = app.send(preflight("https://app.example.test", "/tickets/my", "authorization")).await;
+    assert_eq!(allowed.header("access-control-allow-origin"), Some("https://app.example.test"));
+    let allowed_headers = allowed.header("access-control-allow-headers").unwrap_or_default();
+    assert!(
+        allowed_headers.contains("idempotency-key") && allowed_headers.contains("if-match"),
+        "{allowed_headers}"
+    );
+    assert_eq!(allowed.header("access-control-allow-credentials"), None, "bearer tokens, never cookies");
+
+    let foreign = app.send(preflight("https://evil.example", "/tickets/my", "authorization")).await;
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+    let alice = app.login("alice", "alice123").await;
+    let read = Request::get("/users/me")
+        .header("origin", "https://evil.example")
+        .header("authorization", format!("Bearer {alice}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(read).await.header("access-control-allow-origin"), None);
+
+    // The embed route stays open to every origin, revalidation included.
+    let ticket = app.create_ticket(&alice, "Embedded").await;
+    let embed = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let embed_preflight = app.send(preflight("https://evil.example", &embed, "if-none-match")).await;
+    assert_eq!(embed_preflight.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        embed_preflight.header("access-control-allow-headers").unwrap_or_default().contains("if-none-match")
+    );
+    let polled = Request::get(&embed).header("origin", "https://evil.example").body(Body::empty()).unwrap();
+    let polled = app.send(polled).await;
+    assert_eq!(polled.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(polled.header("access-control-expose-headers"), Some("etag"));
 }

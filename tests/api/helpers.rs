@@ -221,7 +221,15 @@ impl TestApp {
     }
 
     pub async fn with_settings(database: &TestDatabase, settings: &[(&str, &str)]) -> Self {
-        let config = test_config_with(&database.url, settings);
+        Self::from_config(test_config_with(&database.url, settings)).await
+    }
+
+    /// Another replica of this app: its own pool and router on the same database.
+    pub async fn replica(&self) -> Self {
+        Self::from_config(self.config.clone()).await
+    }
+
+    async fn from_config(config: Config) -> Self {
         let store = ticketdesk::store::connect(&config.database_url).await.expect("connecting the store");
         let state = AppState::new(&config, store);
         ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)
@@ -240,6 +248,43 @@ impl TestApp {
         let password_hash = self.passwords.hash(password).await.unwrap();
         let user = NewUser { username: username.to_owned(), password_hash, role };
         self.store.create_user(&user).await.expect("a new username").id
+    }
+
+    /// Runs SQL on the app's database behind its back.
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        let url = self.config.database_url.expose();
+        if url.starts_with("sqlite") {
+            let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        } else {
+            let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+        }
+    }
+
+    /// The first column, as text, of every row `sql` selects on the app's database.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        let url = self.config.database_url.expose();
+        if url.starts_with("sqlite") {
+            let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut connection).await.unwrap()
+        } else {
+            let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut connection).await.unwrap()
+        }
+    }
+
+    /// A login attempt as if from `address` (the peer of the connection).
+    pub async fn login_from(&self, address: &str, username: &str, password: &str) -> TestResponse {
+        let peer: std::net::SocketAddr = format!("{address}:40000").parse().expect("an IPv4 address");
+        let mut request = Request::post("/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("username={username}&password={password}")))
+            .unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        self.send(request).await
     }
 
     pub async fn user_id(&self, username: &str) -> UserId {

@@ -8,11 +8,13 @@ crate::on_both_backends!(
     swagger_ui_is_served_offline
 );
 
-const ROUTES: [(&str, &str); 21] = [
+const ROUTES: [(&str, &str); 23] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("post", "/auth/token"),
+    ("post", "/auth/refresh"),
+    ("post", "/auth/logout"),
     ("post", "/auth/register"),
     ("post", "/users"),
     ("get", "/users/{id}"),

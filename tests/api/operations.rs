@@ -2,7 +2,6 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use axum::http::StatusCode;
-use sqlx::Connection;
 
 use crate::helpers::TestApp;
 
@@ -34,17 +33,6 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-async fn execute(app: &TestApp, sql: &'static str) {
-    let url = app.config.database_url.expose();
-    if url.starts_with("sqlite") {
-        let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
-    } else {
-        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
-        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
-    }
-}
-
 async fn probes_answer_without_auth(app: TestApp) {
     let health = app.get("/healthz", None).await;
     assert_eq!((health.status, health.json["status"].as_str()), (StatusCode::OK, Some("ok")));
@@ -58,13 +46,13 @@ async fn probes_answer_without_auth(app: TestApp) {
 }
 
 async fn readiness_fails_when_migrations_are_missing_or_the_database_is_gone(app: TestApp) {
-    execute(&app, "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+    app.execute("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
         .await;
     let behind = app.get("/readyz", None).await;
     let detail = behind.assert_problem(StatusCode::SERVICE_UNAVAILABLE).to_owned();
     assert!(detail.contains("of") && detail.contains("migrations are applied"), "{detail}");
 
-    execute(&app, "DROP TABLE _sqlx_migrations").await;
+    app.execute("DROP TABLE _sqlx_migrations").await;
     let gone = app.get("/readyz", None).await;
     assert_eq!(gone.assert_problem(StatusCode::SERVICE_UNAVAILABLE), "the database is unreachable");
     assert!(!gone.text.contains("_sqlx_migrations"), "no database error text reaches the client");

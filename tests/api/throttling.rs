@@ -1,0 +1,103 @@
+//! Login throttling: state in the database, so it holds across replicas.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::helpers::{TestApp, TestResponse};
+
+crate::on_both_backends!(
+    five_failures_lock_that_account_from_that_address_only_and_briefly,
+    a_success_resets_the_count,
+    failures_count_across_replicas,
+    parallel_guesses_are_all_counted,
+    one_address_spraying_many_accounts_is_locked,
+);
+
+const ATTACKER: &str = "203.0.113.66";
+const REAL_USER: &str = "198.51.100.7";
+
+#[track_caller]
+fn assert_throttled(response: &TestResponse) -> u64 {
+    let detail = response.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    assert!(detail.contains("try again"), "{detail}");
+    let retry_after: u64 = response.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    retry_after
+}
+
+async fn five_failures_lock_that_account_from_that_address_only_and_briefly(app: TestApp) {
+    for _ in 0..5 {
+        let guess = app.login_from(ATTACKER, "alice", "guess").await;
+        guess.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    // Even the right password is refused now from there, without being checked.
+    let locked = app.login_from(ATTACKER, "alice", "alice123").await;
+    assert_eq!(assert_throttled(&locked), 1, "the first lock lasts a second");
+    // The real user, elsewhere, is not locked out; other accounts from the attacker's address neither.
+    assert_eq!(app.login_from(REAL_USER, "alice", "alice123").await.status, StatusCode::OK);
+    assert_eq!(app.login_from(ATTACKER, "bob", "bob123").await.status, StatusCode::OK);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The lock has passed; another failure locks again, twice as long.
+    app.login_from(ATTACKER, "alice", "guess").await.assert_problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(assert_throttled(&app.login_from(ATTACKER, "alice", "guess").await), 2);
+}
+
+async fn a_success_resets_the_count(app: TestApp) {
+    for _ in 0..4 {
+        app.login_from(ATTACKER, "alice", "typo").await.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.login_from(ATTACKER, "alice", "alice123").await.status, StatusCode::OK);
+    for _ in 0..4 {
+        app.login_from(ATTACKER, "alice", "typo").await.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.login_from(ATTACKER, "alice", "alice123").await.status, StatusCode::OK, "not locked");
+}
+
+async fn failures_count_across_replicas(app: TestApp) {
+    let replica = app.replica().await;
+    for attempt in 0..5 {
+        let server = if attempt % 2 == 0 { &app } else { &replica };
+        server.login_from(ATTACKER, "carol", "guess").await.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(&app.login_from(ATTACKER, "carol", "carol123").await);
+    assert_throttled(&replica.login_from(ATTACKER, "carol", "carol123").await);
+}
+
+async fn parallel_guesses_are_all_counted(app: TestApp) {
+    let guesses: Vec<_> = (0..16)
+        .map(|i| {
+            let router = app.router();
+            tokio::spawn(async move {
+                let mut request = axum::http::Request::post("/auth/token")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(axum::body::Body::from(format!("username=alice&password=guess{i}")))
+                    .unwrap();
+                let peer: std::net::SocketAddr = format!("{ATTACKER}:1234").parse().unwrap();
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                crate::helpers::send_to(router, request).await.status
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        match guess.await.unwrap() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Each attempt is counted before its password is checked, so a burst gets no more guesses
+    // than a patient attacker.
+    assert_eq!(checked, 5, "passwords checked");
+}
+
+async fn one_address_spraying_many_accounts_is_locked(app: TestApp) {
+    for i in 0..50 {
+        let response = app.login_from(ATTACKER, &format!("user{i}"), "Password1").await;
+        response.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(&app.login_from(ATTACKER, "bob", "bob123").await);
+    assert_eq!(app.login_from(REAL_USER, "bob", "bob123").await.status, StatusCode::OK);
+}
