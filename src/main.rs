@@ -1,15 +1,11 @@
-use std::future::IntoFuture;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use ticketdesk::cli::{Cli, Command};
 use ticketdesk::config::{self, Config, JwtSecret};
 use ticketdesk::state::AppState;
-use ticketdesk::{api, demo, store, telemetry};
-use tokio::sync::Notify;
+use ticketdesk::{api, demo, server, store, telemetry};
 
 fn main() -> ExitCode {
     return_large_allocations_to_the_os();
@@ -110,24 +106,8 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
         config.bind_addr
     );
     let store = state.store.clone();
-    let stopping = Arc::new(Notify::new());
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown({
-        let stopping = stopping.clone();
-        async move {
-            shutdown_signal().await;
-            stopping.notify_one();
-        }
-    });
-    // Stop accepting at the signal, let requests in flight finish, but not for longer than the
-    // deadline: an orchestrator kills the process soon after anyway.
-    let deadline = config.shutdown_timeout;
-    tokio::select! {
-        served = server.into_future() => served?,
-        () = async { stopping.notified().await; tokio::time::sleep(deadline).await } => {
-            tracing::warn!(?deadline, "requests still in flight at the shutdown deadline are cut off");
-        }
-    }
+    let options = server::ServeOptions::new(config.shutdown_timeout);
+    server::serve(listener, api::router(state), shutdown_signal(), options).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

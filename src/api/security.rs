@@ -1,7 +1,9 @@
 //! Headers every response carries unless its route set its own (the embed card sets a CSP that
 //! lets any site frame it; everything else may not be framed).
 
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -50,4 +52,26 @@ pub fn cors_for(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Longest request target (path and query) the API reads.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest header section the API reads (names and values).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses oversized request heads with a problem+json 414 or 431 before any handler runs. (The
+/// server loop has a larger hard cap that closes the connection; see `server::MAX_HEAD_BYTES`.)
+pub async fn limit_request_head(request: Request, next: Next) -> Response {
+    let uri_bytes = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        let detail = format!("the request target is {uri_bytes} bytes long; the limit is {MAX_URI_BYTES}");
+        return crate::error::problem(StatusCode::URI_TOO_LONG, detail);
+    }
+    let header_bytes: usize =
+        request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let detail = format!("the request headers are {header_bytes} bytes; the limit is {MAX_HEADER_BYTES}");
+        return crate::error::problem(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, detail);
+    }
+    next.run(request).await
 }

@@ -16,6 +16,7 @@ mod openapi;
 mod operations;
 mod people;
 mod roles;
+mod serving;
 mod sessions;
 mod startup;
 mod throttling;

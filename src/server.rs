@@ -1,0 +1,122 @@
+//! The HTTP/1.1 server loop: `axum::serve`, plus the limits it does not set. A client must send
+//! its request head within a timeout (10 s; this also closes idle keep-alive
+//! connections), and the head may not exceed [`MAX_HEAD_BYTES`]; slow or silent clients cannot
+//! hold connections forever. On shutdown it stops accepting, lets requests in flight finish up to
+//! a deadline, then cuts off the rest.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// How the server treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Time a client has to send a request's line and headers, from when the server starts
+    /// waiting for them (on a kept-alive connection, from the end of the previous response).
+    pub header_read_timeout: Duration,
+    /// How long requests in flight may run on after shutdown begins.
+    pub drain_deadline: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(drain_deadline: Duration) -> Self {
+        Self { header_read_timeout: Duration::from_secs(10), drain_deadline }
+    }
+}
+/// Request line plus headers; beyond it the connection gets a bare 431 and is closed. The API's
+/// own, smaller limits answer problem+json before this one is reached (see `api::security`).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains connections for up to
+/// the options' deadline. Each request carries its peer's address as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) {
+    let drain_deadline = options.drain_deadline;
+    let (stopping, stop_signal) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let connection = serve_connection(stream, peer, app.clone(), options, stop_signal.clone());
+                    connections.spawn(connection);
+                }
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connections as they go.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stopping.send(true);
+    let in_flight = connections.len();
+    let drained =
+        tokio::time::timeout(drain_deadline, async { while connections.join_next().await.is_some() {} })
+            .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            of = in_flight,
+            deadline = ?drain_deadline,
+            "connections still busy at the shutdown deadline are cut off"
+        );
+        connections.shutdown().await;
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    options: ServeOptions,
+    mut stop_signal: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request)
+    });
+    let mut connection = pin!(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .max_header_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result),
+        () = async { let _ = stop_signal.wait_for(|stop| *stop).await; } => {
+            // Finish the request in progress, if any, then close; an idle connection closes now.
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await);
+        }
+    }
+}
+
+fn log_connection_end(result: Result<(), hyper::Error>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}

@@ -1,0 +1,184 @@
+//! The server loop on a real socket: slow clients, oversized heads, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use ticketdesk::server::{ServeOptions, serve};
+
+use crate::helpers::TestApp;
+
+crate::on_both_backends!(
+    shutdown_finishes_requests_in_flight_and_closes_idle_connections,
+    the_drain_deadline_cuts_off_requests_that_never_finish,
+    a_client_that_stalls_in_its_headers_is_disconnected,
+    oversized_request_heads_are_refused,
+);
+
+struct RunningServer {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    async fn start(app: &TestApp, options: ServeOptions) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            listener,
+            app.router(),
+            async {
+                let _ = stopped.await;
+            },
+            options,
+        ));
+        Self { address, stop: Some(stop), task }
+    }
+
+    fn shut_down(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.address).await.unwrap()
+    }
+}
+
+fn options(header_read_timeout: u64, drain_deadline: u64) -> ServeOptions {
+    ServeOptions {
+        header_read_timeout: Duration::from_secs(header_read_timeout),
+        drain_deadline: Duration::from_secs(drain_deadline),
+    }
+}
+
+/// Reads one response: the head, then as many body bytes as Content-Length says. Empty if the
+/// server closed the connection first.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if received.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&received).into_owned(),
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+async fn shutdown_finishes_requests_in_flight_and_closes_idle_connections(app: TestApp) {
+    let alice = app.login("alice", "alice123").await;
+    let mut server = RunningServer::start(&app, options(5, 10)).await;
+
+    // A request in flight: its head and half its body are sent.
+    let body = r#"{"subject": "Sent during a deploy", "description": "slowly"}"#;
+    let (first_half, second_half) = body.split_at(20);
+    let mut in_flight = server.connect().await;
+    let head = format!(
+        "POST /tickets/ HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first_half}",
+        body.len()
+    );
+    in_flight.write_all(head.as_bytes()).await.unwrap();
+    // An idle keep-alive connection.
+    let mut idle = server.connect().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.shut_down();
+    // The idle connection is closed at once, and nobody new gets in.
+    let closed = tokio::time::timeout(Duration::from_secs(2), read_response(&mut idle)).await;
+    assert_eq!(closed.expect("the idle connection was closed"), "");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(TcpStream::connect(server.address).await.is_err(), "the listener is closed");
+
+    // The request in flight completes normally, with its answer.
+    in_flight.write_all(second_half.as_bytes()).await.unwrap();
+    let response = read_response(&mut in_flight).await;
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), &mut server.task)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(app.get("/tickets/my", Some(&alice)).await.json.as_array().unwrap().len(), 1);
+}
+
+async fn the_drain_deadline_cuts_off_requests_that_never_finish(app: TestApp) {
+    let alice = app.login("alice", "alice123").await;
+    let mut server = RunningServer::start(&app, options(5, 1)).await;
+    let mut stalled = server.connect().await;
+    let head = format!(
+        "POST /tickets/ HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"subject\""
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    server.shut_down();
+    tokio::time::timeout(Duration::from_secs(5), &mut server.task)
+        .await
+        .expect("the server stopped")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(app.get("/tickets/my", Some(&alice)).await.json, serde_json::json!([]));
+}
+
+async fn a_client_that_stalls_in_its_headers_is_disconnected(app: TestApp) {
+    let server = RunningServer::start(&app, options(1, 1)).await;
+    let mut slow = server.connect().await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: te").await.unwrap();
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), read_response(&mut slow)).await;
+    assert!(outcome.is_ok(), "still connected after 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(800), "{:?}", started.elapsed());
+
+    // Idle keep-alive connections are closed after the same time.
+    let mut idle = server.connect().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), read_response(&mut idle)).await;
+    assert_eq!(closed.expect("the idle connection was closed"), "");
+}
+
+async fn oversized_request_heads_are_refused(app: TestApp) {
+    let server = RunningServer::start(&app, options(5, 1)).await;
+    let address = server.address;
+    let send = |request: String| async move {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        read_response(&mut stream).await
+    };
+    // Within the server's hard cap: the API answers problem+json.
+    let long_path = send(format!("GET /tickets/{} HTTP/1.1\r\nHost: t\r\n\r\n", "9".repeat(10_000))).await;
+    assert!(long_path.starts_with("HTTP/1.1 414"), "{long_path}");
+    assert!(long_path.contains("application/problem+json") && long_path.contains("8192"), "{long_path}");
+    let big_headers =
+        send(format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\n\r\n", "x".repeat(20_000))).await;
+    assert!(big_headers.starts_with("HTTP/1.1 431"), "{big_headers}");
+    assert!(big_headers.contains("application/problem+json"), "{big_headers}");
+    // Beyond it, the connection is refused before the head is even parsed.
+    let huge =
+        send(format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\n\r\n", "x".repeat(70_000))).await;
+    assert!(huge.starts_with("HTTP/1.1 431"), "{huge}");
+}
