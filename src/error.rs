@@ -83,9 +83,21 @@ impl Error {
                 StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(500)).unwrap_or(StatusCode::OK)
             }
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(error) if database_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+/// Errors that mean "the database cannot be reached right now", not "this request is wrong":
+/// no connection within the pool's acquire timeout, a connection cut under us, or a server that
+/// is shutting down or starting (SQLSTATE class 57: 57P01 admin shutdown, 57P03 cannot connect
+/// now, ...). The client may retry; the pool reconnects on its own.
+fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57")),
+        _ => false,
     }
 }
 
@@ -96,7 +108,7 @@ impl IntoResponse for Error {
             return replay(status, stored);
         }
         let detail = match &self {
-            Error::Database(sqlx::Error::PoolTimedOut) => {
+            Error::Database(error) if database_unavailable(error) => {
                 tracing::error!(error = %self, "database unavailable");
                 "the database is unavailable; try again shortly".to_owned()
             }
@@ -186,4 +198,27 @@ pub async fn problem_for_bare_errors(response: Response) -> Response {
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     let (_, body) = problem(status, detail).into_parts();
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_503_and_a_failing_query_is_500() {
+        let status = |error: sqlx::Error| Error::Database(error).status();
+        assert_eq!(status(sqlx::Error::PoolTimedOut), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(sqlx::Error::PoolClosed), StatusCode::SERVICE_UNAVAILABLE);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(status(sqlx::Error::Io(reset)), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(sqlx::Error::RowNotFound), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(sqlx::Error::Protocol("garbled".into())), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_throttled_login_says_when_to_come_back() {
+        let response = Error::Throttled { retry_after: 7 }.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
 }

@@ -224,6 +224,11 @@ impl TestApp {
         Self::from_config(test_config_with(&database.url, settings)).await
     }
 
+    /// The app on the database `url` names (e.g. through a proxy), with the test settings.
+    pub async fn at(url: &str) -> Self {
+        Self::from_config(test_config(url)).await
+    }
+
     /// Another replica of this app: its own pool and router on the same database.
     pub async fn replica(&self) -> Self {
         Self::from_config(self.config.clone()).await

@@ -14,6 +14,7 @@ mod lifecycle;
 mod logs;
 mod openapi;
 mod operations;
+mod outage;
 mod people;
 mod roles;
 mod serving;
