@@ -49,6 +49,19 @@ macro_rules! rejection_into_error {
 
 rejection_into_error!(JsonRejection, FormRejection, PathRejection, QueryRejection);
 
+/// For optional fields that may be left out but not sent as `null` (the schema says so; serde
+/// alone would read `null` as "left out"): `#[serde(default, deserialize_with = "not_null")]`.
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match <Option<T> as serde::Deserialize>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom("null is not allowed here; leave the field out instead")),
+    }
+}
+
 /// The client's IP address, for login throttling: the peer's, or, when the peer is a trusted
 /// proxy (`TRUSTED_PROXIES`), the nearest address in `X-Forwarded-For` that is not one. Without
 /// a connection (a request handed to the router in-process) it is `unknown`.

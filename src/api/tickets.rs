@@ -118,20 +118,23 @@ struct ListTickets {
     status: Option<TicketStatus>,
     priority: Option<Priority>,
     /// An agent's user id, or `none` for unassigned tickets.
-    #[param(value_type = Option<String>, example = "none")]
+    #[param(value_type = Option<String>, example = "none", pattern = "^([0-9]+|none)$")]
     assigned_to: Option<String>,
     /// Only tickets submitted by this customer (admins).
     created_by: Option<UserId>,
     /// Only tickets changed at or after this time (RFC 3339; write `+` as `%2B`).
     updated_since: Option<DateTime<Utc>>,
     /// `created` (default) or `updated`.
+    #[param(inline)]
     sort: Option<SortKey>,
     /// `desc` (default, newest first) or `asc`.
+    #[param(inline)]
     direction: Option<Direction>,
     /// Full-text search over subject, description and public comments (all words must match).
     #[param(max_length = 200)]
     q: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
     cursor: Option<String>,
@@ -322,10 +325,14 @@ fn ensure_visible(user: &User, ticket: &Ticket) -> Result<()> {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(example = json!({"status": "in_progress", "priority": "high"}))]
+#[schema(example = json!({"status": "in_progress", "priority": "high"}), min_properties = 1)]
 struct UpdateTicket {
     /// The next state; see the lifecycle in the route's description.
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     status: Option<TicketStatus>,
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     priority: Option<Priority>,
 }
 

@@ -45,6 +45,7 @@ struct UsersQuery {
     /// Only active (`true`) or deactivated (`false`) users.
     active: Option<bool>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
     cursor: Option<String>,
@@ -161,10 +162,14 @@ async fn get_user(
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(example = json!({"active": false}))]
+#[schema(example = json!({"active": false}), min_properties = 1)]
 struct UpdateUser {
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     role: Option<Role>,
     /// `false` deactivates: no more logins, and the user's tokens stop working at once.
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "super::extract::not_null")]
     active: Option<bool>,
 }
 

@@ -43,6 +43,7 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
         // PATCH /tickets/{id}
         case(Method::PATCH, &ticket, json, r#"{"status": "pending"}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{"status": null}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, "/users/2", json, r#"{"active": false, "role": null}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{"priority": "critical"}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{"status": "open""#, S::BAD_REQUEST),
