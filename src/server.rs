@@ -38,6 +38,9 @@ impl ServeOptions {
 /// own, smaller limits answer problem+json before this one is reached (see `api::security`).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// How long, after the listener closes, connections may go on reading requests already sent.
+const SETTLE: Duration = Duration::from_millis(250);
+
 /// Serves `app` on `listener` until `shutdown` completes, then drains connections for up to
 /// the options' deadline. Each request carries its peer's address as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
@@ -69,7 +72,16 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    // Connections the kernel completed but we had not accepted yet: closing the listener would
+    // reset them, though their clients may have sent a request already. Take them in too.
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        connections.spawn(serve_connection(stream, peer, app.clone(), options, stop_signal.clone()));
+    }
     drop(listener);
+    // A connection only just accepted may not have had its request read yet, and a graceful
+    // shutdown closes a connection with no request in progress. Give requests already sent a
+    // moment to arrive before telling connections to finish.
+    tokio::time::sleep(SETTLE).await;
     let _ = stopping.send(true);
     let in_flight = connections.len();
     let drained =
