@@ -125,7 +125,6 @@ async fn login(
             });
         }
     };
-    state.store.login_succeeded(&throttle_keys).await?;
     let refresh = RefreshSecret::generate();
     let session = NewRefreshToken {
         token_hash: refresh.hash.clone(),
@@ -134,7 +133,7 @@ async fn login(
         token_version: user.token_version,
         expires_at: refresh_expiry(&state)?,
     };
-    state.store.create_refresh_token(&session).await?;
+    state.store.start_session(&throttle_keys, &session).await?;
     tracing::info!(user_id = user.id, "logged in");
     issue_tokens(&state, &user, refresh)
 }

@@ -172,10 +172,9 @@ pub trait Store: Send + Sync + 'static {
     /// Counts a login attempt against each key (in one transaction, with the rows locked), or
     /// refuses it with `Throttled` while any of them is locked, counting nothing.
     async fn admit_login(&self, keys: &[ThrottleKey]) -> Result<()>;
-    /// Applies each key's `on_success` after a correct password.
-    async fn login_succeeded(&self, keys: &[ThrottleKey]) -> Result<()>;
-
-    async fn create_refresh_token(&self, token: &NewRefreshToken) -> Result<()>;
+    /// After a correct password, in one transaction: applies each throttle key's `on_success` and
+    /// stores the new session's first refresh token.
+    async fn start_session(&self, keys: &[ThrottleKey], token: &NewRefreshToken) -> Result<()>;
     /// Uses the refresh token whose hash is `presented`, in one transaction: if it may be used,
     /// marks it used, stores `next_hash` as the next token of its family (expiring at
     /// `expires_at`) and returns the user to issue for. A used token revokes its family. Every

@@ -485,8 +485,13 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn login_succeeded(&self, keys: &[$crate::domain::ThrottleKey]) -> $crate::error::Result<()> {
+            async fn start_session(
+                &self,
+                keys: &[$crate::domain::ThrottleKey],
+                token: &$crate::domain::NewRefreshToken,
+            ) -> $crate::error::Result<()> {
                 use $crate::domain::throttle::OnSuccess;
+                let now = $crate::store::now();
                 let mut tx = self.pool.begin_with($begin_write).await?;
                 for key in keys {
                     let statement = match key.rule.on_success {
@@ -495,13 +500,6 @@ macro_rules! impl_store {
                     };
                     sqlx::query(statement).bind(&key.key).execute(&mut *tx).await?;
                 }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn create_refresh_token(&self, token: &$crate::domain::NewRefreshToken) -> $crate::error::Result<()> {
-                let now = $crate::store::now();
-                let mut tx = self.pool.begin_with($begin_write).await?;
                 sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
                 insert_refresh_token(&mut tx, token, now).await?;
                 tx.commit().await?;
