@@ -10,9 +10,11 @@ use crate::domain::{NewPassword, NewUser, Role, UserChange, Username};
 use crate::error::{Error, Result};
 use crate::store::{self, Store, UserFilter};
 
-const SERVE_SETTINGS: &str = "\
+/// Named in `serve --help`; a test in `config` checks it lists every setting.
+pub(crate) const SERVE_SETTINGS: &str = "\
 Settings (environment or .env; see .env.example): BIND_ADDR, DATABASE_URL, JWT_SECRET,
-ACCESS_TOKEN_TTL_SECS, PUBLIC_BASE_URL, REQUEST_TIMEOUT_SECS, SELF_REGISTRATION, LOG_FORMAT,
+ACCESS_TOKEN_TTL_SECS, REFRESH_TOKEN_TTL_SECS, PUBLIC_BASE_URL, REQUEST_TIMEOUT_SECS,
+SHUTDOWN_TIMEOUT_SECS, SELF_REGISTRATION, TRUSTED_PROXIES, CORS_ALLOWED_ORIGINS, LOG_FORMAT,
 RUST_LOG.";
 
 const DATABASE_SETTINGS: &str = "Settings (environment or .env): DATABASE_URL, LOG_FORMAT, RUST_LOG.";

@@ -301,6 +301,28 @@ mod tests {
         }
     }
 
+    /// Every setting the server reads is listed in `.env.example` and in `ticketdesk --help`.
+    #[test]
+    fn every_setting_read_is_documented() {
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .unwrap();
+        let mut read = read.into_inner();
+        read.extend(["LOG_FORMAT".to_owned(), "RUST_LOG".to_owned()]); // read before the rest
+        let example = include_str!("../.env.example");
+        for name in &read {
+            assert!(
+                example.lines().any(|line| line.starts_with(&format!("{name}="))),
+                "{name} not in .env.example"
+            );
+            assert!(crate::cli::SERVE_SETTINGS.contains(name.as_str()), "{name} not in --help");
+        }
+        assert!(read.len() >= 13, "{read:?}");
+    }
+
     #[test]
     fn public_base_url_loses_its_trailing_slash() {
         let config = config_from(&[("PUBLIC_BASE_URL", "https://help.example.org/")]).unwrap();
