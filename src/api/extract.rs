@@ -79,7 +79,7 @@ impl FromRequestParts<AppState> for ClientAddress {
 fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> String {
     let Some(peer) = peer else { return "unknown".to_owned() };
     if !trusted.contains(&peer) {
-        return peer.to_string();
+        return network_of(peer);
     }
     // Each proxy appends the address it heard from; entries left of the first untrusted one
     // (from the right) were written by the client and prove nothing.
@@ -93,11 +93,25 @@ fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr])
     for hop in hops.iter().rev() {
         match hop.parse::<IpAddr>() {
             Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return ip.to_string(),
+            Ok(ip) => return network_of(ip),
             Err(_) => break,
         }
     }
-    peer.to_string()
+    network_of(peer)
+}
+
+/// What one client controls: an IPv4 address, or an IPv6 /64 (one host usually gets a whole /64,
+/// so counting single IPv6 addresses would let it pick a fresh one per guess).
+fn network_of(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let prefix =
+                std::net::Ipv6Addr::new(segments[0], segments[1], segments[2], segments[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+    }
 }
 
 /// The optional `Idempotency-Key` header of a create.
@@ -165,5 +179,18 @@ mod tests {
         assert_eq!(client_address(Some(proxy), &HeaderMap::new(), &trusted), "127.0.0.1");
         assert_eq!(client_address(Some(proxy), &forwarded(&["garbage"]), &trusted), "127.0.0.1");
         assert_eq!(client_address(None, &headers, &trusted), "unknown");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64_and_mapped_ipv4_is_plain_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(client_address(Some(a), &none, &[]), "2001:db8:1:2::/64");
+        assert_eq!(client_address(Some(a), &none, &[]), client_address(Some(b), &none, &[]));
+        assert_ne!(client_address(Some(a), &none, &[]), client_address(Some(elsewhere), &none, &[]));
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(client_address(Some(mapped), &none, &[]), "203.0.113.7");
     }
 }
