@@ -92,11 +92,8 @@ fn refresh_expiry(state: &AppState) -> Result<chrono::DateTime<chrono::Utc>> {
     responses(
         (status = 200, description = "Logged in", body = TokenResponse,
             headers(("Cache-Control" = String, description = "`no-store`: tokens must not be cached"))),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
         (status = 429, response = super::docs::TooManyRequests),
     )
 )]
@@ -150,11 +147,8 @@ async fn login(
     responses(
         (status = 200, description = "New tokens; the refresh token sent is now used up", body = TokenResponse,
             headers(("Cache-Control" = String, description = "`no-store`: tokens must not be cached"))),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn refresh(
@@ -180,10 +174,7 @@ async fn refresh(
     request_body = RefreshRequest,
     responses(
         (status = 204, description = "The session is revoked"),
-        (status = 400, response = super::docs::BadRequest),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
+        super::docs::BodyErrors,
     )
 )]
 async fn logout(State(state): State<AppState>, Json(body): Json<RefreshRequest>) -> Result<StatusCode> {
@@ -209,12 +200,9 @@ struct Registration {
     responses(
         (status = 201, description = "Registered; log in with POST /auth/token", body = crate::domain::User,
             headers(("Location" = String, description = "`/users/{id}`"))),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 403, response = super::docs::Forbidden),
         (status = 409, response = super::docs::Conflict),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn register(

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa::{IntoResponses, Modify, OpenApi, ToResponse};
 
 use crate::error::Problem;
 
@@ -141,3 +141,17 @@ pub struct PayloadTooLarge(Problem);
         "detail": "Expected request with `Content-Type: application/json`"})
 )]
 pub struct UnsupportedMediaType(Problem);
+
+/// The answers every route that reads a body may give about the body itself: malformed (400), too
+/// large (413), of the wrong type (415), or breaking a rule (422).
+#[derive(IntoResponses)]
+pub enum BodyErrors {
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    #[response(status = 413)]
+    PayloadTooLarge(#[ref_response] PayloadTooLarge),
+    #[response(status = 415)]
+    UnsupportedMediaType(#[ref_response] UnsupportedMediaType),
+    #[response(status = 422)]
+    Unprocessable(#[ref_response] Unprocessable),
+}

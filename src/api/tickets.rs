@@ -59,12 +59,9 @@ struct CreateTicket {
     responses(
         (status = 201, description = "Created", body = Ticket,
             headers(("Location" = String, description = "The new ticket's URL, `/tickets/{id}`"))),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn create_ticket(
@@ -353,14 +350,11 @@ struct UpdateTicket {
         (status = 200, description = "The updated ticket", body = Ticket,
             headers(("ETag" = String, description = "The ticket's new version"))),
         (status = 412, response = super::docs::PreconditionFailed),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
         (status = 409, response = super::docs::Conflict),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn update_ticket(
@@ -423,13 +417,10 @@ fn present_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
         (status = 200, description = "The updated ticket", body = Ticket,
             headers(("ETag" = String, description = "The ticket's new version"))),
         (status = 412, response = super::docs::PreconditionFailed),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn assign_ticket(
@@ -479,14 +470,11 @@ struct AddComment {
     security(("oauth2" = [])),
     responses(
         (status = 201, description = "The comment", body = Comment),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
         (status = 409, response = super::docs::Conflict),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn add_comment(

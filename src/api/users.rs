@@ -104,13 +104,10 @@ pub(super) struct CreateUser {
     responses(
         (status = 201, description = "Created", body = User,
             headers(("Location" = String, description = "`/users/{id}`"))),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 409, response = super::docs::Conflict),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn create_user(
@@ -184,14 +181,11 @@ struct UpdateUser {
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "The updated user", body = User),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
         (status = 404, response = super::docs::NotFound),
         (status = 409, response = super::docs::Conflict),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn update_user(
@@ -230,12 +224,9 @@ struct ChangePassword {
     security(("oauth2" = [])),
     responses(
         (status = 204, description = "Changed; log in again with the new password"),
-        (status = 400, response = super::docs::BadRequest),
+        super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
-        (status = 413, response = super::docs::PayloadTooLarge),
-        (status = 415, response = super::docs::UnsupportedMediaType),
-        (status = 422, response = super::docs::Unprocessable),
     )
 )]
 async fn change_own_password(
