@@ -155,3 +155,15 @@ pub enum BodyErrors {
     #[response(status = 422)]
     Unprocessable(#[ref_response] Unprocessable),
 }
+
+/// The answers of every route that looks a resource up by the id in its path: a malformed id
+/// (400), no valid token (401), and no such resource, or one the caller may not see (404).
+#[derive(IntoResponses)]
+pub enum LookupErrors {
+    #[response(status = 400)]
+    BadRequest(#[ref_response] BadRequest),
+    #[response(status = 401)]
+    Unauthorized(#[ref_response] Unauthorized),
+    #[response(status = 404)]
+    NotFound(#[ref_response] NotFound),
+}

@@ -267,9 +267,7 @@ async fn list_tickets(
     responses(
         (status = 200, description = "The ticket", body = Ticket,
             headers(("ETag" = String, description = "The ticket's version, for `If-Match` on PATCH"))),
-        (status = 400, response = super::docs::BadRequest),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 404, response = super::docs::NotFound),
+        super::docs::LookupErrors,
     )
 )]
 async fn get_ticket(
@@ -523,9 +521,7 @@ fn added_comment(outcome: &ChangeOutcome) -> Result<&Comment> {
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "Comments, oldest first", body = [Comment]),
-        (status = 400, response = super::docs::BadRequest),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 404, response = super::docs::NotFound),
+        super::docs::LookupErrors,
     )
 )]
 async fn list_comments(
@@ -547,9 +543,7 @@ async fn list_comments(
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "Events, oldest first", body = [TicketEvent]),
-        (status = 400, response = super::docs::BadRequest),
-        (status = 401, response = super::docs::Unauthorized),
-        (status = 404, response = super::docs::NotFound),
+        super::docs::LookupErrors,
     )
 )]
 async fn list_events(
@@ -570,10 +564,8 @@ async fn list_events(
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "The ticket with its new embed token", body = Ticket),
-        (status = 400, response = super::docs::BadRequest),
-        (status = 401, response = super::docs::Unauthorized),
+        super::docs::LookupErrors,
         (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::NotFound),
     )
 )]
 async fn rotate_embed_token(

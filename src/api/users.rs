@@ -143,10 +143,8 @@ pub(super) async fn add_user(state: &AppState, body: CreateUser) -> Result<Respo
     security(("oauth2" = [])),
     responses(
         (status = 200, description = "The user", body = User),
-        (status = 400, response = super::docs::BadRequest),
-        (status = 401, response = super::docs::Unauthorized),
+        super::docs::LookupErrors,
         (status = 403, response = super::docs::Forbidden),
-        (status = 404, response = super::docs::NotFound),
     )
 )]
 async fn get_user(
