@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -34,6 +34,7 @@ impl ServeOptions {
         Self { header_read_timeout: Duration::from_secs(10), drain_deadline }
     }
 }
+
 /// Request line plus headers; beyond it the connection gets a bare 431 and is closed. The API's
 /// own, smaller limits answer problem+json before this one is reached (see `api::security`).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -53,14 +54,16 @@ pub async fn serve(
     let (stopping, stop_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
+    let connection = |stream: TcpStream, peer| {
+        let _ = stream.set_nodelay(true);
+        serve_connection(stream, peer, app.clone(), options, stop_signal.clone())
+    };
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let connection = serve_connection(stream, peer, app.clone(), options, stop_signal.clone());
-                    connections.spawn(connection);
+                    connections.spawn(connection(stream, peer));
                 }
                 // Out of file descriptors and the like: wait a little instead of spinning.
                 Err(error) => {
@@ -75,7 +78,7 @@ pub async fn serve(
     // Connections the kernel completed but we had not accepted yet: closing the listener would
     // reset them, though their clients may have sent a request already. Take them in too.
     while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-        connections.spawn(serve_connection(stream, peer, app.clone(), options, stop_signal.clone()));
+        connections.spawn(connection(stream, peer));
     }
     drop(listener);
     // A connection only just accepted may not have had its request read yet, and a graceful
@@ -99,7 +102,7 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     options: ServeOptions,
