@@ -5,8 +5,10 @@
 //! a deadline, then cuts off the rest.
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +17,7 @@ use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -38,9 +40,6 @@ impl ServeOptions {
 /// Request line plus headers; beyond it the connection gets a bare 431 and is closed. The API's
 /// own, smaller limits answer problem+json before this one is reached (see `api::security`).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// How long, after the listener closes, connections may go on reading requests already sent.
-const SETTLE: Duration = Duration::from_millis(250);
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains connections for up to
 /// the options' deadline. Each request carries its peer's address as `ConnectInfo<SocketAddr>`.
@@ -76,15 +75,12 @@ pub async fn serve(
         }
     }
     // Connections the kernel completed but we had not accepted yet: closing the listener would
-    // reset them, though their clients may have sent a request already. Take them in too.
-    while let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+    // reset them, though their clients may have sent a request already. Take them all in, with
+    // plain non-blocking accept calls (tokio's accept only tries when the reactor has seen the
+    // listener become readable, and may not have yet), then close the listener at once.
+    for (stream, peer) in backlog(listener) {
         connections.spawn(connection(stream, peer));
     }
-    drop(listener);
-    // A connection only just accepted may not have had its request read yet, and a graceful
-    // shutdown closes a connection with no request in progress. Give requests already sent a
-    // moment to arrive before telling connections to finish.
-    tokio::time::sleep(SETTLE).await;
     let _ = stopping.send(true);
     let in_flight = connections.len();
     let drained =
@@ -101,6 +97,24 @@ pub async fn serve(
     }
 }
 
+/// Accepts every connection waiting in the listener's queue, then closes the listener.
+fn backlog(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let Ok(listener) = listener.into_std() else { return Vec::new() };
+    let mut waiting = Vec::new();
+    // The listener is non-blocking: accept returns WouldBlock once the queue is empty.
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if let Ok(stream) = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                    waiting.push((stream, peer));
+                }
+            }
+            Err(error) if matches!(error.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {}
+            Err(_) => return waiting,
+        }
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -108,7 +122,11 @@ async fn serve_connection(
     options: ServeOptions,
     mut stop_signal: watch::Receiver<bool>,
 ) {
+    // Holds a permit once the connection has brought a request.
+    let has_requested = Arc::new(Notify::new());
+    let requested = has_requested.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        requested.notify_one();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(request)
@@ -121,17 +139,39 @@ async fn serve_connection(
             .serve_connection(TokioIo::new(stream), service)
     );
     tokio::select! {
-        result = connection.as_mut() => log_connection_end(result),
-        () = async { let _ = stop_signal.wait_for(|stop| *stop).await; } => {
-            // Finish the request in progress, if any, then close; an idle connection closes now.
-            connection.as_mut().graceful_shutdown();
-            log_connection_end(connection.await);
-        }
+        result = connection.as_mut() => return log_connection_end(result),
+        () = async { let _ = stop_signal.wait_for(|stop| *stop).await; } => {}
     }
+    // Stopping. A graceful shutdown closes a connection with no request in progress at once. That
+    // is right for a kept-alive connection between requests, but a new one has been accepted for a
+    // request its client may have sent already: wait for it (within the header timeout) first.
+    tokio::select! {
+        result = connection.as_mut() => return log_connection_end(result),
+        () = has_requested.notified() => {}
+    }
+    // Finish the request in progress, if any, then close.
+    connection.as_mut().graceful_shutdown();
+    log_connection_end(connection.await);
 }
 
 fn log_connection_end(result: Result<(), hyper::Error>) {
     if let Err(error) = result {
         tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closing_takes_every_queued_connection_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        // Completed by the kernel, never accepted by the server.
+        let clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(address).unwrap()).collect();
+        let taken = backlog(listener);
+        assert_eq!(taken.len(), clients.len());
+        assert!(std::net::TcpStream::connect(address).is_err(), "the listener is closed");
     }
 }

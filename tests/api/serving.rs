@@ -101,6 +101,8 @@ async fn shutdown_finishes_requests_in_flight_and_closes_idle_connections(app: T
     let mut idle = server.connect().await;
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
     assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    // A connection accepted for a request that has not arrived yet.
+    let mut fresh = server.connect().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     server.shut_down();
@@ -109,6 +111,13 @@ async fn shutdown_finishes_requests_in_flight_and_closes_idle_connections(app: T
     assert_eq!(closed.expect("the idle connection was closed"), "");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(TcpStream::connect(server.address).await.is_err(), "the listener is closed");
+
+    // The fresh connection still gets its one request answered, then is closed.
+    fresh.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    let answered = read_response(&mut fresh).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    let closed = tokio::time::timeout(Duration::from_secs(2), read_response(&mut fresh)).await;
+    assert_eq!(closed.expect("closed after its answer"), "");
 
     // The request in flight completes normally, with its answer.
     in_flight.write_all(second_half.as_bytes()).await.unwrap();
