@@ -12,12 +12,14 @@ use crate::store::{self, Store, UserFilter};
 
 /// Named in `serve --help`; a test in `config` checks it lists every setting.
 pub(crate) const SERVE_SETTINGS: &str = "\
-Settings (environment or .env; see .env.example): BIND_ADDR, DATABASE_URL, JWT_SECRET,
+Settings (environment or .env; see .env.example): BIND_ADDR, DATABASE_URL,
+DATABASE_MAX_CONNECTIONS, DATABASE_ACQUIRE_TIMEOUT_SECS, JWT_SECRET,
 ACCESS_TOKEN_TTL_SECS, REFRESH_TOKEN_TTL_SECS, PUBLIC_BASE_URL, REQUEST_TIMEOUT_SECS,
 SHUTDOWN_TIMEOUT_SECS, SELF_REGISTRATION, TRUSTED_PROXIES, CORS_ALLOWED_ORIGINS, LOG_FORMAT,
 RUST_LOG.";
 
-const DATABASE_SETTINGS: &str = "Settings (environment or .env): DATABASE_URL, LOG_FORMAT, RUST_LOG.";
+const DATABASE_SETTINGS: &str = "Settings (environment or .env): DATABASE_URL, DATABASE_MAX_CONNECTIONS,
+DATABASE_ACQUIRE_TIMEOUT_SECS, LOG_FORMAT, RUST_LOG.";
 
 #[derive(Debug, Parser)]
 #[command(name = "ticketdesk", version, about = "Ticket Management API server", after_help = SERVE_SETTINGS)]
@@ -85,7 +87,7 @@ pub async fn run_user_command(
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(&config.database_url, &config.database_pool).await?;
     let passwords = Passwords::for_this_machine();
     match command {
         UserCommand::Create { username, role } => {

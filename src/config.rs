@@ -12,6 +12,7 @@ pub const DEFAULT_PUBLIC_BASE_URL: &str = "https://support.example.com";
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 14 * 86_400;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS: u64 = 5;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -19,6 +20,7 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 pub struct Config {
     pub bind_addr: SocketAddr,
     pub database_url: DatabaseUrl,
+    pub database_pool: PoolSettings,
     pub jwt_secret: JwtSecret,
     pub access_token_ttl: Duration,
     /// Embed links point here, without a trailing slash.
@@ -33,6 +35,25 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Origins whose browser pages may call the API (the embed route is open to every origin).
     pub cors_allowed_origins: Vec<String>,
+}
+
+/// The database connection pool's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Connections per server process; `None` is the backend's default (16 for PostgreSQL, 8 for
+    /// SQLite). Replicas times this must stay under PostgreSQL's `max_connections`.
+    pub max_connections: Option<u32>,
+    /// How long a request waits for a connection before it is answered 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -165,6 +186,21 @@ impl Config {
         let refresh_token_ttl =
             seconds("REFRESH_TOKEN_TTL_SECS", DEFAULT_REFRESH_TOKEN_TTL_SECS, 90 * 86_400)?;
         let shutdown_timeout = seconds("SHUTDOWN_TIMEOUT_SECS", DEFAULT_SHUTDOWN_TIMEOUT_SECS, 3600)?;
+        let max_connections = lookup("DATABASE_MAX_CONNECTIONS")
+            .map(|raw| {
+                raw.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                    invalid("DATABASE_MAX_CONNECTIONS", format!("{raw:?} is not a number from 1 to 1000"))
+                })
+            })
+            .transpose()?;
+        let database_pool = PoolSettings {
+            max_connections,
+            acquire_timeout: seconds(
+                "DATABASE_ACQUIRE_TIMEOUT_SECS",
+                DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS,
+                60,
+            )?,
+        };
 
         let list = |name: &str| -> Vec<String> {
             lookup(name)
@@ -206,6 +242,7 @@ impl Config {
         Ok(Config {
             bind_addr,
             database_url,
+            database_pool,
             jwt_secret,
             access_token_ttl,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
@@ -250,6 +287,8 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.refresh_token_ttl, Duration::from_secs(14 * 86_400));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(config.database_pool, PoolSettings::default());
+        assert_eq!(config.database_pool.acquire_timeout, Duration::from_secs(5));
         assert!(config.trusted_proxies.is_empty(), "no proxy is trusted unless named");
         assert!(config.cors_allowed_origins.is_empty(), "no origin is allowed unless named");
     }
@@ -292,6 +331,9 @@ mod tests {
             ("REQUEST_TIMEOUT_SECS", "0"),
             ("REFRESH_TOKEN_TTL_SECS", "-1"),
             ("SHUTDOWN_TIMEOUT_SECS", "forever"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("DATABASE_MAX_CONNECTIONS", "many"),
+            ("DATABASE_ACQUIRE_TIMEOUT_SECS", "61"),
             ("TRUSTED_PROXIES", "nginx"),
             ("CORS_ALLOWED_ORIGINS", "*"),
             ("CORS_ALLOWED_ORIGINS", "https://app.example.com/path"),

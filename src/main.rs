@@ -66,7 +66,7 @@ async fn run() -> ExitCode {
             None => serve(config, cli.demo).await,
             Some(Command::Serve { demo }) => serve(config, demo || cli.demo).await,
             Some(Command::Migrate) => {
-                store::connect(&config.database_url).await?;
+                store::connect(&config.database_url, &config.database_pool).await?;
                 tracing::info!(database = %config.database_url.redacted(), "migrations are applied");
                 Ok(())
             }
@@ -92,7 +92,7 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
         tracing::warn!("JWT_SECRET is not set: using a random one, so tokens will not survive a restart");
     }
     tracing::info!(database = %config.database_url.redacted(), "opening the database");
-    let store = store::connect(&config.database_url).await?;
+    let store = store::connect(&config.database_url, &config.database_pool).await?;
     let state = AppState::new(&config, store);
     if demo_users {
         let created = demo::ensure_demo_users(state.store.as_ref(), &state.passwords).await?;

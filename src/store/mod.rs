@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::{
     Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, StoredResponse, ThrottleKey, Ticket,
     TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
@@ -219,12 +219,12 @@ pub trait Store: Send + Sync + 'static {
 
 /// Connects to the database the URL names, creating it if it is a new SQLite file, and applies
 /// pending migrations.
-pub async fn connect(url: &DatabaseUrl) -> Result<Arc<dyn Store>> {
+pub async fn connect(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Arc<dyn Store>> {
     let raw = url.expose();
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(raw).await?))
+        Ok(Arc::new(PgStore::connect(raw, pool).await?))
     } else if raw.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(raw).await?))
+        Ok(Arc::new(SqliteStore::connect(raw, pool).await?))
     } else {
         Err(Error::Internal(format!(
             "unsupported DATABASE_URL {:?}: use postgres://... or sqlite://...",

@@ -1,9 +1,9 @@
 use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::sql::impl_store;
+use crate::config::PoolSettings;
 use crate::error::Result;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -15,12 +15,12 @@ pub struct PgStore {
 impl PgStore {
     /// Connects and migrates. Replicas starting together are safe: sqlx holds a Postgres advisory
     /// lock while it migrates, so exactly one applies each migration and the others wait.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, pool: &PoolSettings) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
-            // Fail fast (503) when the database is gone, instead of holding requests for 30 s.
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(pool.max_connections.unwrap_or(16))
+            // Fail fast (503) when the database is gone, instead of sqlx's default 30 s.
+            .acquire_timeout(pool.acquire_timeout)
             .connect_with(options)
             .await?;
         MIGRATOR

@@ -6,6 +6,7 @@ use sqlx::sqlite::{
 };
 
 use super::sql::impl_store;
+use crate::config::PoolSettings;
 use crate::error::{Error, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -16,7 +17,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating it and its folder if need be) and migrates the database file.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, pool: &PoolSettings) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .foreign_keys(true)
@@ -36,7 +37,7 @@ impl SqliteStore {
         // after busy_timeout. Its remedy is to back off and try again; nothing was written.
         let mut attempt = 1;
         loop {
-            match open_and_migrate(options.clone()).await {
+            match open_and_migrate(options.clone(), pool).await {
                 Ok(pool) => return Ok(Self { pool }),
                 Err(error) if is_busy(&error) && attempt < 20 => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
@@ -53,10 +54,13 @@ impl SqliteStore {
 /// what is applied outside each migration's transaction, and SQLite has no advisory lock. So the
 /// whole run happens inside one `BEGIN IMMEDIATE` transaction (sqlx nests the migrator's own as
 /// savepoints): the others wait for the write lock (busy_timeout), then find nothing left to do.
-async fn open_and_migrate(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::migrate::MigrateError> {
+async fn open_and_migrate(
+    options: SqliteConnectOptions,
+    settings: &PoolSettings,
+) -> Result<SqlitePool, sqlx::migrate::MigrateError> {
     let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(settings.max_connections.unwrap_or(8))
+        .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
         .await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;

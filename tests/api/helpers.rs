@@ -235,7 +235,9 @@ impl TestApp {
     }
 
     async fn from_config(config: Config) -> Self {
-        let store = ticketdesk::store::connect(&config.database_url).await.expect("connecting the store");
+        let store = ticketdesk::store::connect(&config.database_url, &config.database_pool)
+            .await
+            .expect("connecting the store");
         let state = AppState::new(&config, store);
         ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)
             .await

@@ -3,7 +3,7 @@ use std::process::{Command, Output, Stdio};
 
 use axum::http::StatusCode;
 
-use crate::helpers::TestApp;
+use crate::helpers::{AppWith, Settings, TestApp};
 
 crate::on_both_backends!(
     probes_answer_without_auth,
@@ -11,6 +11,7 @@ crate::on_both_backends!(
     the_cli_creates_the_first_admin_and_manages_users,
     the_cli_prints_the_served_openapi_document,
     metrics_count_requests_by_route_template_and_more,
+    the_pool_size_is_configurable,
 );
 
 /// Runs the real binary against the app's database, feeding `stdin`.
@@ -142,4 +143,29 @@ async fn metrics_count_requests_by_route_template_and_more(app: TestApp) {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     assert!(!text.contains(ticket["embed_token"].as_str().unwrap()), "raw paths never become labels");
+}
+
+struct ThreeConnections;
+
+impl Settings for ThreeConnections {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("DATABASE_MAX_CONNECTIONS", "3")];
+}
+
+async fn the_pool_size_is_configurable(AppWith(app, _): AppWith<ThreeConnections>) {
+    let alice = app.login("alice", "alice123").await;
+    // More concurrent requests than connections: they queue for one, none fails.
+    let reads: Vec<_> = (0..12)
+        .map(|_| {
+            let request = axum::http::Request::get("/tickets/my")
+                .header("authorization", format!("Bearer {alice}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tokio::spawn(crate::helpers::send_to(app.router(), request))
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap().status, StatusCode::OK);
+    }
+    let metrics = app.get("/metrics", None).await.text;
+    assert!(metrics.contains(r#"db_pool_connections{state="max"} 3"#), "{metrics}");
 }

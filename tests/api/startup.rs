@@ -1,4 +1,4 @@
-use ticketdesk::config::DatabaseUrl;
+use ticketdesk::config::{DatabaseUrl, PoolSettings};
 use ticketdesk::demo::ensure_demo_users;
 use ticketdesk::state::AppState;
 use ticketdesk::store::UserFilter;
@@ -12,7 +12,8 @@ crate::on_both_backends!(
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
     let url = DatabaseUrl::new(database.url.clone());
-    let connect = || ticketdesk::store::connect(&url);
+    let pool = PoolSettings::default();
+    let connect = || ticketdesk::store::connect(&url, &pool);
     let (a, b, c, d) = tokio::join!(connect(), connect(), connect(), connect());
     let stores: Vec<_> = [a, b, c, d]
         .into_iter()
@@ -28,7 +29,10 @@ async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDat
 
 async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) {
     let config = test_config(&database.url);
-    let state = AppState::new(&config, ticketdesk::store::connect(&config.database_url).await.unwrap());
+    let state = AppState::new(
+        &config,
+        ticketdesk::store::connect(&config.database_url, &config.database_pool).await.unwrap(),
+    );
     assert!(
         state.store.users(&UserFilter::default(), None, 100).await.unwrap().is_empty(),
         "no user may appear unasked"
@@ -39,7 +43,7 @@ async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) 
     let before = state.store.user_credentials("alice").await.unwrap().unwrap();
 
     // A restart with --demo: a new connection, the same database.
-    let again = ticketdesk::store::connect(&config.database_url).await.unwrap();
+    let again = ticketdesk::store::connect(&config.database_url, &config.database_pool).await.unwrap();
     assert!(ensure_demo_users(again.as_ref(), &state.passwords).await.unwrap().is_empty());
     let after = again.user_credentials("alice").await.unwrap().unwrap();
     assert_eq!(before.password_hash, after.password_hash, "existing users are left untouched");
