@@ -86,32 +86,37 @@ def main():
         time.sleep(PHASE_SECONDS)
         faults = []
 
-        load.phase = "postgres-restart"
-        postgres.stop("immediate")  # a crash: no checkpoint, WAL replay on start
-        time.sleep(1.0)
-        postgres.start()
-        back = time.monotonic()
-        faults.append(("PostgreSQL crashed (pg_ctl stop -m immediate), down 1 s, restarted", recovery_time(load, back)))
-        time.sleep(PHASE_SECONDS)
+        def inject(phase, description, break_and_restore):
+            """Runs one fault under the load, then measures how soon writes are acknowledged again."""
+            load.phase = phase
+            break_and_restore()
+            faults.append((description, recovery_time(load, time.monotonic())))
+            time.sleep(PHASE_SECONDS)
 
-        load.phase = "server-kill"
-        server.kill()
-        time.sleep(0.5)
-        server.start()
-        back = time.monotonic()
-        faults.append(("server killed with SIGKILL, restarted after 0.5 s", recovery_time(load, back)))
-        time.sleep(PHASE_SECONDS)
+        def crash_postgres():
+            postgres.stop("immediate")  # a crash: no checkpoint, WAL replay on start
+            time.sleep(1.0)
+            postgres.start()
 
-        load.phase = "server-sigterm"
-        server.signal(signal.SIGTERM)
-        started = time.monotonic()
-        exit_code = server.wait(timeout=15)
-        stop_seconds = time.monotonic() - started
-        time.sleep(0.3)
-        server.start()
-        back = time.monotonic()
-        faults.append(("server stopped with SIGTERM, restarted", recovery_time(load, back)))
-        time.sleep(PHASE_SECONDS)
+        def kill_server():
+            server.kill()
+            time.sleep(0.5)
+            server.start()
+
+        sigterm = {}
+
+        def stop_server():
+            server.signal(signal.SIGTERM)
+            started = time.monotonic()
+            sigterm["exit_code"] = server.wait(timeout=15)
+            sigterm["seconds"] = time.monotonic() - started
+            time.sleep(0.3)
+            server.start()
+
+        inject("postgres-restart", "PostgreSQL crashed (pg_ctl stop -m immediate), down 1 s, restarted", crash_postgres)
+        inject("server-kill", "server killed with SIGKILL, restarted after 0.5 s", kill_server)
+        inject("server-sigterm", "server stopped with SIGTERM, restarted", stop_server)
+        exit_code, stop_seconds = sigterm["exit_code"], sigterm["seconds"]
         load.stop()
 
         stored = postgres.psql("SELECT subject || '=' || id FROM tickets WHERE subject LIKE 'load-%'").splitlines()
