@@ -1,6 +1,5 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 
 /// A new refresh token: the secret the client gets, once, and the hash the database keeps.
 pub struct RefreshSecret {
@@ -20,7 +19,7 @@ impl RefreshSecret {
 }
 
 pub fn hash_refresh_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::domain::sha256_hex(&[token.as_bytes()])
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! or a dropped connection and get the first answer back instead of a second ticket or comment.
 
 use chrono::TimeDelta;
-use sha2::{Digest, Sha256};
 
 use super::UserId;
 
@@ -34,11 +33,7 @@ impl IdempotencyKey {
         }
         let body =
             serde_json::to_vec(request).map_err(|e| format!("the request cannot be fingerprinted: {e}"))?;
-        let mut hash = Sha256::new();
-        hash.update(operation.as_bytes());
-        hash.update([0]);
-        hash.update(&body);
-        let fingerprint = hash.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
+        let fingerprint = super::sha256_hex(&[operation.as_bytes(), &body]);
         Ok(Self { user_id, key: key.to_owned(), fingerprint })
     }
 }

@@ -44,6 +44,20 @@ fn assert_text_matches_serde<T: serde::Serialize + Copy + std::fmt::Debug + TryF
     assert!(T::try_from("no such value".to_owned()).is_err());
 }
 
+/// SHA-256 of `parts` joined by NUL bytes (so `["ab", "c"]` and `["a", "bc"]` differ), in hex:
+/// how refresh tokens, throttle keys and idempotent requests are stored without their contents.
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hash.update([0]);
+        }
+        hash.update(part);
+    }
+    hash.finalize().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 pub mod access;
 pub mod comment;
 pub mod event;
@@ -67,4 +81,16 @@ pub use user::{NewPassword, NewUser, Role, User, UserChange, UserCredentials, Us
 /// NUL is no text anyone types, and Postgres cannot store it in a text column.
 fn reject_nul(field: &str, raw: &str) -> Result<(), String> {
     if raw.contains('\0') { Err(format!("{field} must not contain NUL characters")) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha256_hex;
+
+    #[test]
+    fn sha256_hex_is_standard_sha256_and_keeps_parts_apart() {
+        assert_eq!(sha256_hex(&[b"abc"]), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
+        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"abc"]));
+    }
 }
