@@ -285,13 +285,7 @@ impl TestApp {
 
     /// A login attempt as if from `address` (the peer of the connection).
     pub async fn login_from(&self, address: &str, username: &str, password: &str) -> TestResponse {
-        let peer: std::net::SocketAddr = format!("{address}:40000").parse().expect("an IPv4 address");
-        let mut request = Request::post("/auth/token")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(format!("username={username}&password={password}")))
-            .unwrap();
-        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        self.send(request).await
+        self.send(login_request_from(address, username, password)).await
     }
 
     pub async fn user_id(&self, username: &str) -> UserId {
@@ -379,6 +373,17 @@ impl TestApp {
         let body = serde_json::json!({"status": status});
         self.call(Method::PATCH, &format!("/tickets/{ticket_id}"), Some(token), Some(body)).await
     }
+}
+
+/// `POST /auth/token` as if sent from `address` (the peer of the connection).
+pub fn login_request_from(address: &str, username: &str, password: &str) -> Request<Body> {
+    let peer: std::net::SocketAddr = format!("{address}:40000").parse().expect("an IPv4 address");
+    let mut request = Request::post("/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("username={username}&password={password}")))
+        .unwrap();
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    request
 }
 
 pub async fn send_to(router: Router, request: Request<Body>) -> TestResponse {

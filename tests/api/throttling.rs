@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::helpers::{TestApp, TestResponse};
+use crate::helpers::{TestApp, TestResponse, login_request_from, send_to};
 
 crate::on_both_backends!(
     five_failures_lock_that_account_from_that_address_only_and_briefly,
@@ -69,15 +69,8 @@ async fn parallel_guesses_are_all_counted(app: TestApp) {
     let guesses: Vec<_> = (0..16)
         .map(|i| {
             let router = app.router();
-            tokio::spawn(async move {
-                let mut request = axum::http::Request::post("/auth/token")
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(axum::body::Body::from(format!("username=alice&password=guess{i}")))
-                    .unwrap();
-                let peer: std::net::SocketAddr = format!("{ATTACKER}:1234").parse().unwrap();
-                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                crate::helpers::send_to(router, request).await.status
-            })
+            let guess = login_request_from(ATTACKER, "alice", &format!("guess{i}"));
+            tokio::spawn(async move { send_to(router, guess).await.status })
         })
         .collect();
     let mut checked = 0;
