@@ -15,8 +15,8 @@ pub(crate) const SERVE_SETTINGS: &str = "\
 Settings (environment or .env; see .env.example): BIND_ADDR, DATABASE_URL,
 DATABASE_MAX_CONNECTIONS, DATABASE_ACQUIRE_TIMEOUT_SECS, JWT_SECRET,
 ACCESS_TOKEN_TTL_SECS, REFRESH_TOKEN_TTL_SECS, PUBLIC_BASE_URL, REQUEST_TIMEOUT_SECS,
-SHUTDOWN_TIMEOUT_SECS, SELF_REGISTRATION, TRUSTED_PROXIES, CORS_ALLOWED_ORIGINS, LOG_FORMAT,
-RUST_LOG.";
+SEND_TIMEOUT_SECS, MAX_CONNECTIONS, SHUTDOWN_TIMEOUT_SECS, PASSWORD_HASH_QUEUE, METRICS_ADDR,
+SELF_REGISTRATION, TRUSTED_PROXIES, CORS_ALLOWED_ORIGINS, LOG_FORMAT, RUST_LOG.";
 
 const DATABASE_SETTINGS: &str = "Settings (environment or .env): DATABASE_URL, DATABASE_MAX_CONNECTIONS,
 DATABASE_ACQUIRE_TIMEOUT_SECS, LOG_FORMAT, RUST_LOG.";
@@ -88,7 +88,7 @@ pub async fn run_user_command(
     out: &mut dyn Write,
 ) -> Result<()> {
     let store = store::connect(&config.database_url, &config.database_pool).await?;
-    let passwords = Passwords::for_this_machine();
+    let passwords = Passwords::for_this_machine(config.password_hash_queue);
     match command {
         UserCommand::Create { username, role } => {
             let username = Username::parse(&username).map_err(Error::Validation)?;

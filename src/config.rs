@@ -13,6 +13,9 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_REFRESH_TOKEN_TTL_SECS: u64 = 14 * 86_400;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS: u64 = 5;
+pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+pub const DEFAULT_PASSWORD_HASH_QUEUE: usize = 32;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -35,6 +38,15 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Origins whose browser pages may call the API (the embed route is open to every origin).
     pub cors_allowed_origins: Vec<String>,
+    /// Where `/metrics` is served, apart from the API; `None` serves it nowhere.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Open client connections at most; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long writing a response may make no progress (a client that stops reading) before the
+    /// connection is closed.
+    pub send_timeout: Duration,
+    /// Password hashes that may wait for a core; beyond them, requests needing one get 503.
+    pub password_hash_queue: usize,
 }
 
 /// The database connection pool's limits.
@@ -186,10 +198,27 @@ impl Config {
         let refresh_token_ttl =
             seconds("REFRESH_TOKEN_TTL_SECS", DEFAULT_REFRESH_TOKEN_TTL_SECS, 90 * 86_400)?;
         let shutdown_timeout = seconds("SHUTDOWN_TIMEOUT_SECS", DEFAULT_SHUTDOWN_TIMEOUT_SECS, 3600)?;
-        let max_connections = lookup("DATABASE_MAX_CONNECTIONS")
+        let send_timeout = seconds("SEND_TIMEOUT_SECS", DEFAULT_SEND_TIMEOUT_SECS, 3600)?;
+        // A whole number from `min` to `max`, or `None` when unset.
+        let number = |name: &'static str, min: usize, max: usize| {
+            lookup(name)
+                .map(|raw| {
+                    raw.parse::<usize>()
+                        .ok()
+                        .filter(|n| (min..=max).contains(n))
+                        .ok_or_else(|| invalid(name, format!("{raw:?} is not a number from {min} to {max}")))
+                })
+                .transpose()
+        };
+        let max_connections = number("DATABASE_MAX_CONNECTIONS", 1, 1000)?.map(|n| n as u32);
+        let max_client_connections =
+            number("MAX_CONNECTIONS", 1, 1_000_000)?.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let password_hash_queue =
+            number("PASSWORD_HASH_QUEUE", 0, 100_000)?.unwrap_or(DEFAULT_PASSWORD_HASH_QUEUE);
+        let metrics_addr = lookup("METRICS_ADDR")
             .map(|raw| {
-                raw.parse::<u32>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-                    invalid("DATABASE_MAX_CONNECTIONS", format!("{raw:?} is not a number from 1 to 1000"))
+                raw.parse::<SocketAddr>().map_err(|e| {
+                    invalid("METRICS_ADDR", format!("{e} (expected host:port, e.g. 127.0.0.1:9100)"))
                 })
             })
             .transpose()?;
@@ -252,6 +281,10 @@ impl Config {
             shutdown_timeout,
             trusted_proxies,
             cors_allowed_origins,
+            metrics_addr,
+            max_connections: max_client_connections,
+            send_timeout,
+            password_hash_queue,
         })
     }
 }
@@ -291,6 +324,10 @@ mod tests {
         assert_eq!(config.database_pool.acquire_timeout, Duration::from_secs(5));
         assert!(config.trusted_proxies.is_empty(), "no proxy is trusted unless named");
         assert!(config.cors_allowed_origins.is_empty(), "no origin is allowed unless named");
+        assert_eq!(config.metrics_addr, None, "metrics are served nowhere unless asked for");
+        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.send_timeout, Duration::from_secs(10));
+        assert_eq!(config.password_hash_queue, DEFAULT_PASSWORD_HASH_QUEUE);
     }
 
     #[test]
@@ -337,6 +374,10 @@ mod tests {
             ("TRUSTED_PROXIES", "nginx"),
             ("CORS_ALLOWED_ORIGINS", "*"),
             ("CORS_ALLOWED_ORIGINS", "https://app.example.com/path"),
+            ("METRICS_ADDR", "9100"),
+            ("MAX_CONNECTIONS", "0"),
+            ("SEND_TIMEOUT_SECS", "0"),
+            ("PASSWORD_HASH_QUEUE", "-1"),
         ] {
             let err = config_from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");
@@ -362,7 +403,7 @@ mod tests {
             );
             assert!(crate::cli::SERVE_SETTINGS.contains(name.as_str()), "{name} not in --help");
         }
-        assert!(read.len() >= 13, "{read:?}");
+        assert!(read.len() >= 17, "{read:?}");
     }
 
     #[test]

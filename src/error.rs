@@ -52,6 +52,11 @@ pub enum Error {
     #[error("a repeated request")]
     Replayed(crate::domain::StoredResponse),
 
+    /// Too much work is queued already (password hashing): refused at once, not queued, so the
+    /// client can come back in `retry_after` seconds instead of timing out.
+    #[error("the server is busy; try again in {retry_after} s")]
+    Overloaded { retry_after: u64 },
+
     /// A dependency is down (readiness probe); the detail says which and is safe to show.
     #[error("{0}")]
     Unavailable(String),
@@ -82,7 +87,7 @@ impl Error {
             Error::Replayed(stored) => {
                 StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(500)).unwrap_or(StatusCode::OK)
             }
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(error) if database_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,7 +129,7 @@ impl IntoResponse for Error {
                 let challenge = if invalid_token { r#"Bearer error="invalid_token""# } else { "Bearer" };
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
             }
-            Error::Throttled { retry_after } => {
+            Error::Throttled { retry_after } | Error::Overloaded { retry_after } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
@@ -164,15 +169,21 @@ pub struct Problem {
     pub detail: String,
 }
 
-/// Builds a problem+json response; the one place its shape is decided.
+impl Problem {
+    /// The one place a problem's shape is decided.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Problem {
+            problem_type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Builds a problem+json response.
 pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
-    let body = Problem {
-        problem_type: "about:blank",
-        title: status.canonical_reason().unwrap_or("Error"),
-        status: status.as_u16(),
-        detail: detail.into(),
-    };
-    let mut response = (status, axum::Json(body)).into_response();
+    let mut response = (status, axum::Json(Problem::new(status, detail))).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }

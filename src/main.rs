@@ -106,8 +106,33 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
         config.bind_addr
     );
     let store = state.store.clone();
-    let options = server::ServeOptions::new(config.shutdown_timeout);
-    server::serve(listener, api::router(state), shutdown_signal(), options).await;
+    let options = server::ServeOptions::new(&config);
+    // One signal stops both listeners.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics = match config.metrics_addr {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            tracing::info!("metrics at http://{address}/metrics");
+            let app = api::metrics_router(state.clone());
+            Some(tokio::spawn(server::serve(listener, app, stopped(), options)))
+        }
+        None => None,
+    };
+    let api = server::serve(listener, api::router(state), stopped(), options);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    api.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

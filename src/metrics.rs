@@ -1,10 +1,13 @@
-//! Prometheus metrics (OpenMetrics text at `/metrics`), through the `prometheus-client` crate.
-//! Requests are labelled by route template, never by raw path, so the series stay few.
+//! Prometheus metrics (OpenMetrics text at `/metrics` on `METRICS_ADDR`, never on the public
+//! listener), through the `prometheus-client` crate. Every label comes from a fixed set (route
+//! templates, the standard methods, status codes), never from raw client input, so however many
+//! odd requests arrive the series stay few and memory stays bounded.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::auth::HashingMetrics;
 use crate::domain::TicketStatus;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -24,7 +28,7 @@ const LATENCY_BUCKETS: [f64; 13] =
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -49,8 +53,9 @@ pub struct Metrics {
     tickets: Family<StatusLabel, Gauge>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The registry, with the password hashing queue's live figures in it.
+    pub fn new(hashing: &HashingMetrics) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
@@ -77,11 +82,30 @@ impl Default for Metrics {
             pool.clone(),
         );
         registry.register("tickets", "Tickets by status", tickets.clone());
+        for (name, help, gauge) in [
+            (
+                "password_hashes_running",
+                "Password hashes (logins, password changes, sign-ups) running now",
+                &hashing.running,
+            ),
+            ("password_hashes_queued", "Password hashes waiting for a core", &hashing.queued),
+            ("password_hashes_max_running", "Password hashes allowed to run at once", &hashing.max_running),
+            (
+                "password_hashes_max_queued",
+                "Password hashes allowed to wait (PASSWORD_HASH_QUEUE)",
+                &hashing.max_queued,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "password_hashes_shed",
+            "Requests answered 503 at once because the password hashing queue was full",
+            hashing.shed.clone(),
+        );
         Self { registry, requests, latency, in_flight, login_failures, pool, tickets }
     }
-}
 
-impl Metrics {
     pub fn login_failed(&self) {
         self.login_failures.inc();
     }
@@ -108,7 +132,7 @@ impl Metrics {
 
 /// Middleware counting and timing every request by its route template.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     metrics.in_flight.inc();
     let started = Instant::now();
@@ -118,4 +142,24 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     metrics.requests.get_or_create(&labels).inc();
     metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request's method as a label: the standard ones by name, any other (`curl -X QQQQ`) as
+/// `other`, so clients cannot mint new series.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let invented = Method::from_bytes(&[b'Q'; 4000]).unwrap();
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()), "other", "methods are case-sensitive");
+    }
 }

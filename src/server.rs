@@ -1,14 +1,17 @@
-//! The HTTP/1.1 server loop: `axum::serve`, plus the limits it does not set. A client must send
-//! its request head within a timeout (10 s; this also closes idle keep-alive
-//! connections), and the head may not exceed [`MAX_HEAD_BYTES`]; slow or silent clients cannot
-//! hold connections forever. On shutdown it stops accepting, lets requests in flight finish up to
-//! a deadline, then cuts off the rest.
+//! The HTTP/1.1 server loop: what `axum::serve` does, plus the limits it does not set. A client
+//! must send its request head within a timeout (10 s; this also closes idle keep-alive
+//! connections), the head may not exceed [`MAX_HEAD_BYTES`], a response that makes no progress
+//! for the send timeout (a client that stops reading) closes the connection, and at most
+//! `max_connections` are open at once (beyond it: a 503 and close). Slow, silent or greedy
+//! clients cannot hold connections forever. On shutdown it stops accepting, lets requests in
+//! flight finish up to a deadline, then cuts off the rest.
 
 use std::future::Future;
-use std::io::ErrorKind;
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,9 +19,11 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
 use tower::ServiceExt;
 
 /// How the server treats connections.
@@ -27,13 +32,22 @@ pub struct ServeOptions {
     /// Time a client has to send a request's line and headers, from when the server starts
     /// waiting for them (on a kept-alive connection, from the end of the previous response).
     pub header_read_timeout: Duration,
+    /// How long writing a response may make no progress before the connection is closed.
+    pub send_timeout: Duration,
+    /// Connections open at once, at most.
+    pub max_connections: usize,
     /// How long requests in flight may run on after shutdown begins.
     pub drain_deadline: Duration,
 }
 
 impl ServeOptions {
-    pub fn new(drain_deadline: Duration) -> Self {
-        Self { header_read_timeout: Duration::from_secs(10), drain_deadline }
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            send_timeout: config.send_timeout,
+            max_connections: config.max_connections,
+            drain_deadline: config.shutdown_timeout,
+        }
     }
 }
 
@@ -53,9 +67,22 @@ pub async fn serve(
     let (stopping, stop_signal) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
+    let open = Arc::new(Semaphore::new(options.max_connections));
+    // Refusals linger up to a second each; they are capped too, beyond which a connection is just
+    // closed.
+    let refusing = Arc::new(Semaphore::new(options.max_connections));
     let connection = |stream: TcpStream, peer| {
         let _ = stream.set_nodelay(true);
-        serve_connection(stream, peer, app.clone(), options, stop_signal.clone())
+        let app = app.clone();
+        let stop_signal = stop_signal.clone();
+        let (open, refusing) = (open.clone(), refusing.clone());
+        async move {
+            if let Ok(_slot) = open.try_acquire_owned() {
+                serve_connection(stream, peer, app, options, stop_signal).await;
+            } else if let Ok(_slot) = refusing.try_acquire_owned() {
+                refuse(stream).await;
+            }
+        }
     };
     loop {
         tokio::select! {
@@ -136,7 +163,7 @@ async fn serve_connection(
             .timer(TokioTimer::new())
             .header_read_timeout(options.header_read_timeout)
             .max_header_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(SendTimeout::new(stream, options.send_timeout)), service)
     );
     tokio::select! {
         result = connection.as_mut() => return log_connection_end(result),
@@ -152,6 +179,107 @@ async fn serve_connection(
     // Finish the request in progress, if any, then close.
     connection.as_mut().graceful_shutdown();
     log_connection_end(connection.await);
+}
+
+/// Answers a connection beyond `max_connections` with a 503 and closes it. The response is sent
+/// before reading anything (it fits any socket buffer); then whatever the client sent is read
+/// and dropped for up to a second, because closing with unread data would reset the connection
+/// and could destroy the answer before the client reads it.
+async fn refuse(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tracing::warn!("refusing a connection: MAX_CONNECTIONS are open");
+    let body = serde_json::to_string(&crate::error::Problem::new(
+        hyper::StatusCode::SERVICE_UNAVAILABLE,
+        "the server has too many open connections; try again shortly",
+    ))
+    .unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {}\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n",
+        crate::error::PROBLEM_JSON,
+        body.len()
+    );
+    let linger = async {
+        stream.write_all(format!("{head}{body}").as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
+/// A connection whose writes fail once they have been stuck for `timeout`: the client stopped
+/// reading (its receive window is full). Any progress restarts the clock, so a slow reader that
+/// keeps reading is served; the timer is only allocated while a write waits.
+struct SendTimeout {
+    stream: TcpStream,
+    timeout: Duration,
+    stuck: Option<Pin<Box<Sleep>>>,
+}
+
+impl SendTimeout {
+    fn new(stream: TcpStream, timeout: Duration) -> Self {
+        Self { stream, timeout, stuck: None }
+    }
+
+    /// After the inner write answered `poll`: keeps the clock running while it is pending, turns
+    /// it into an error once the timeout passes, and stops the clock on any answer.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stuck = None;
+            return poll;
+        }
+        let timeout = self.timeout;
+        let stuck = self.stuck.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stuck.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                ErrorKind::TimedOut,
+                "the client read nothing for the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for SendTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendTimeout {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.watch(cx, poll)
+    }
 }
 
 fn log_connection_end(result: Result<(), hyper::Error>) {

@@ -31,13 +31,14 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+        let passwords = Passwords::for_this_machine(config.password_hash_queue);
         Self {
             store,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.bytes(), config.access_token_ttl)),
-            passwords: Passwords::for_this_machine(),
+            metrics: Arc::new(Metrics::new(passwords.metrics())),
+            passwords,
             links: EmbedLinks { public_base_url: config.public_base_url.clone().into() },
             self_registration: config.self_registration,
-            metrics: Arc::new(Metrics::default()),
             request_timeout: config.request_timeout,
             refresh_token_ttl: config.refresh_token_ttl,
             trusted_proxies: config.trusted_proxies.clone().into(),

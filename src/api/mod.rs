@@ -6,6 +6,8 @@ mod embed;
 mod etag;
 mod extract;
 mod operations;
+
+pub use operations::metrics_router;
 mod paging;
 mod security;
 mod tickets;

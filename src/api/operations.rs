@@ -1,6 +1,8 @@
-//! For operators: probes for orchestrators (Kubernetes-style liveness and readiness) and Prometheus
-//! metrics. None needs auth; all are cheap.
+//! For operators: probes for orchestrators (Kubernetes-style liveness and readiness), on the API's
+//! listener, and Prometheus metrics, on their own (`METRICS_ADDR`). None needs auth; the probes
+//! are cheap.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -13,7 +15,7 @@ use crate::error::Result;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -51,16 +53,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>> {
     Ok(Json(Health { status: "ready" }))
 }
 
-/// Prometheus metrics: requests and latency by route template and status, requests in flight,
-/// database pool connections, refused logins, tickets by status. Expose it to your monitoring
-/// only, not to the internet.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text",
-        body = String, example = "# TYPE tickets gauge\ntickets{status=\"open\"} 12\n# EOF\n"))
-)]
+/// `GET /metrics` alone, for the metrics listener: Prometheus text with requests and latency by
+/// route template and status, requests in flight, database pool connections, the password hashing
+/// queue, refused logins, tickets by status. Not part of the public API or its document: it
+/// counts logins and runs a query per scrape, so only the monitoring system should reach it.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(|| async { crate::error::Error::NotFound("only /metrics is served here") })
+        .with_state(state)
+}
+
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
     let text = state.metrics.render(state.store.as_ref()).await?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))

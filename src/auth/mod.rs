@@ -8,5 +8,5 @@ mod refresh;
 
 pub use extractor::{CurrentUser, VerifiedToken};
 pub use jwt::{AccessToken, Claims, JwtKeys};
-pub use password::Passwords;
+pub use password::{HashingMetrics, Passwords};
 pub use refresh::{RefreshSecret, hash_refresh_token};

@@ -3,6 +3,8 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -14,20 +16,66 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$YPbG8l/iCo3kcVj/w+0aeg$2pIUOxBhNAMvf0es0NUvqvFAw3L3JZFA8tRyK0LSyrA";
 
 /// Argon2id with OWASP's parameters (m=19 MiB, t=2, p=1), run on the blocking pool and never more
-/// at once than one fewer than the cores (at least one), so a login flood queues here and leaves a
-/// core to every other request.
+/// at once than one fewer than the cores (at least one), so a login flood leaves a core to every
+/// other request. Beyond those, at most `max_queued` hashes wait their turn; any more are refused
+/// at once with [`Error::Overloaded`] (503, `Retry-After`): a flood cannot build a queue so long
+/// that real logins time out behind it.
 #[derive(Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    /// One per hash allowed to run now.
+    running: Arc<Semaphore>,
+    /// One per hash running or waiting to.
+    admitted: Arc<Semaphore>,
+    metrics: HashingMetrics,
+}
+
+/// Live figures of the hashing queue, registered in `/metrics`.
+#[derive(Clone, Default)]
+pub struct HashingMetrics {
+    pub running: Gauge,
+    pub queued: Gauge,
+    pub max_running: Gauge,
+    pub max_queued: Gauge,
+    /// Hashes refused because the queue was full.
+    pub shed: Counter,
+}
+
+/// Keeps a gauge raised while it lives, however the work it counts ends (finished, failed, or the
+/// request dropped while waiting).
+struct Raised(Gauge);
+
+impl Raised {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Raised {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Passwords {
-    pub fn new(max_concurrent: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max_concurrent.max(1))) }
+    pub fn new(max_running: usize, max_queued: usize) -> Self {
+        let max_running = max_running.max(1);
+        let metrics = HashingMetrics::default();
+        metrics.max_running.set(i64::try_from(max_running).unwrap_or(i64::MAX));
+        metrics.max_queued.set(i64::try_from(max_queued).unwrap_or(i64::MAX));
+        Self {
+            running: Arc::new(Semaphore::new(max_running)),
+            admitted: Arc::new(Semaphore::new(max_running + max_queued)),
+            metrics,
+        }
     }
 
-    pub fn for_this_machine() -> Self {
-        Self::new(std::thread::available_parallelism().map_or(1, |cores| usize::from(cores) - 1))
+    pub fn for_this_machine(max_queued: usize) -> Self {
+        Self::new(std::thread::available_parallelism().map_or(1, |cores| usize::from(cores) - 1), max_queued)
+    }
+
+    pub fn metrics(&self) -> &HashingMetrics {
+        &self.metrics
     }
 
     /// A PHC string (`$argon2id$v=19$...`) with a fresh random salt.
@@ -57,14 +105,23 @@ impl Passwords {
     }
 
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("password hashing is shut down".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
+            self.metrics.shed.inc();
+            return Err(Error::Overloaded { retry_after: 1 });
+        };
+        let queued = Raised::new(&self.metrics.queued);
+        let shut = |_| Error::Internal("password hashing is shut down".into());
+        let permit = self.running.clone().acquire_owned().await.map_err(shut)?;
+        drop(queued);
+        let running = Raised::new(&self.metrics.running);
+        // The permits go with the work: if the request is dropped meanwhile, the hash still
+        // counts against the limits until it really ends.
+        tokio::task::spawn_blocking(move || {
+            let _held = (admitted, permit, running);
+            work()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
     }
 }
 
@@ -84,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_salted_argon2id_and_verify() {
-        let passwords = Passwords::new(2);
+        let passwords = Passwords::new(2, 0);
         let first = passwords.hash("correct horse").await.unwrap();
         let second = passwords.hash("correct horse").await.unwrap();
         assert!(first.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{first}");
@@ -95,6 +152,30 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_user_never_verifies() {
-        assert!(!Passwords::new(1).verify("anything", None).await.unwrap());
+        assert!(!Passwords::new(1, 0).verify("anything", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn beyond_the_queue_hashing_is_refused_at_once() {
+        let passwords = Passwords::new(1, 1);
+        let attempts: Vec<_> = (0..6)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.verify("guess", None).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for attempt in attempts {
+            outcomes.push(attempt.await.unwrap());
+        }
+        let refused =
+            outcomes.iter().filter(|o| matches!(o, Err(Error::Overloaded { retry_after: 1 }))).count();
+        let checked = outcomes.iter().filter(|o| matches!(o, Ok(false))).count();
+        // One runs, one waits; the other four are refused without waiting.
+        assert_eq!((checked, refused), (2, 4), "{outcomes:?}");
+        assert_eq!(passwords.metrics().shed.get(), 4);
+        assert_eq!((passwords.metrics().queued.get(), passwords.metrics().running.get()), (0, 0));
+        // Once the queue drains, hashing is admitted again.
+        assert!(passwords.verify("guess", None).await.is_ok());
     }
 }

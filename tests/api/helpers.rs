@@ -183,6 +183,8 @@ pub fn test_config_with(database_url: &str, settings: &[(&str, &str)]) -> Config
 /// The real router over a real database, with the demo users alice, bob and carol.
 pub struct TestApp {
     router: Router,
+    /// What `METRICS_ADDR` serves.
+    metrics: Router,
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub passwords: Passwords,
@@ -245,6 +247,7 @@ impl TestApp {
         Self {
             store: state.store.clone(),
             passwords: state.passwords.clone(),
+            metrics: ticketdesk::api::metrics_router(state.clone()),
             router: ticketdesk::api::router(state),
             config,
         }
@@ -294,6 +297,15 @@ impl TestApp {
 
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
         send_to(self.router.clone(), request).await
+    }
+
+    /// What the metrics listener answers to `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let response =
+            send_to(self.metrics.clone(), Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        assert!(response.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+        response.text
     }
 
     /// The router itself, e.g. to send requests from spawned tasks.

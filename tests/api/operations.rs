@@ -12,6 +12,7 @@ crate::on_both_backends!(
     the_cli_prints_the_served_openapi_document,
     metrics_count_requests_by_route_template_and_more,
     the_pool_size_is_configurable,
+    the_server_serves_metrics_only_on_the_metrics_address,
 );
 
 /// Runs the real binary against the app's database, feeding `stdin`.
@@ -120,19 +121,27 @@ async fn metrics_count_requests_by_route_template_and_more(app: TestApp) {
     app.get(&format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap()), None).await;
     app.post_form("/auth/token", "username=alice&password=nope").await;
     app.get("/no/such/route", None).await;
+    // Invented methods, each different: they must not mint series of their own.
+    for i in 0..50 {
+        let method =
+            axum::http::Method::from_bytes(format!("QQQQ{i}{}", "Q".repeat(500)).as_bytes()).unwrap();
+        app.call(method, "/healthz", None, None).await;
+    }
 
-    let response = app.get("/metrics", None).await;
-    assert_eq!(response.status, StatusCode::OK);
-    assert!(response.header("content-type").unwrap().starts_with("application/openmetrics-text"));
-    let text = response.text;
+    let text = app.metrics().await;
     for expected in [
         r#"http_requests_total{method="GET",route="/tickets/{id}",status="200"} 3"#,
         r#"http_requests_total{method="POST",route="/auth/token",status="401"} 1"#,
         r#"http_requests_total{method="GET",route="/tickets/embed/{token}",status="200"} 1"#,
         r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"http_requests_total{method="other",route="/healthz",status="405"} 50"#,
+        "password_hashes_running 0",
+        "password_hashes_queued 0",
+        "password_hashes_max_queued 32",
+        "password_hashes_shed_total 0",
         r#"http_request_duration_seconds_count{method="GET",route="/tickets/{id}",status="200"} 3"#,
         r#"http_request_duration_seconds_bucket{le="0.0005",method="GET",route="/tickets/{id}",status="200"}"#,
-        "http_requests_in_flight 1",
+        "http_requests_in_flight 0",
         "login_failures_total 1",
         r#"tickets{status="open"} 1"#,
         r#"tickets{status="closed"} 1"#,
@@ -143,6 +152,10 @@ async fn metrics_count_requests_by_route_template_and_more(app: TestApp) {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     assert!(!text.contains(ticket["embed_token"].as_str().unwrap()), "raw paths never become labels");
+    assert!(!text.contains("QQQQ"), "raw methods never become labels");
+    // Not on the public listener, whoever asks.
+    app.get("/metrics", None).await.assert_problem(StatusCode::NOT_FOUND);
+    app.get("/metrics", Some(&tokens.carol)).await.assert_problem(StatusCode::NOT_FOUND);
 }
 
 struct ThreeConnections;
@@ -166,6 +179,51 @@ async fn the_pool_size_is_configurable(AppWith(app, _): AppWith<ThreeConnections
     for read in reads {
         assert_eq!(read.await.unwrap().status, StatusCode::OK);
     }
-    let metrics = app.get("/metrics", None).await.text;
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"db_pool_connections{state="max"} 3"#), "{metrics}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET on a fresh connection; the status line, or nothing if refused.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+async fn the_server_serves_metrics_only_on_the_metrics_address(app: TestApp) {
+    let (api, metrics) = (free_port(), free_port());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ticketdesk"))
+        .env("DATABASE_URL", app.config.database_url.expose())
+        .env("BIND_ADDR", format!("127.0.0.1:{api}"))
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the ticketdesk binary runs");
+    let mut ready = false;
+    for _ in 0..200 {
+        if http_get(api, "/healthz").is_some_and(|answer| answer.starts_with("HTTP/1.1 200")) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let scraped = http_get(metrics, "/metrics").unwrap_or_default();
+    let public = http_get(api, "/metrics").unwrap_or_default();
+    let other = http_get(metrics, "/healthz").unwrap_or_default();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(ready, "the server did not come up");
+    assert!(scraped.starts_with("HTTP/1.1 200") && scraped.contains("http_requests_total"), "{scraped}");
+    assert!(scraped.contains(r#"route="/healthz""#), "the API's requests are counted: {scraped}");
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    assert!(other.starts_with("HTTP/1.1 404"), "only /metrics on the metrics address: {other}");
 }

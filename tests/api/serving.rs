@@ -17,6 +17,8 @@ crate::on_both_backends!(
     the_drain_deadline_cuts_off_requests_that_never_finish,
     a_client_that_stalls_in_its_headers_is_disconnected,
     oversized_request_heads_are_refused,
+    a_client_that_stops_reading_is_disconnected,
+    connections_beyond_the_cap_get_503_and_the_rest_are_served,
 );
 
 struct RunningServer {
@@ -53,6 +55,8 @@ impl RunningServer {
 fn options(header_read_timeout: u64, drain_deadline: u64) -> ServeOptions {
     ServeOptions {
         header_read_timeout: Duration::from_secs(header_read_timeout),
+        send_timeout: Duration::from_secs(10),
+        max_connections: 100,
         drain_deadline: Duration::from_secs(drain_deadline),
     }
 }
@@ -190,4 +194,74 @@ async fn oversized_request_heads_are_refused(app: TestApp) {
     let huge =
         send(format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Padding: {}\r\n\r\n", "x".repeat(70_000))).await;
     assert!(huge.starts_with("HTTP/1.1 431"), "{huge}");
+}
+
+async fn a_client_that_stops_reading_is_disconnected(app: TestApp) {
+    // Long header and drain timeouts: only the send timeout can end this connection.
+    let server =
+        RunningServer::start(&app, ServeOptions { send_timeout: Duration::from_secs(1), ..options(60, 60) })
+            .await;
+    let mut greedy = server.connect().await;
+    // Pipelined requests for the 1.5 MB Swagger bundle, never read: far more than socket buffers hold.
+    let requests = 40;
+    let request = b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: test\r\n\r\n".repeat(requests);
+    greedy.write_all(&request).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Now read: what was buffered arrives, then the connection ends, well before all 40 answers.
+    let mut received = 0usize;
+    let mut buffer = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match greedy.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was still open");
+    let bundle = app.get("/docs/swagger-ui-bundle.js", None).await.text.len();
+    assert!(bundle > 1_000_000, "{bundle}");
+    assert!(received < bundle * requests / 2, "{received} bytes of {}", bundle * requests);
+    // The server itself is fine.
+    let mut next = server.connect().await;
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut next).await.starts_with("HTTP/1.1 200"));
+}
+
+async fn connections_beyond_the_cap_get_503_and_the_rest_are_served(app: TestApp) {
+    let server = RunningServer::start(&app, ServeOptions { max_connections: 2, ..options(5, 1) }).await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut first = server.connect().await;
+    let mut second = server.connect().await;
+    for open in [&mut first, &mut second] {
+        open.write_all(healthz).await.unwrap();
+        assert!(read_response(open).await.starts_with("HTTP/1.1 200"));
+    }
+    // Both stay open (keep-alive): a third is answered 503 and closed.
+    let mut third = server.connect().await;
+    third.write_all(healthz).await.unwrap();
+    let refused = read_response(&mut third).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("application/problem+json") && refused.contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("too many open connections"), "{refused}");
+    let closed = tokio::time::timeout(Duration::from_secs(3), read_response(&mut third)).await;
+    assert_eq!(closed.expect("the refused connection was closed"), "");
+    // The open ones keep working; once one closes, a new connection is served.
+    second.write_all(healthz).await.unwrap();
+    assert!(read_response(&mut second).await.starts_with("HTTP/1.1 200"));
+    drop(first);
+    let mut served = None;
+    for _ in 0..50 {
+        let mut fourth = server.connect().await;
+        fourth.write_all(healthz).await.unwrap();
+        let answer = read_response(&mut fourth).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            served = Some(answer);
+            break;
+        }
+        // The server may not have seen the first close yet.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served.is_some(), "a freed slot was never reused");
 }

@@ -20,7 +20,7 @@ async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDat
         .map(|start| start.unwrap_or_else(|e| panic!("a concurrent start-up failed: {e}")))
         .collect();
     // Every replica sees one schema: a user written through one is read through the others.
-    let passwords = ticketdesk::auth::Passwords::new(1);
+    let passwords = ticketdesk::auth::Passwords::new(1, 0);
     assert_eq!(ensure_demo_users(stores[0].as_ref(), &passwords).await.unwrap().len(), 3);
     for store in &stores {
         assert_eq!(store.users(&UserFilter::default(), None, 100).await.unwrap().len(), 3);

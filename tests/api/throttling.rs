@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::helpers::{TestApp, TestResponse, login_request_from, send_to};
+use crate::helpers::{AppWith, Settings, TestApp, TestResponse, login_request_from, send_to};
 
 crate::on_both_backends!(
     five_failures_lock_that_account_from_that_address_only_and_briefly,
@@ -12,6 +12,7 @@ crate::on_both_backends!(
     failures_count_across_replicas,
     parallel_guesses_are_all_counted,
     one_address_spraying_many_accounts_is_locked,
+    a_login_flood_beyond_the_hashing_queue_is_shed_at_once,
 );
 
 const ATTACKER: &str = "203.0.113.66";
@@ -93,4 +94,42 @@ async fn one_address_spraying_many_accounts_is_locked(app: TestApp) {
     }
     assert_throttled(&app.login_from(ATTACKER, "bob", "bob123").await);
     assert_eq!(app.login_from(REAL_USER, "bob", "bob123").await.status, StatusCode::OK);
+}
+
+struct NoHashingQueue;
+
+impl Settings for NoHashingQueue {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("PASSWORD_HASH_QUEUE", "0")];
+}
+
+async fn a_login_flood_beyond_the_hashing_queue_is_shed_at_once(AppWith(app, _): AppWith<NoHashingQueue>) {
+    // Each from its own address, so throttling does not stop them first.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let flood: Vec<_> = (0..4 * cores)
+        .map(|i| {
+            let router = app.router();
+            let guess = login_request_from(&format!("203.0.113.{}", i + 1), "alice", "guess");
+            tokio::spawn(async move { send_to(router, guess).await })
+        })
+        .collect();
+    let (mut checked, mut shed) = (0, 0);
+    for response in flood {
+        let response = response.await.unwrap();
+        match response.status {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                let detail = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+                assert!(detail.contains("busy"), "{detail}");
+                assert_eq!(response.header("retry-after"), Some("1"));
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {}", response.text),
+        }
+    }
+    assert!(checked >= 1 && shed >= 1, "{checked} checked, {shed} shed");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(&format!("password_hashes_shed_total {shed}\n")), "{metrics}");
+    assert!(metrics.contains("password_hashes_queued 0\n"), "{metrics}");
+    // Once the flood has passed, logins work again.
+    assert_eq!(app.login_from(REAL_USER, "alice", "alice123").await.status, StatusCode::OK);
 }
