@@ -91,13 +91,22 @@ fn client_address(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr])
         .map(str::trim)
         .collect();
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return network_of(ip),
-            Err(_) => break,
+        match forwarded_address(hop) {
+            Some(ip) if trusted.contains(&ip) => continue,
+            Some(ip) => return network_of(ip),
+            None => break,
         }
     }
     network_of(peer)
+}
+
+/// One `X-Forwarded-For` entry as proxies write them: `203.0.113.7`, `203.0.113.7:41234`,
+/// `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`; the port, if any, is dropped.
+fn forwarded_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|socket| socket.ip()))
+        .ok()
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// What one client controls: an IPv4 address, or an IPv6 /64 (one host usually gets a whole /64,
@@ -179,6 +188,30 @@ mod tests {
         assert_eq!(client_address(Some(proxy), &HeaderMap::new(), &trusted), "127.0.0.1");
         assert_eq!(client_address(Some(proxy), &forwarded(&["garbage"]), &trusted), "127.0.0.1");
         assert_eq!(client_address(None, &headers, &trusted), "unknown");
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_or_brackets_name_their_client() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        for (entry, client) in [
+            ("203.0.113.7:41234", "203.0.113.7"),
+            ("[2001:db8:1:2::7]", "2001:db8:1:2::/64"),
+            ("[2001:db8:1:2::7]:443", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2::7", "2001:db8:1:2::/64"),
+        ] {
+            assert_eq!(client_address(Some(proxy), &forwarded(&[entry]), &[proxy]), client, "{entry}");
+        }
+        // Two clients behind one proxy keep two keys.
+        let a = client_address(Some(proxy), &forwarded(&["203.0.113.7:1"]), &[proxy]);
+        let b = client_address(Some(proxy), &forwarded(&["198.51.100.9:1"]), &[proxy]);
+        assert_ne!(a, b);
+        for garbage in ["[203.0.113.7", "203.0.113.7:", "[::1]x", "unknown"] {
+            assert_eq!(
+                client_address(Some(proxy), &forwarded(&[garbage]), &[proxy]),
+                "10.0.0.2",
+                "{garbage}"
+            );
+        }
     }
 
     #[test]

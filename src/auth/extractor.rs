@@ -12,8 +12,8 @@ use crate::store::Store;
 /// The authenticated caller. A handler that takes it cannot run without a valid bearer token.
 ///
 /// JWTs cannot be revoked, so the user is reloaded on every request: a deactivated user, or a
-/// token issued before the last password change, is refused at once, and the role comes from the
-/// database, not from the token.
+/// token issued before the last password change or deactivation, is refused at once, and the
+/// role comes from the database, not from the token.
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub User);
 
@@ -42,14 +42,16 @@ pub struct VerifiedToken {
 
 impl VerifiedToken {
     /// The token's user, if they may still act: they exist, are active, and the token is not
-    /// older than their last password change.
+    /// older than their last password change or deactivation.
     pub fn admit(self, user: Option<User>) -> Result<User> {
         let user = user.ok_or(Error::invalid_token("the access token's user no longer exists"))?;
         if !user.active {
             return Err(Error::invalid_token("this account is deactivated"));
         }
         if user.token_version != self.token_version {
-            return Err(Error::invalid_token("the access token was issued before the last password change"));
+            return Err(Error::invalid_token(
+                "the access token was issued before the account's last password change or deactivation",
+            ));
         }
         Ok(user)
     }

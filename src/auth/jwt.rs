@@ -8,6 +8,10 @@ use crate::error::{Error, Result};
 
 const ISSUER: &str = "ticketdesk";
 
+/// How far ahead of ours another server's clock may be: a token whose `iat` or `nbf` lies further
+/// in the future is refused (it was made by a wrong clock, or forged to outlive its key).
+pub const CLOCK_SKEW_SECS: u64 = 10;
+
 /// What an access token says. The role is informative: the extractor reloads the user, so the
 /// database, not an old token, decides what a request may do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +24,9 @@ pub struct Claims {
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
+    /// Not before: we never set it, but a token that carries one is held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 pub struct AccessToken {
@@ -27,8 +34,9 @@ pub struct AccessToken {
     pub expires_in: u64,
 }
 
-/// HS256 signing and strict verification: only HS256 is accepted (never `none`), and `exp`,
-/// `iat`, `sub` and our issuer are required, with no leeway on expiry.
+/// HS256 signing and strict verification: only HS256 is accepted (never `none`, nor any other
+/// algorithm: none other is even built, see `hs256`), and `exp`, `iat`, `sub` and our issuer are
+/// required, with no leeway on expiry and [`CLOCK_SKEW_SECS`] on `iat` and `nbf`.
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -38,6 +46,8 @@ pub struct JwtKeys {
 
 impl JwtKeys {
     pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        // Fails only if it is installed already, which is as good.
+        let _ = super::hs256::PROVIDER.install_default();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
         validation.set_issuer(&[ISSUER]);
@@ -59,6 +69,7 @@ impl JwtKeys {
             iss: ISSUER.to_owned(),
             iat,
             exp: iat + self.ttl.as_secs(),
+            nbf: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("signing a token failed: {e}")))?;
@@ -72,6 +83,10 @@ impl JwtKeys {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| invalid())?
             .claims;
+        let latest = jsonwebtoken::get_current_timestamp() + CLOCK_SKEW_SECS;
+        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(invalid());
+        }
         Ok((claims.sub.parse().map_err(|_| invalid())?, claims.ver))
     }
 }

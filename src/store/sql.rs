@@ -140,18 +140,22 @@ macro_rules! impl_store {
                 change: &$crate::domain::UserChange,
             ) -> $crate::error::Result<$crate::domain::User> {
                 let mut tx = self.pool.begin_with($begin_write).await?;
+                // Deactivation retires every token issued before it, access tokens through
+                // token_version and refresh tokens below: reactivating revives none of them.
+                let deactivating = change.active == Some(false);
                 let user: $crate::domain::User = sqlx::query_as(concat!(
-                    "UPDATE users SET role = COALESCE($2, role), active = COALESCE($3, active) WHERE id = $1 RETURNING ",
+                    "UPDATE users SET role = COALESCE($2, role), active = COALESCE($3, active),
+                     token_version = token_version + $4 WHERE id = $1 RETURNING ",
                     $crate::store::sql::user_columns!()
                 ))
                 .bind(id)
                 .bind(change.role.map($crate::domain::Role::as_str))
                 .bind(change.active)
+                .bind(i32::from(deactivating))
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or($crate::error::Error::NotFound("user not found"))?;
-                // Deactivation ends every session for good: reactivating does not revive them.
-                if change.active == Some(false) {
+                if deactivating {
                     sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
                         .bind(id)
                         .bind($crate::store::now())

@@ -88,7 +88,9 @@ fn push_text_search(sql: &mut sqlx::QueryBuilder<sqlx::Sqlite>, text: &str) {
         .push_bind(terms.clone())
         .push(" UNION SELECT c.ticket_id FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH ")
         .push_bind(terms)
-        .push(")");
+        // The index holds public comments only, but a rebuild ('rebuild' reads every row of its
+        // content table) would add internal notes: the query keeps them out by itself.
+        .push(" AND NOT c.internal)");
 }
 
 /// Each word as a quoted FTS5 string, so that no input is read as FTS5 query syntax.

@@ -177,6 +177,19 @@ async fn full_text_search_covers_subject_description_and_public_comments(app: Te
         "search stays within what one may see"
     );
     assert_eq!(list(&app, &carol, "/tickets/?q=invoice&priority=low&status=open").await, [billing]);
+
+    // Rebuilding SQLite's comment index reads every comment, internal notes too; the query still
+    // keeps them out. (Postgres has no separate index to rebuild; the same search runs there.)
+    if app.config.database_url.expose().starts_with("sqlite") {
+        app.execute("INSERT INTO comments_fts (comments_fts) VALUES ('rebuild')").await;
+        let indexed = app
+            .texts("SELECT CAST(count(*) AS TEXT) FROM comments_fts WHERE comments_fts MATCH 'escalate'")
+            .await;
+        assert_eq!(indexed, ["1"], "the rebuilt index holds the internal note");
+    }
+    for (token, url) in [(&carol, "/tickets/?q=escalate"), (&alice, "/tickets/my?q=escalate%20finance")] {
+        assert_eq!(list(&app, token, url).await, Vec::<i64>::new(), "internal notes never match: {url}");
+    }
 }
 
 async fn search_takes_any_text_without_error(app: TestApp) {

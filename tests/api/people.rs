@@ -117,6 +117,10 @@ async fn a_deactivated_user_is_locked_out_at_once(app: TestApp) {
     patch_user(&app, &tokens.carol, &alice_id, json!({"active": true})).await;
     let again = app.login("alice", "alice123").await;
     assert_eq!(app.get("/tickets/my", Some(&again)).await.status, StatusCode::OK, "reactivated");
+    // A token from before the deactivation stays dead: reactivating revives no old session.
+    for path in ["/tickets/my".to_owned(), format!("/tickets/{ticket}")] {
+        app.get(&path, Some(&tokens.alice)).await.assert_problem(StatusCode::UNAUTHORIZED);
+    }
 }
 
 async fn deactivated_agents_cannot_be_assigned(app: TestApp) {

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
 use crate::helpers::{JWT_SECRET, TestApp};
@@ -19,8 +19,47 @@ fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
+#[derive(Clone, Copy)]
+enum Algorithm {
+    HS256,
+    HS384,
+    HS512,
+}
+
+/// Signs as any HMAC algorithm would, so that a refusal is about the algorithm, not the signature.
 fn sign(claims: &Value, secret: &[u8], alg: Algorithm) -> String {
-    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
+    let name = match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+    };
+    sign_with_header(&json!({"alg": name, "typ": "JWT"}), claims, secret, alg)
+}
+
+fn sign_with_header(header: &Value, claims: &Value, secret: &[u8], alg: Algorithm) -> String {
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let bytes = message.as_bytes();
+    let signature = match alg {
+        Algorithm::HS256 => Hmac::<sha2::Sha256>::new_from_slice(secret)
+            .unwrap()
+            .chain_update(bytes)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        Algorithm::HS384 => Hmac::<sha2::Sha384>::new_from_slice(secret)
+            .unwrap()
+            .chain_update(bytes)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+        Algorithm::HS512 => Hmac::<sha2::Sha512>::new_from_slice(secret)
+            .unwrap()
+            .chain_update(bytes)
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+    };
+    format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 fn b64(value: &Value) -> String {
@@ -37,6 +76,10 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
     // Sanity: a token we sign like the server does is accepted, so refusals below mean something.
     let genuine = sign(&claims(alice_id, now() + 600), secret, Algorithm::HS256);
     assert_eq!(app.get("/users/me", Some(&genuine)).await.status, StatusCode::OK);
+    // A few seconds of clock skew between servers are allowed (CLOCK_SKEW_SECS), no more.
+    let skewed = json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now() + 5, "nbf": now() + 5, "exp": now() + 600});
+    let skewed = sign(&skewed, secret, Algorithm::HS256);
+    assert_eq!(app.get("/users/me", Some(&skewed)).await.status, StatusCode::OK, "within the skew");
 
     let [header, _, signature]: [&str; 3] = alice.split('.').collect::<Vec<_>>().try_into().unwrap();
     let as_carol = json!({"sub": carol_id.to_string(), "role": "admin", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
@@ -51,7 +94,43 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
                 Algorithm::HS256,
             ),
         ),
-        ("other HMAC alg", sign(&claims(alice_id, now() + 600), secret, Algorithm::HS512)),
+        ("HS512", sign(&claims(alice_id, now() + 600), secret, Algorithm::HS512)),
+        ("HS384", sign(&claims(alice_id, now() + 600), secret, Algorithm::HS384)),
+        // RS256 verified with the HMAC secret as a "public key": the classic confusion attack.
+        (
+            "RS256 header",
+            sign_with_header(
+                &json!({"alg": "RS256", "typ": "JWT"}),
+                &claims(alice_id, now() + 600),
+                secret,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "ES256 header",
+            sign_with_header(
+                &json!({"alg": "ES256", "typ": "JWT"}),
+                &claims(alice_id, now() + 600),
+                secret,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "issued in the future",
+            sign(
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now() + 60, "exp": now() + 600}),
+                secret,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "not valid before a future time",
+            sign(
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "nbf": now() + 60, "exp": now() + 600}),
+                secret,
+                Algorithm::HS256,
+            ),
+        ),
         ("expired", sign(&claims(alice_id, now() - 5), secret, Algorithm::HS256)),
         (
             "no exp",
