@@ -397,6 +397,9 @@ macro_rules! impl_store {
                 }
 
                 let after = change.apply_to(&current);
+                // `updated_at` (and with it the ETag and the embed's `last_updated`) is what
+                // customers and the embed see move: a change only staff can see leaves it.
+                let updated_at = if events.iter().all(|event| event.internal) { current.updated_at } else { now };
                 let embed_token = if change.rotate_embed_token { uuid::Uuid::new_v4() } else { current.embed_token };
                 let ticket = sqlx::query_as(concat!(
                     "UPDATE tickets SET status = $2, priority = $3, assigned_to = $4, embed_token = $5, updated_at = $6
@@ -408,7 +411,7 @@ macro_rules! impl_store {
                 .bind(after.priority.as_str())
                 .bind(after.assigned_to)
                 .bind(embed_token)
-                .bind(now)
+                .bind(updated_at)
                 .fetch_one(&mut *tx)
                 .await?;
 

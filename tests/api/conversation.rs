@@ -8,6 +8,7 @@ crate::on_both_backends!(
     a_customer_reply_reopens_a_resolved_ticket,
     nobody_comments_on_a_closed_ticket,
     strangers_cannot_read_or_write_a_conversation,
+    an_internal_note_changes_nothing_customers_or_the_embed_can_see,
 );
 
 async fn comment(app: &TestApp, token: &str, id: i64, body: Value) -> crate::helpers::TestResponse {
@@ -100,4 +101,52 @@ async fn strangers_cannot_read_or_write_a_conversation(app: TestApp) {
     comment(&app, &tokens.alice, id + 1000, json!({"body": "hi"}))
         .await
         .assert_problem(StatusCode::NOT_FOUND);
+}
+
+async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let ticket = app.create_ticket(&tokens.alice, "Quietly discussed").await;
+    let id = ticket["id"].as_i64().unwrap();
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let embed = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let seen = |token: Option<String>| {
+        let path = token.as_ref().map_or(embed.clone(), |_| format!("/tickets/{id}"));
+        let app = &app;
+        async move {
+            let response = app.get(&path, token.as_deref()).await;
+            assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+            let time =
+                if token.is_some() { &response.json["updated_at"] } else { &response.json["last_updated"] };
+            (time.as_str().unwrap().to_owned(), response.header("etag").unwrap().to_owned())
+        }
+    };
+    let customer_before = seen(Some(tokens.alice.clone())).await;
+    let embed_before = seen(None).await;
+    let staff_before = seen(Some(tokens.bob.clone())).await;
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let note = comment(&app, &tokens.bob, id, json!({"body": "Refund fraud?", "internal": true})).await;
+    assert_eq!(note.status, StatusCode::CREATED, "{}", note.text);
+    assert_eq!(seen(Some(tokens.alice.clone())).await, customer_before, "the customer learns nothing");
+    assert_eq!(seen(None).await, embed_before, "nor does anyone with the embed link");
+    assert_eq!(seen(Some(tokens.bob.clone())).await, staff_before, "the ticket itself did not change");
+    let polled = app
+        .send(
+            axum::http::Request::get(&embed)
+                .header("if-none-match", &embed_before.1)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(polled.status, StatusCode::NOT_MODIFIED, "a poller sees no change");
+    // Staff still see the note in the history.
+    let events = app.get(&format!("/tickets/{id}/events"), Some(&tokens.bob)).await.json;
+    assert!(events.as_array().unwrap().iter().any(|e| e["internal"] == true), "{events}");
+
+    // A public reply is a visible change: both move.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    comment(&app, &tokens.bob, id, json!({"body": "We are on it"})).await;
+    let customer_after = seen(Some(tokens.alice.clone())).await;
+    assert!(customer_after.0 > customer_before.0 && customer_after.1 != customer_before.1);
+    assert_ne!(seen(None).await, embed_before);
 }
