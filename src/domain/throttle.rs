@@ -82,6 +82,8 @@ pub fn keys_for(username: &str, address: &str) -> Vec<ThrottleKey> {
         rule,
         key: format!("{}:{}", rule.name, &super::sha256_hex(parts)[..32]),
     };
+    // Usernames are matched regardless of case, so `Alice` and `ALICE` are one account here too.
+    let username = username.to_ascii_lowercase();
     let (username, address) = (username.as_bytes(), address.as_bytes());
     vec![key(ACCOUNT_FROM_ADDRESS, &[username, address]), key(ACCOUNT, &[username]), key(ADDRESS, &[address])]
 }
@@ -170,6 +172,7 @@ mod tests {
         assert!(keys.iter().all(|k| !k.key.contains("alice") && !k.key.contains("203.0")));
         assert_eq!(keys[1], keys_for("alice", "198.51.100.1")[1], "the account key ignores the address");
         assert_ne!(keys[0], keys_for("alice", "198.51.100.1")[0]);
+        assert_eq!(keys, keys_for("ALIce", "203.0.113.9"), "one account whatever the case");
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(keys_for("ab", "c")[0], keys_for("a", "bc")[0]);
     }

@@ -83,10 +83,12 @@ macro_rules! impl_store {
                 if username.contains('\0') {
                     return Ok(None);
                 }
+                // Usernames are unique regardless of case (ASCII only: nothing else is allowed in
+                // one), and found the same way, through the unique index on lower(username).
                 let credentials = sqlx::query_as(concat!(
-                    "SELECT ", $crate::store::sql::user_columns!(), ", password_hash FROM users WHERE username = $1"
+                    "SELECT ", $crate::store::sql::user_columns!(), ", password_hash FROM users WHERE lower(username) = $1"
                 ))
-                .bind(username)
+                .bind(username.to_ascii_lowercase())
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(credentials)

@@ -64,9 +64,61 @@ async fn open_and_migrate(
         .connect_with(options)
         .await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    refuse_usernames_differing_only_in_case(&mut tx).await?;
     MIGRATOR.run(&mut *tx).await?;
     tx.commit().await?;
     Ok(pool)
+}
+
+/// What migration 0004 does on Postgres, where it can: before usernames become unique
+/// regardless of case, refuse to migrate a database holding names that differ only in case, and
+/// name them, so an operator knows which accounts to rename.
+async fn refuse_usernames_differing_only_in_case(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    // Only while 0004 is pending on an existing database (a new one has no _sqlx_migrations yet).
+    let migrated_before: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    if !migrated_before {
+        return Ok(());
+    }
+    let pending: bool =
+        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = 4)")
+            .fetch_one(&mut **tx)
+            .await?;
+    if !pending {
+        return Ok(());
+    }
+    let clashing: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT username, id FROM users WHERE lower(username) IN
+         (SELECT lower(username) FROM users GROUP BY lower(username) HAVING count(*) > 1)
+         ORDER BY lower(username), username",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    if clashing.is_empty() {
+        return Ok(());
+    }
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for (i, (name, id)) in clashing.iter().enumerate() {
+        let same_as_previous = i > 0 && clashing[i - 1].0.eq_ignore_ascii_case(name);
+        if !same_as_previous {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("a group was pushed").push(format!("{name} (id {id})"));
+    }
+    let names: Vec<String> = groups.iter().map(|group| group.join(", ")).collect();
+    Err(sqlx::migrate::MigrateError::Source(
+        format!(
+            "usernames must be unique regardless of case, but these differ only in case: {}; rename all \
+             but one of each (UPDATE users SET username = ... WHERE id = ...), then start the server again",
+            names.join("; ")
+        )
+        .into(),
+    ))
 }
 
 fn is_busy(error: &sqlx::migrate::MigrateError) -> bool {

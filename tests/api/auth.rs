@@ -12,6 +12,7 @@ crate::on_both_backends!(
     users_me_needs_a_token,
     admins_find_agents_to_assign,
     only_admins_list_users,
+    usernames_are_one_account_whatever_their_case,
 );
 
 async fn each_demo_user_logs_in_and_gets_a_bearer_token_for_their_role(app: TestApp) {
@@ -98,4 +99,27 @@ async fn only_admins_list_users(app: TestApp) {
         app.get("/users?role=agent", Some(&token)).await.assert_problem(StatusCode::FORBIDDEN);
     }
     app.get("/users", None).await.assert_problem(StatusCode::UNAUTHORIZED);
+}
+
+async fn usernames_are_one_account_whatever_their_case(app: TestApp) {
+    let carol = app.login("carol", "carol123").await;
+    for taken in ["Alice", "ALICE", "aLiCe"] {
+        let body = json!({"username": taken, "password": "a long passphrase", "role": "customer"});
+        let response = app.call(Method::POST, "/users", Some(&carol), Some(body)).await;
+        response.assert_problem(StatusCode::CONFLICT);
+    }
+    // A name keeps the case it was created with, and logs in with any.
+    let body = json!({"username": "DaveOps", "password": "a long passphrase", "role": "agent"});
+    let created = app.call(Method::POST, "/users", Some(&carol), Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(created.json["username"], "DaveOps");
+    for spelling in ["daveops", "DAVEOPS", "DaveOps"] {
+        let token = app.login(spelling, "a%20long%20passphrase").await;
+        assert_eq!(app.get("/users/me", Some(&token)).await.json["username"], "DaveOps");
+    }
+    // Guesses under other spellings count against the one account.
+    for spelling in ["Alice", "ALICE", "aLICE", "alicE", "ALIce"] {
+        app.login_from("203.0.113.50", spelling, "guess").await.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    app.login_from("203.0.113.50", "alice", "alice123").await.assert_problem(StatusCode::TOO_MANY_REQUESTS);
 }

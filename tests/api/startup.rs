@@ -7,7 +7,8 @@ use crate::helpers::{EmptyDatabase, test_config};
 
 crate::on_both_backends!(
     replicas_starting_together_migrate_once_and_all_work,
-    demo_users_exist_only_when_asked_for_and_once
+    demo_users_exist_only_when_asked_for_and_once,
+    a_database_with_names_differing_only_in_case_is_not_migrated,
 );
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
@@ -49,4 +50,61 @@ async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) 
     assert_eq!(before.password_hash, after.password_hash, "existing users are left untouched");
     assert_eq!(before.user, after.user);
     assert_eq!(again.users(&UserFilter::default(), None, 100).await.unwrap().len(), 3);
+}
+
+/// A database as the previous release left it (migrations 1 to 3), holding names that differ only
+/// in case: the new release refuses to migrate it, and names them.
+async fn a_database_with_names_differing_only_in_case_is_not_migrated(database: EmptyDatabase) {
+    use sqlx::Connection;
+    let backend = if database.url.starts_with("sqlite") { "sqlite" } else { "postgres" };
+    let mut migrator =
+        sqlx::migrate::Migrator::new(std::path::Path::new(&format!("migrations/{backend}"))).await.unwrap();
+    migrator.migrations = std::borrow::Cow::Owned(migrator.migrations[..3].to_vec());
+    let insert = "INSERT INTO users (username, password_hash, role, created_at) VALUES
+        ('alice', 'x', 'customer', '2026-01-01T00:00:00Z'), ('Alice', 'x', 'customer', '2026-01-01T00:00:00Z'),
+        ('bob', 'x', 'agent', '2026-01-01T00:00:00Z'), ('BOB', 'x', 'agent', '2026-01-01T00:00:00Z'),
+        ('carol', 'x', 'admin', '2026-01-01T00:00:00Z')";
+    if backend == "sqlite" {
+        let options: sqlx::sqlite::SqliteConnectOptions = database.url.parse().unwrap();
+        let mut connection =
+            sqlx::SqliteConnection::connect_with(&options.create_if_missing(true)).await.unwrap();
+        migrator.run(&mut connection).await.unwrap();
+        sqlx::raw_sql(insert).execute(&mut connection).await.unwrap();
+    } else {
+        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        migrator.run(&mut connection).await.unwrap();
+        sqlx::raw_sql(insert).execute(&mut connection).await.unwrap();
+    }
+    let url = DatabaseUrl::new(database.url.clone());
+    let refused = ticketdesk::store::connect(&url, &PoolSettings::default()).await.err().expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("differ only in case"), "{message}");
+    assert!(
+        message.contains("Alice (id 2), alice (id 1)") && message.contains("BOB (id 4), bob (id 3)"),
+        "{message}"
+    );
+    assert!(!message.contains("carol"), "{message}");
+
+    // Once an operator renames one of each, it migrates, and the names are unique whatever the case.
+    if backend == "sqlite" {
+        let mut connection = sqlx::SqliteConnection::connect(&database.url).await.unwrap();
+        sqlx::raw_sql("UPDATE users SET username = 'alice2' WHERE id = 2; UPDATE users SET username = 'bob2' WHERE id = 4")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    } else {
+        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        sqlx::raw_sql("UPDATE users SET username = 'alice2' WHERE id = 2; UPDATE users SET username = 'bob2' WHERE id = 4")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    let store = ticketdesk::store::connect(&url, &PoolSettings::default()).await.expect("migrated");
+    let passwords = ticketdesk::auth::Passwords::new(1, 0);
+    let taken = ticketdesk::domain::NewUser {
+        username: "CAROL".to_owned(),
+        password_hash: passwords.hash("a long passphrase").await.unwrap(),
+        role: ticketdesk::domain::Role::Customer,
+    };
+    assert!(matches!(store.create_user(&taken).await, Err(ticketdesk::error::Error::Conflict(_))));
 }
