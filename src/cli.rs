@@ -131,7 +131,7 @@ pub async fn run_user_command(
         UserCommand::SetPassword { username } => {
             let id = user_id(store.as_ref(), &username).await?;
             let password = read_new_password(input, &username)?;
-            store.set_password(id, &passwords.hash(password.as_str()).await?).await?;
+            store.set_password(id, &passwords.hash(password.as_str()).await?, &[]).await?;
             written(writeln!(out, "password of {username} changed; their earlier tokens no longer work"))
         }
         UserCommand::Deactivate { username } => {

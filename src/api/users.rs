@@ -6,10 +6,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::allow;
-use super::extract::{Json, Path, Query};
+use super::extract::{ClientAddress, Json, Path, Query};
 use super::paging::Page;
 use crate::auth::CurrentUser;
-use crate::domain::{NewPassword, NewUser, Role, User, UserChange, UserId, Username, access};
+use crate::domain::{NewPassword, NewUser, Role, User, UserChange, UserId, Username, access, throttle};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::UserFilter;
@@ -214,6 +214,10 @@ struct ChangePassword {
 }
 
 /// Change your own password. Every token issued before stops working (log in again).
+///
+/// A wrong `current_password` counts as a failed login for your account from your address, so
+/// a stolen access token cannot be used to guess the password faster than logins could (429 with
+/// `Retry-After` once locked).
 #[utoipa::path(
     put,
     path = "/users/me/password",
@@ -225,19 +229,24 @@ struct ChangePassword {
         super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
+        (status = 429, response = super::docs::TooManyRequests),
     )
 )]
 async fn change_own_password(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ClientAddress(address): ClientAddress,
     Json(body): Json<ChangePassword>,
 ) -> Result<StatusCode> {
     let new_password = NewPassword::parse(&body.new_password, &user.username).map_err(Error::Validation)?;
+    // Counted before the password is checked, exactly as a login is.
+    let throttle_keys = throttle::keys_for(&user.username, &address);
+    state.store.admit_login(&throttle_keys).await?;
     let stored = state.store.user_credentials(&user.username).await?.map(|c| c.password_hash);
     if !state.passwords.verify(&body.current_password, stored).await? {
         return Err(Error::Forbidden("current_password is incorrect"));
     }
     let hash = state.passwords.hash(new_password.as_str()).await?;
-    state.store.set_password(user.id, &hash).await?;
+    state.store.set_password(user.id, &hash, &throttle_keys).await?;
     Ok(StatusCode::NO_CONTENT)
 }

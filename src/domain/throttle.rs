@@ -6,11 +6,20 @@
 //! briefly, so a guesser spread over many addresses is slowed while the real user, who logs in
 //! from an address with no failures, waits at most [`ACCOUNT`]'s `max_lock`. The address alone
 //! catches one source spraying many accounts.
+//!
+//! Locks are also a weapon: a few addresses could keep a known account locked for everyone by one
+//! guess each time the account's lock expires. So an account-and-address pair that has logged in
+//! successfully within [`KNOWN_SOURCE_LIFETIME`] is a known source, judged by its own counter only
+//! (the rules with `counts_known_sources`): the real user, from where they usually log in, is not
+//! locked out by guesses made elsewhere. From a new address they still wait out the account's lock.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// Failures older than this are forgotten.
 pub const WINDOW: TimeDelta = TimeDelta::minutes(15);
+
+/// How long a successful login keeps its account-and-address pair a known source.
+pub const KNOWN_SOURCE_LIFETIME: TimeDelta = TimeDelta::days(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleRule {
@@ -22,6 +31,8 @@ pub struct ThrottleRule {
     pub max_lock: TimeDelta,
     /// What a successful login does to this key's counter.
     pub on_success: OnSuccess,
+    /// Whether it also counts attempts from a known source (see the module's notes).
+    pub counts_known_sources: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +50,7 @@ pub const ACCOUNT_FROM_ADDRESS: ThrottleRule = ThrottleRule {
     first_lock: TimeDelta::seconds(1),
     max_lock: TimeDelta::minutes(15),
     on_success: OnSuccess::Forget,
+    counts_known_sources: true,
 };
 
 pub const ACCOUNT: ThrottleRule = ThrottleRule {
@@ -47,6 +59,7 @@ pub const ACCOUNT: ThrottleRule = ThrottleRule {
     first_lock: TimeDelta::seconds(1),
     max_lock: TimeDelta::seconds(30),
     on_success: OnSuccess::Forget,
+    counts_known_sources: false,
 };
 
 pub const ADDRESS: ThrottleRule = ThrottleRule {
@@ -55,6 +68,7 @@ pub const ADDRESS: ThrottleRule = ThrottleRule {
     first_lock: TimeDelta::seconds(1),
     max_lock: TimeDelta::minutes(15),
     on_success: OnSuccess::TakeBack,
+    counts_known_sources: false,
 };
 
 /// A key's counter as stored.
@@ -86,6 +100,18 @@ pub fn keys_for(username: &str, address: &str) -> Vec<ThrottleKey> {
     let username = username.to_ascii_lowercase();
     let (username, address) = (username.as_bytes(), address.as_bytes());
     vec![key(ACCOUNT_FROM_ADDRESS, &[username, address]), key(ACCOUNT, &[username]), key(ADDRESS, &[address])]
+}
+
+/// The key naming an attempt's account-and-address pair, under which a successful login is
+/// remembered as a known source; none for attempts that name no account.
+pub fn source_key(keys: &[ThrottleKey]) -> Option<&str> {
+    keys.iter().find(|key| key.rule == ACCOUNT_FROM_ADDRESS).map(|key| key.key.as_str())
+}
+
+/// The keys an attempt is counted against: all of them, or, from a known source, only those that
+/// count known sources.
+pub fn counted(keys: &[ThrottleKey], known_source: bool) -> impl Iterator<Item = &ThrottleKey> {
+    keys.iter().filter(move |key| !known_source || key.rule.counts_known_sources)
 }
 
 impl ThrottleRule {
@@ -162,6 +188,15 @@ mod tests {
         let counter = Counter { failures: 30, last_attempt: at(0), locked_until: Some(at(900)) };
         let later = at(0) + WINDOW;
         assert_eq!(ACCOUNT_FROM_ADDRESS.admit(Some(counter), later).unwrap().failures, 1);
+    }
+
+    #[test]
+    fn a_known_source_is_judged_by_its_own_counter_only() {
+        let keys = keys_for("alice", "203.0.113.9");
+        assert_eq!(counted(&keys, false).count(), 3);
+        let known: Vec<_> = counted(&keys, true).map(|key| key.rule).collect();
+        assert_eq!(known, [ACCOUNT_FROM_ADDRESS]);
+        assert_eq!(source_key(&keys), Some(keys[0].key.as_str()));
     }
 
     #[test]

@@ -166,14 +166,18 @@ pub trait Store: Send + Sync + 'static {
     /// A taken username is a `Conflict`.
     async fn create_user(&self, user: &NewUser) -> Result<User>;
     async fn update_user(&self, id: UserId, change: &UserChange) -> Result<User>;
-    /// Stores a new password hash and retires every token issued before.
-    async fn set_password(&self, id: UserId, password_hash: &str) -> Result<()>;
+    /// Stores a new password hash and retires every token issued before; in the same transaction,
+    /// settles the throttle keys of the attempt that `proved` the old password (none for an
+    /// operator's reset), as a successful login does.
+    async fn set_password(&self, id: UserId, password_hash: &str, proved: &[ThrottleKey]) -> Result<()>;
 
-    /// Counts a login attempt against each key (in one transaction, with the rows locked), or
-    /// refuses it with `Throttled` while any of them is locked, counting nothing.
+    /// Counts a password attempt (a login, a password change) against each key it counts against
+    /// (all, or only the pair's own from a known source), in one transaction with the rows
+    /// locked, or refuses it with `Throttled` while any of them is locked, counting nothing.
     async fn admit_login(&self, keys: &[ThrottleKey]) -> Result<()>;
-    /// After a correct password, in one transaction: applies each throttle key's `on_success` and
-    /// stores the new session's first refresh token.
+    /// After a correct password, in one transaction: applies each throttle key's `on_success`,
+    /// remembers the account-and-address pair as a known source, and stores the new session's
+    /// first refresh token.
     async fn start_session(&self, keys: &[ThrottleKey], token: &NewRefreshToken) -> Result<()>;
     /// Uses the refresh token whose hash is `presented`, in one transaction: if it may be used,
     /// marks it used, stores `next_hash` as the next token of its family (expiring at

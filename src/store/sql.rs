@@ -168,17 +168,25 @@ macro_rules! impl_store {
                 Ok(user)
             }
 
-            async fn set_password(&self, id: $crate::domain::UserId, password_hash: &str) -> $crate::error::Result<()> {
+            async fn set_password(
+                &self,
+                id: $crate::domain::UserId,
+                password_hash: &str,
+                proved: &[$crate::domain::ThrottleKey],
+            ) -> $crate::error::Result<()> {
+                let mut tx = self.pool.begin_with($begin_write).await?;
                 let updated = sqlx::query(
                     "UPDATE users SET password_hash = $2, token_version = token_version + 1 WHERE id = $1",
                 )
                 .bind(id)
                 .bind(password_hash)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() == 0 {
                     return Err($crate::error::Error::NotFound("user not found"));
                 }
+                password_proved(&mut tx, proved, $crate::store::now()).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -450,8 +458,19 @@ macro_rules! impl_store {
                     .bind(now - $crate::domain::throttle::WINDOW)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("DELETE FROM known_login_sources WHERE last_success < $1")
+                    .bind(now - $crate::domain::throttle::KNOWN_SOURCE_LIFETIME)
+                    .execute(&mut *tx)
+                    .await?;
+                let known_source = match $crate::domain::throttle::source_key(keys) {
+                    Some(source) => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM known_login_sources WHERE key = $1)")
+                        .bind(source)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                    None => false,
+                };
                 let mut counted = Vec::with_capacity(keys.len());
-                for key in keys {
+                for key in $crate::domain::throttle::counted(keys, known_source) {
                     sqlx::query(
                         "INSERT INTO login_throttle (key, failures, last_attempt) VALUES ($1, 0, $2) ON CONFLICT (key) DO NOTHING",
                     )
@@ -499,16 +518,9 @@ macro_rules! impl_store {
                 keys: &[$crate::domain::ThrottleKey],
                 token: &$crate::domain::NewRefreshToken,
             ) -> $crate::error::Result<()> {
-                use $crate::domain::throttle::OnSuccess;
                 let now = $crate::store::now();
                 let mut tx = self.pool.begin_with($begin_write).await?;
-                for key in keys {
-                    let statement = match key.rule.on_success {
-                        OnSuccess::Forget => "DELETE FROM login_throttle WHERE key = $1",
-                        OnSuccess::TakeBack => "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
-                    };
-                    sqlx::query(statement).bind(&key.key).execute(&mut *tx).await?;
-                }
+                password_proved(&mut tx, keys, now).await?;
                 sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
                 insert_refresh_token(&mut tx, token, now).await?;
                 tx.commit().await?;
@@ -579,6 +591,34 @@ macro_rules! impl_store {
                 tx.commit().await?;
                 Ok(())
             }
+        }
+
+        /// After a correct password: applies each throttle key's `on_success`, and remembers the
+        /// account-and-address pair as a known source.
+        async fn password_proved(
+            tx: &mut sqlx::Transaction<'static, $db>,
+            keys: &[$crate::domain::ThrottleKey],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> $crate::error::Result<()> {
+            use $crate::domain::throttle::OnSuccess;
+            for key in keys {
+                let statement = match key.rule.on_success {
+                    OnSuccess::Forget => "DELETE FROM login_throttle WHERE key = $1",
+                    OnSuccess::TakeBack => "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+                };
+                sqlx::query(statement).bind(&key.key).execute(&mut **tx).await?;
+            }
+            if let Some(source) = $crate::domain::throttle::source_key(keys) {
+                sqlx::query(
+                    "INSERT INTO known_login_sources (key, last_success) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET last_success = excluded.last_success",
+                )
+                .bind(source)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
         }
 
         async fn insert_refresh_token(

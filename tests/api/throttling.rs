@@ -13,6 +13,8 @@ crate::on_both_backends!(
     parallel_guesses_are_all_counted,
     one_address_spraying_many_accounts_is_locked,
     a_login_flood_beyond_the_hashing_queue_is_shed_at_once,
+    a_stolen_token_guesses_the_password_no_faster_than_logins,
+    guesses_from_elsewhere_cannot_lock_the_real_user_out_of_a_known_address,
 );
 
 const ATTACKER: &str = "203.0.113.66";
@@ -132,4 +134,57 @@ async fn a_login_flood_beyond_the_hashing_queue_is_shed_at_once(AppWith(app, _):
     assert!(metrics.contains("password_hashes_queued 0\n"), "{metrics}");
     // Once the flood has passed, logins work again.
     assert_eq!(app.login_from(REAL_USER, "alice", "alice123").await.status, StatusCode::OK);
+}
+
+/// `PUT /users/me/password` with `token`, as if sent from `address`.
+fn change_password_from(address: &str, token: &str, current: &str) -> axum::http::Request<axum::body::Body> {
+    let peer: std::net::SocketAddr = format!("{address}:40000").parse().unwrap();
+    let body = serde_json::json!({"current_password": current, "new_password": "a brand new passphrase"});
+    let mut request = axum::http::Request::put("/users/me/password")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
+async fn a_stolen_token_guesses_the_password_no_faster_than_logins(app: TestApp) {
+    let stolen = app.login("alice", "alice123").await;
+    let replica = app.replica().await;
+    for guess in 0..5 {
+        let server = if guess % 2 == 0 { &app } else { &replica };
+        let response = server.send(change_password_from(ATTACKER, &stolen, &format!("guess{guess}"))).await;
+        response.assert_problem(StatusCode::FORBIDDEN);
+    }
+    // Locked, on every replica, even for the right password, which is not even checked.
+    assert_throttled(&app.send(change_password_from(ATTACKER, &stolen, "alice123")).await);
+    assert_throttled(&replica.send(change_password_from(ATTACKER, &stolen, "alice123")).await);
+    // The same counter as logins: logging in as alice from there is locked too.
+    assert_throttled(&app.login_from(ATTACKER, "alice", "alice123").await);
+    // The password is unchanged; the real user elsewhere is unaffected and may change it.
+    assert_eq!(app.login_from(REAL_USER, "alice", "alice123").await.status, StatusCode::OK);
+    let changed = app.send(change_password_from(REAL_USER, &stolen, "alice123")).await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.text);
+}
+
+async fn guesses_from_elsewhere_cannot_lock_the_real_user_out_of_a_known_address(app: TestApp) {
+    // The real user has logged in from home before.
+    assert_eq!(app.login_from(REAL_USER, "bob", "bob123").await.status, StatusCode::OK);
+    // Attackers on four addresses spend their guesses until the account itself is locked.
+    for attacker in 1..=4 {
+        for _ in 0..5 {
+            let guess = app.login_from(&format!("203.0.113.{attacker}"), "bob", "guess").await;
+            guess.assert_problem(StatusCode::UNAUTHORIZED);
+        }
+    }
+    // The account is locked: from an address it never logged in from, even the right password waits.
+    assert_throttled(&app.login_from("192.0.2.77", "bob", "bob123").await);
+    // From home it is judged by its own counter, which is clean: in at once.
+    assert_eq!(app.login_from(REAL_USER, "bob", "bob123").await.status, StatusCode::OK);
+    // A known address is still locked by its own failures, like any other.
+    for _ in 0..5 {
+        app.login_from(REAL_USER, "bob", "typo").await.assert_problem(StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(&app.login_from(REAL_USER, "bob", "bob123").await);
 }
