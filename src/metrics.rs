@@ -99,6 +99,11 @@ impl Metrics {
             registry.register(name, help, gauge.clone());
         }
         registry.register(
+            "password_hashes",
+            "Password hashes computed (logins, password changes, sign-ups)",
+            hashing.computed.clone(),
+        );
+        registry.register(
             "password_hashes_shed",
             "Requests answered 503 at once because the password hashing queue was full",
             hashing.shed.clone(),

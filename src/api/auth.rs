@@ -192,6 +192,10 @@ struct Registration {
 }
 
 /// Sign up as a customer, when the server allows it (`SELF_REGISTRATION=true`; off by default).
+///
+/// Every sign-up counts against the client's address as a failed login from there would, so this
+/// route tells whether names are taken no faster than logins could (429 with `Retry-After` once
+/// the address is locked).
 #[utoipa::path(
     post,
     path = "/auth/register",
@@ -203,16 +207,21 @@ struct Registration {
         super::docs::BodyErrors,
         (status = 403, response = super::docs::Forbidden),
         (status = 409, response = super::docs::Conflict),
+        (status = 429, response = super::docs::TooManyRequests),
     )
 )]
 async fn register(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     Json(body): Json<Registration>,
 ) -> Result<axum::response::Response> {
     if !state.self_registration {
         return Err(Error::Forbidden("self-registration is disabled on this server"));
     }
     let new =
-        super::users::CreateUser { username: body.username, password: body.password, role: Role::Customer };
+        super::users::CreateUser { username: body.username, password: body.password, role: Role::Customer }
+            .validate()?;
+    // Counted before the name is looked up, and never taken back.
+    state.store.admit_login(&throttle::sign_up_keys(&address)).await?;
     super::users::add_user(&state, new).await
 }

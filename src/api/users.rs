@@ -116,19 +116,37 @@ async fn create_user(
     Json(body): Json<CreateUser>,
 ) -> Result<Response> {
     allow(access::can_manage_users(&user), "only admins add users")?;
-    add_user(&state, body).await
+    add_user(&state, body.validate()?).await
 }
 
-/// Validates, hashes and stores a new user; answers 201 with its Location. Shared with
-/// self-registration.
-pub(super) async fn add_user(state: &AppState, body: CreateUser) -> Result<Response> {
-    let username = Username::parse(&body.username).map_err(Error::Validation)?;
-    let password = NewPassword::parse(&body.password, username.as_str()).map_err(Error::Validation)?;
+/// A new user whose name and password follow the rules; not stored yet.
+pub(super) struct ValidNewUser {
+    username: Username,
+    password: NewPassword,
+    role: Role,
+}
+
+impl CreateUser {
+    pub(super) fn validate(self) -> Result<ValidNewUser> {
+        let username = Username::parse(&self.username).map_err(Error::Validation)?;
+        let password = NewPassword::parse(&self.password, username.as_str()).map_err(Error::Validation)?;
+        Ok(ValidNewUser { username, password, role: self.role })
+    }
+}
+
+/// Stores a new user, hashing the password only once the name is known to be free; answers 201
+/// with its Location. Shared with self-registration.
+pub(super) async fn add_user(state: &AppState, new: ValidNewUser) -> Result<Response> {
+    const TAKEN: &str = "that username is taken";
+    if state.store.user_credentials(new.username.as_str()).await?.is_some() {
+        return Err(Error::Conflict(TAKEN.into()));
+    }
     let new = NewUser {
-        username: username.as_str().to_owned(),
-        password_hash: state.passwords.hash(password.as_str()).await?,
-        role: body.role,
+        username: new.username.as_str().to_owned(),
+        password_hash: state.passwords.hash(new.password.as_str()).await?,
+        role: new.role,
     };
+    // Taken meanwhile: the store's unique index answers the same Conflict.
     let created = state.store.create_user(&new).await?;
     let location = format!("/users/{}", created.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(created)).into_response())

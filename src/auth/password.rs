@@ -38,6 +38,8 @@ pub struct HashingMetrics {
     pub max_queued: Gauge,
     /// Hashes refused because the queue was full.
     pub shed: Counter,
+    /// Hashes computed (verifications included).
+    pub computed: Counter,
 }
 
 /// Keeps a gauge raised while it lives, however the work it counts ends (finished, failed, or the
@@ -116,8 +118,10 @@ impl Passwords {
         let running = Raised::new(&self.metrics.running);
         // The permits go with the work: if the request is dropped meanwhile, the hash still
         // counts against the limits until it really ends.
+        let computed = self.metrics.computed.clone();
         tokio::task::spawn_blocking(move || {
             let _held = (admitted, permit, running);
+            computed.inc();
             work()
         })
         .await

@@ -91,15 +91,21 @@ pub struct ThrottleKey {
 /// same order for every attempt, so two transactions never wait on each other in a cycle).
 /// Stored as hashes: the table holds no usernames or addresses.
 pub fn keys_for(username: &str, address: &str) -> Vec<ThrottleKey> {
-    // 128 bits of the hash are plenty to tell keys apart.
-    let key = |rule: ThrottleRule, parts: &[&[u8]]| ThrottleKey {
-        rule,
-        key: format!("{}:{}", rule.name, &super::sha256_hex(parts)[..32]),
-    };
     // Usernames are matched regardless of case, so `Alice` and `ALICE` are one account here too.
     let username = username.to_ascii_lowercase();
     let (username, address) = (username.as_bytes(), address.as_bytes());
     vec![key(ACCOUNT_FROM_ADDRESS, &[username, address]), key(ACCOUNT, &[username]), key(ADDRESS, &[address])]
+}
+
+/// The key a sign-up counts against: the address's, shared with logins, so that sign-ups (whose
+/// answers tell whether a name is taken) confirm names no faster than failed logins could.
+pub fn sign_up_keys(address: &str) -> Vec<ThrottleKey> {
+    vec![key(ADDRESS, &[address.as_bytes()])]
+}
+
+fn key(rule: ThrottleRule, parts: &[&[u8]]) -> ThrottleKey {
+    // 128 bits of the hash are plenty to tell keys apart.
+    ThrottleKey { rule, key: format!("{}:{}", rule.name, &super::sha256_hex(parts)[..32]) }
 }
 
 /// The key naming an attempt's account-and-address pair, under which a successful login is
@@ -208,6 +214,7 @@ mod tests {
         assert_eq!(keys[1], keys_for("alice", "198.51.100.1")[1], "the account key ignores the address");
         assert_ne!(keys[0], keys_for("alice", "198.51.100.1")[0]);
         assert_eq!(keys, keys_for("ALIce", "203.0.113.9"), "one account whatever the case");
+        assert_eq!(sign_up_keys("203.0.113.9"), [keys[2].clone()], "sign-ups share the address's budget");
         // The separator keeps ("ab", "c") and ("a", "bc") apart.
         assert_ne!(keys_for("ab", "c")[0], keys_for("a", "bc")[0]);
     }

@@ -389,13 +389,34 @@ impl TestApp {
 
 /// `POST /auth/token` as if sent from `address` (the peer of the connection).
 pub fn login_request_from(address: &str, username: &str, password: &str) -> Request<Body> {
-    let peer: std::net::SocketAddr = format!("{address}:40000").parse().expect("an IPv4 address");
-    let mut request = Request::post("/auth/token")
+    let request = Request::post("/auth/token")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(format!("username={username}&password={password}")))
         .unwrap();
+    sent_from(address, request)
+}
+
+/// `request` as if sent over a connection from `address`.
+pub fn sent_from(address: &str, mut request: Request<Body>) -> Request<Body> {
+    let peer: std::net::SocketAddr = format!("{address}:40000").parse().expect("an IPv4 address");
     request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
     request
+}
+
+/// A JSON request with an optional bearer token, as if sent from `address`.
+pub fn json_request_from(
+    address: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> Request<Body> {
+    let mut request =
+        Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    sent_from(address, request.body(Body::from(body.to_string())).unwrap())
 }
 
 pub async fn send_to(router: Router, request: Request<Body>) -> TestResponse {

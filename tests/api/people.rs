@@ -1,7 +1,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppWith, OpenRegistration, TestApp};
+use crate::helpers::{AppWith, OpenRegistration, TestApp, json_request_from};
 
 crate::on_both_backends!(
     admins_add_users_who_then_log_in,
@@ -14,6 +14,7 @@ crate::on_both_backends!(
     user_listing_filters_and_pages_with_a_link_header,
     self_registration_is_off_by_default,
     self_registration_when_on_makes_customers_only,
+    sign_ups_confirm_names_no_faster_than_logins,
 );
 
 async fn add_user(
@@ -238,3 +239,32 @@ async fn self_registration_when_on_makes_customers_only(AppWith(app, _): AppWith
     let again = json!({"username": "newbie", "password": "another passphrase"});
     app.call(Method::POST, "/auth/register", None, Some(again)).await.assert_problem(StatusCode::CONFLICT);
 }
+
+async fn sign_ups_confirm_names_no_faster_than_logins(AppWith(app, _): AppWith<OpenRegistration>) {
+    let hashes = |metrics: String| {
+        metrics.lines().find_map(|line| line.strip_prefix("password_hashes_total ")).unwrap().to_owned()
+    };
+    let register = |address: &str, username: &str| {
+        let body = json!({"username": username, "password": "a long passphrase"});
+        json_request_from(address, Method::POST, "/auth/register", None, &body)
+    };
+    // A taken name is answered before any hashing.
+    let before = hashes(app.metrics().await);
+    app.send(register(PROBER, "ALICE")).await.assert_problem(StatusCode::CONFLICT);
+    assert_eq!(hashes(app.metrics().await), before, "no password was hashed for a taken name");
+
+    // Every sign-up counts against the address as a failed login would: 50 in all, then locked.
+    for i in 1..50 {
+        let name = if i % 2 == 0 { "bob".to_owned() } else { format!("probe{i}") };
+        let response = app.send(register(PROBER, &name)).await;
+        assert!(matches!(response.status, StatusCode::CREATED | StatusCode::CONFLICT), "{}", response.text);
+    }
+    let locked = app.send(register(PROBER, "carol")).await;
+    locked.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.header("retry-after").is_some());
+    // One budget with logins from there; other addresses are unaffected.
+    app.login_from(PROBER, "bob", "bob123").await.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.send(register("198.51.100.20", "latecomer")).await.status, StatusCode::CREATED);
+}
+
+const PROBER: &str = "203.0.113.99";

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::helpers::{AppWith, Settings, TestApp, TestResponse, login_request_from, send_to};
+use crate::helpers::{
+    AppWith, Settings, TestApp, TestResponse, json_request_from, login_request_from, send_to,
+};
 
 crate::on_both_backends!(
     five_failures_lock_that_account_from_that_address_only_and_briefly,
@@ -138,15 +140,8 @@ async fn a_login_flood_beyond_the_hashing_queue_is_shed_at_once(AppWith(app, _):
 
 /// `PUT /users/me/password` with `token`, as if sent from `address`.
 fn change_password_from(address: &str, token: &str, current: &str) -> axum::http::Request<axum::body::Body> {
-    let peer: std::net::SocketAddr = format!("{address}:40000").parse().unwrap();
     let body = serde_json::json!({"current_password": current, "new_password": "a brand new passphrase"});
-    let mut request = axum::http::Request::put("/users/me/password")
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body.to_string()))
-        .unwrap();
-    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-    request
+    json_request_from(address, axum::http::Method::PUT, "/users/me/password", Some(token), &body)
 }
 
 async fn a_stolen_token_guesses_the_password_no_faster_than_logins(app: TestApp) {
