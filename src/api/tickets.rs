@@ -92,11 +92,8 @@ struct IdempotencyParam {
     /// Makes a retry safe: a repeat with the same key and body within 24 hours gets the first
     /// response again (with `Idempotent-Replayed: true`) and creates nothing; the same key with
     /// another body is 422. 1 to 255 visible ASCII characters; a fresh UUID per request is ideal.
-    #[param(
-        rename = "Idempotency-Key",
-        example = "8e0f6e0a-4d5b-4f1e-9c1a-2b7e7f1d9a10",
-        pattern = "^[!-~]{1,255}$"
-    )]
+    /// (No example: Swagger UI would pre-fill it, and every try would reuse one key.)
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
     #[allow(dead_code)]
     idempotency_key: Option<String>,
 }
@@ -114,8 +111,9 @@ fn created(location: Option<String>, body: &impl Serialize) -> Result<StoredResp
 struct ListTickets {
     status: Option<TicketStatus>,
     priority: Option<Priority>,
-    /// An agent's user id, or `none` for unassigned tickets.
-    #[param(value_type = Option<String>, example = "none", pattern = "^([0-9]+|none)$")]
+    /// An agent's user id, or `none` for unassigned tickets. (No example: Swagger UI would
+    /// pre-fill it, and a first listing would silently show only unassigned tickets.)
+    #[param(value_type = Option<String>, pattern = "^([0-9]+|none)$")]
     assigned_to: Option<String>,
     /// Only tickets submitted by this customer (admins).
     created_by: Option<UserId>,
@@ -134,6 +132,7 @@ struct ListTickets {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -398,9 +397,10 @@ struct AssignTicket {
 }
 
 /// A required field that may be `null`: serde would otherwise read a missing one as `null`, and
-/// `{}` would silently unassign.
+/// `{}` would silently unassign. JSON does not tell `2` from `2.0` (the schema's `integer`
+/// accepts both), so neither do we.
 fn present_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<UserId>, D::Error> {
-    Option::<UserId>::deserialize(deserializer)
+    Option::<super::extract::WholeNumber>::deserialize(deserializer).map(|id| id.map(|id| id.0))
 }
 
 /// Assign a ticket to an agent, or unassign it with `null` (admins).

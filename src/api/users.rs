@@ -48,6 +48,7 @@ struct UsersQuery {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 

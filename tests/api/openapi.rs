@@ -5,7 +5,8 @@ use crate::helpers::TestApp;
 
 crate::on_both_backends!(
     openapi_documents_every_route_with_errors_and_examples,
-    swagger_ui_is_served_offline
+    swagger_ui_is_served_offline,
+    the_document_describes_what_the_server_accepts,
 );
 
 const ROUTES: [(&str, &str); 22] = [
@@ -112,4 +113,38 @@ async fn swagger_ui_is_served_offline(app: TestApp) {
     let bundle = app.get("/docs/swagger-ui-bundle.js", None).await;
     assert_eq!(bundle.status, StatusCode::OK, "the UI's script is vendored in the binary");
     assert!(bundle.text.len() > 100_000);
+}
+
+async fn the_document_describes_what_the_server_accepts(app: TestApp) {
+    let doc = app.get("/openapi.json", None).await.json;
+    // No optional parameter carries an example: Swagger UI turns it into a pre-filled value.
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let optional = parameter["required"] != true;
+                let named = format!("{method} {path} {}", parameter["name"]);
+                assert!(!(optional && parameter.get("example").is_some()), "{named} would be pre-filled");
+                if parameter["name"] == "cursor" {
+                    assert_eq!(parameter["schema"]["minLength"], 1, "{named}: an empty cursor is refused");
+                }
+            }
+        }
+    }
+    app.get("/tickets/my?cursor=", Some(&app.login("alice", "alice123").await))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST);
+    // `integer` in JSON Schema includes 2.0; so does the server.
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Float id").await;
+    let bob = app.user_id("bob").await;
+    let body = serde_json::json!({"agent_id": bob as f64});
+    assert!(body.to_string().contains(".0"), "{body}");
+    let path = format!("/tickets/{id}/assign");
+    let assigned = app.call(axum::http::Method::PATCH, &path, Some(&tokens.carol), Some(body)).await;
+    assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.text);
+    assert_eq!(assigned.json["assigned_to"], bob);
+    let half = serde_json::json!({"agent_id": 2.5});
+    app.call(axum::http::Method::PATCH, &path, Some(&tokens.carol), Some(half))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
 }

@@ -1,5 +1,7 @@
 // Drives Swagger UI in headless Chromium: Authorize as alice through the OAuth2 password flow,
-// execute POST /tickets/ and GET /tickets/my from the page, check the responses shown; then open
+// execute POST /tickets/ and GET /tickets/my from the page with every optional parameter as
+// Swagger UI leaves it (nothing pre-filled, checked on GET /tickets/ too), check the responses
+// shown; then open
 // the new ticket's embed link as a browser would and check the status card.
 import { chromium } from 'playwright-core';
 
@@ -28,10 +30,22 @@ await page.click('.auth-btn-wrapper button.authorize');
 await page.waitForSelector('.auth-container h6:has-text("Authorized")', { timeout: 10000 });
 await page.click('.auth-btn-wrapper button.btn-done');
 
-async function execute(opblockId, body) {
+// What "Try it out" puts in each optional parameter's input before anyone types: must be nothing.
+const prefilled = [];
+
+async function tryOut(opblockId) {
   const block = page.locator(`#${opblockId}`);
   await block.locator('.opblock-summary').first().click();
   await block.locator('button.try-out__btn').click();
+  for (const input of await block.locator('.parameters input[type=text], .parameters select').all()) {
+    const value = await input.inputValue();
+    if (value !== '') prefilled.push(`${opblockId}: ${await input.getAttribute('placeholder') ?? 'a select'} = ${value}`);
+  }
+  return block;
+}
+
+async function execute(opblockId, body) {
+  const block = await tryOut(opblockId);
   if (body !== undefined) await block.locator('textarea.body-param__text').fill(body);
   await block.locator('button.execute').click();
   const status = block.locator('.live-responses-table .response .response-col_status').first();
@@ -43,7 +57,17 @@ async function execute(opblockId, body) {
 
 const created = await execute('operations-tickets-create_ticket',
   JSON.stringify({ subject: 'Filed from Swagger UI', description: 'via headless Chromium' }));
+// An admin assigns it, behind the page's back: the listing below must still show it.
+const api = page.request;
+const tokenOf = async (username, password) =>
+  (await (await api.post(`${base}/auth/token`, { form: { username, password } })).json()).access_token;
+const carol = { Authorization: `Bearer ${await tokenOf('carol', 'carol123')}` };
+const [bob] = await (await api.get(`${base}/users?role=agent`, { headers: carol })).json();
+const assigned = await api.patch(`${base}/tickets/${JSON.parse(created.shown).id}/assign`,
+  { headers: carol, data: { agent_id: bob.id } });
+if (assigned.status() !== 200) failures.push(`assigning answered ${assigned.status()}`);
 const mine = await execute('operations-tickets-my_tickets');
+await tryOut('operations-tickets-list_tickets'); // staff only: checked for pre-filled values alone
 await page.screenshot({ path: process.env.SCREENSHOT ?? 'swagger.png', fullPage: false });
 
 // The embed card: what a web page's iframe shows.
@@ -61,7 +85,10 @@ if (heading !== 'Filed from Swagger UI' || badge !== 'Open') failures.push(`the 
 console.log(`POST /tickets/ -> ${created.code}; GET /tickets/my -> ${mine.code}`);
 if (created.code !== '201') failures.push(`POST /tickets/ answered ${created.code}: ${created.shown}`);
 if (!created.shown.includes('Filed from Swagger UI')) failures.push('the created ticket is not shown');
+// With the defaults as Swagger UI fills them, the assigned ticket is listed (a pre-filled
+// assigned_to=none would hide it).
 if (mine.code !== '200' || !mine.shown.includes('Filed from Swagger UI')) failures.push(`GET /tickets/my: ${mine.code} ${mine.shown}`);
+if (prefilled.length) failures.push(`optional parameters pre-filled: ${prefilled.join('; ')}`);
 await browser.close();
 if (failures.length) { console.error(failures.join('\n')); process.exit(1); }
 console.log('swagger ui: ok');
