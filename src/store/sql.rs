@@ -458,15 +458,14 @@ macro_rules! impl_store {
                     .bind(now - $crate::domain::throttle::WINDOW)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("DELETE FROM known_login_sources WHERE last_success < $1")
-                    .bind(now - $crate::domain::throttle::KNOWN_SOURCE_LIFETIME)
-                    .execute(&mut *tx)
-                    .await?;
                 let known_source = match $crate::domain::throttle::source_key(keys) {
-                    Some(source) => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM known_login_sources WHERE key = $1)")
-                        .bind(source)
-                        .fetch_one(&mut *tx)
-                        .await?,
+                    Some(source) => sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM known_login_sources WHERE key = $1 AND last_success >= $2)",
+                    )
+                    .bind(source)
+                    .bind(now - $crate::domain::throttle::KNOWN_SOURCE_LIFETIME)
+                    .fetch_one(&mut *tx)
+                    .await?,
                     None => false,
                 };
                 let mut counted = Vec::with_capacity(keys.len());
@@ -609,6 +608,11 @@ macro_rules! impl_store {
                 sqlx::query(statement).bind(&key.key).execute(&mut **tx).await?;
             }
             if let Some(source) = $crate::domain::throttle::source_key(keys) {
+                // Expired sources are pruned here, on success, not on every attempt.
+                sqlx::query("DELETE FROM known_login_sources WHERE last_success < $1")
+                    .bind(now - $crate::domain::throttle::KNOWN_SOURCE_LIFETIME)
+                    .execute(&mut **tx)
+                    .await?;
                 sqlx::query(
                     "INSERT INTO known_login_sources (key, last_success) VALUES ($1, $2)
                      ON CONFLICT (key) DO UPDATE SET last_success = excluded.last_success",
