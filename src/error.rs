@@ -47,11 +47,6 @@ pub enum Error {
     #[error("too many failed logins; try again in {retry_after} s")]
     Throttled { retry_after: u64 },
 
-    /// Not a failure: the request repeats an earlier one (same user, `Idempotency-Key` and body),
-    /// so it gets the stored first response again and changes nothing.
-    #[error("a repeated request")]
-    Replayed(crate::domain::StoredResponse),
-
     /// Too much work is queued already (password hashing): refused at once, not queued, so the
     /// client can come back in `retry_after` seconds instead of timing out.
     #[error("the server is busy; try again in {retry_after} s")]
@@ -66,6 +61,12 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<crate::domain::throttle::Locked> for Error {
+    fn from(locked: crate::domain::throttle::Locked) -> Self {
+        Error::Throttled { retry_after: locked.retry_after }
+    }
 }
 
 impl Error {
@@ -84,9 +85,6 @@ impl Error {
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Rejected { status, .. } => *status,
             Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Replayed(stored) => {
-                StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(500)).unwrap_or(StatusCode::OK)
-            }
             Error::Unavailable(_) | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(error) if database_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,9 +107,6 @@ fn database_unavailable(error: &sqlx::Error) -> bool {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Error::Replayed(stored) = self {
-            return replay(status, stored);
-        }
         let detail = match &self {
             Error::Database(error) if database_unavailable(error) => {
                 tracing::error!(error = %self, "database unavailable");
@@ -136,18 +131,6 @@ impl IntoResponse for Error {
         }
         response
     }
-}
-
-/// The stored first response to a repeated request, marked as a replay.
-fn replay(status: StatusCode, stored: crate::domain::StoredResponse) -> Response {
-    let mut response = (status, stored.body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    if let Some(location) = stored.location.and_then(|l| HeaderValue::try_from(l).ok()) {
-        headers.insert(header::LOCATION, location);
-    }
-    response
 }
 
 /// The RFC 9457 body every error response carries.

@@ -108,7 +108,7 @@ async fn login(
     // Counted before the password is checked, so a burst of parallel guesses is counted too,
     // and a locked key costs no hashing.
     let throttle_keys = throttle::keys_for(&form.username, &address);
-    state.store.admit_login(&throttle_keys).await?;
+    state.store.admit_login(&throttle_keys).await??;
     let credentials = state.store.user_credentials(&form.username).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let user = match (state.passwords.verify(&form.password, stored_hash).await?, credentials) {
@@ -159,7 +159,11 @@ async fn refresh(
     let user = state
         .store
         .rotate_refresh_token(&hash_refresh_token(&body.refresh_token), &next.hash, refresh_expiry(&state)?)
-        .await?;
+        .await?
+        .ok_or(Error::Unauthorized {
+            detail: "the refresh token is invalid, expired or revoked; log in again",
+            invalid_token: false,
+        })?;
     issue_tokens(&state, &user, next)
 }
 
@@ -222,6 +226,6 @@ async fn register(
         super::users::CreateUser { username: body.username, password: body.password, role: Role::Customer }
             .validate()?;
     // Counted before the name is looked up, and never taken back.
-    state.store.admit_login(&throttle::sign_up_keys(&address)).await?;
+    state.store.admit_login(&throttle::sign_up_keys(&address)).await??;
     super::users::add_user(&state, new).await
 }

@@ -1,5 +1,5 @@
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
@@ -12,12 +12,12 @@ use super::extract::{IdempotencyKeyHeader, Json, Path, Query};
 use super::paging::Page;
 use crate::auth::{CurrentUser, VerifiedToken};
 use crate::domain::{
-    Comment, CommentBody, Description, NewComment, NewTicket, Priority, StoredResponse, Subject, Ticket,
-    TicketChange, TicketEvent, TicketId, TicketScope, TicketStatus, User, UserId, access,
+    Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketChange,
+    TicketEvent, TicketId, TicketScope, TicketStatus, User, UserId, access,
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
-use crate::store::{ChangeOutcome, Idempotent, SortKey, TicketCursor, TicketQuery, TicketSort};
+use crate::store::{ChangeOutcome, SortKey, TicketCursor, TicketQuery, TicketSort, Write};
 
 const NOT_FOUND: Error = Error::NotFound("ticket not found");
 
@@ -78,11 +78,12 @@ async fn create_ticket(
         priority: body.priority,
         created_by: user.id,
     };
-    let location = |ticket: &Ticket| format!("/tickets/{}", ticket.id);
-    let respond = |ticket: &Ticket| created(Some(location(ticket)), ticket);
-    let once = key.as_ref().map(|key| Idempotent { key, respond: &respond });
-    let ticket = state.store.create_ticket(&new, once.as_ref()).await?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, location(&ticket))], Json(ticket)))
+    let (ticket, replayed) = match state.store.create_ticket(&new, key.as_ref()).await? {
+        Write::Written(ticket) => (ticket, false),
+        Write::Replayed(ticket) => (ticket, true),
+    };
+    let location = format!("/tickets/{}", ticket.id);
+    Ok(created(replayed, Some(location), Json(ticket)))
 }
 
 /// The `Idempotency-Key` header, as documented on the routes that take it.
@@ -98,11 +99,17 @@ struct IdempotencyParam {
     idempotency_key: Option<String>,
 }
 
-/// A 201 as stored for replay to a retry with the same `Idempotency-Key`.
-fn created(location: Option<String>, body: &impl Serialize) -> Result<StoredResponse> {
-    let body =
-        serde_json::to_string(body).map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
-    Ok(StoredResponse { status: 201, location, body })
+/// The 201 to a create, and to its retries with the same `Idempotency-Key`, which are marked.
+fn created(replayed: bool, location: Option<String>, body: impl IntoResponse) -> Response {
+    let mut response = (StatusCode::CREATED, body).into_response();
+    let headers = response.headers_mut();
+    if let Some(location) = location.and_then(|l| HeaderValue::try_from(l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// Filters, order and page of a ticket listing. All filters combine (AND).
@@ -146,7 +153,7 @@ enum Direction {
 impl ListTickets {
     /// The store query for `scope`, checking what the caller may filter by.
     fn into_query(self, user: &User, scope: TicketScope) -> Result<(TicketQuery, Page<TicketCursor>)> {
-        if self.created_by.is_some() && !access::can_manage_users(user) {
+        if self.created_by.is_some() && !access::can_filter_by_creator(user) {
             return Err(Error::Forbidden("only admins filter by created_by"));
         }
         let assignee = match self.assigned_to.as_deref() {
@@ -223,7 +230,7 @@ async fn my_tickets(
     uri: Uri,
     Query(params): Query<ListTickets>,
 ) -> Result<Response> {
-    allow(access::can_create_ticket(&user), "only customers have tickets of their own; use GET /tickets/")?;
+    allow(access::has_own_tickets(&user), "only customers have tickets of their own; use GET /tickets/")?;
     list(&state, &user, &uri, params, TicketScope::CreatedBy(user.id)).await
 }
 
@@ -366,23 +373,15 @@ async fn update_ticket(
     }
     let outcome = state
         .store
-        .update_ticket(
-            id,
-            user.id,
-            &|current| {
-                ensure_visible(&user, current)?;
-                allow(
-                    access::can_work(&user, current),
-                    "only the assigned agent or an admin works a ticket",
-                )?;
-                ensure_if_match(&headers, current)?;
-                if let Some(to) = body.status.filter(|to| *to != current.status) {
-                    current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
-                }
-                Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
-            },
-            None,
-        )
+        .update_ticket(id, user.id, &|current| {
+            ensure_visible(&user, current)?;
+            allow(access::can_work(&user, current), "only the assigned agent or an admin works a ticket")?;
+            ensure_if_match(&headers, current)?;
+            if let Some(to) = body.status.filter(|to| *to != current.status) {
+                current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
+            }
+            Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
+        })
         .await?;
     Ok(TicketWithEtag(outcome.ticket))
 }
@@ -432,15 +431,10 @@ async fn assign_ticket(
     let change = TicketChange { assignee: Some(body.agent_id), ..TicketChange::default() };
     let outcome = state
         .store
-        .update_ticket(
-            id,
-            user.id,
-            &|current| {
-                ensure_if_match(&headers, current)?;
-                Ok(change.clone())
-            },
-            None,
-        )
+        .update_ticket(id, user.id, &|current| {
+            ensure_if_match(&headers, current)?;
+            Ok(change.clone())
+        })
         .await?;
     Ok(TicketWithEtag(outcome.ticket))
 }
@@ -489,27 +483,24 @@ async fn add_comment(
         body: CommentBody::parse(body.body).map_err(Error::Validation)?,
         internal: body.internal,
     };
-    let respond = |outcome: &ChangeOutcome| created(None, &added_comment(outcome)?);
-    let once = key.as_ref().map(|key| Idempotent { key, respond: &respond });
-    let outcome = state
-        .store
-        .update_ticket(
-            id,
-            user.id,
-            &|current| {
-                ensure_visible(&user, current)?;
-                allow(access::can_comment(&user, current), "you cannot comment on this ticket")?;
-                let status = current.status.after_reply(user.role).map_err(|e| Error::Conflict(e.into()))?;
-                Ok(TicketChange { status, comment: Some(comment.clone()), ..TicketChange::default() })
-            },
-            once.as_ref(),
-        )
-        .await?;
-    Ok((StatusCode::CREATED, Json(added_comment(&outcome)?.clone())))
+    let edit = |current: &Ticket| {
+        ensure_visible(&user, current)?;
+        allow(access::can_comment(&user, current), "you cannot comment on this ticket")?;
+        let status = current.status.after_reply(user.role).map_err(|e| Error::Conflict(e.into()))?;
+        Ok(TicketChange { status, comment: Some(comment.clone()), ..TicketChange::default() })
+    };
+    let (comment, replayed) = match key {
+        Some(key) => match state.store.add_comment_once(id, user.id, &edit, &key).await? {
+            Write::Written(outcome) => (added_comment(outcome)?, false),
+            Write::Replayed(comment) => (comment, true),
+        },
+        None => (added_comment(state.store.update_ticket(id, user.id, &edit).await?)?, false),
+    };
+    Ok(created(replayed, None, Json(comment)))
 }
 
-fn added_comment(outcome: &ChangeOutcome) -> Result<&Comment> {
-    outcome.comment.as_ref().ok_or_else(|| Error::Internal("the comment was not stored".into()))
+fn added_comment(outcome: ChangeOutcome) -> Result<Comment> {
+    outcome.comment.ok_or_else(|| Error::Internal("the comment was not stored".into()))
 }
 
 /// A ticket's conversation, oldest first; customers do not see internal notes.
@@ -575,19 +566,14 @@ async fn rotate_embed_token(
 ) -> Result<Json<Ticket>> {
     let outcome = state
         .store
-        .update_ticket(
-            id,
-            user.id,
-            &|current| {
-                ensure_visible(&user, current)?;
-                allow(
-                    access::can_rotate_embed_token(&user, current),
-                    "only the ticket's customer or an admin can do this",
-                )?;
-                Ok(TicketChange { rotate_embed_token: true, ..TicketChange::default() })
-            },
-            None,
-        )
+        .update_ticket(id, user.id, &|current| {
+            ensure_visible(&user, current)?;
+            allow(
+                access::can_rotate_embed_token(&user, current),
+                "only the ticket's customer or an admin can do this",
+            )?;
+            Ok(TicketChange { rotate_embed_token: true, ..TicketChange::default() })
+        })
         .await?;
     Ok(Json(outcome.ticket))
 }

@@ -215,11 +215,8 @@ async fn update_user(
     if body.role.is_none() && body.active.is_none() {
         return Err(Error::Validation("nothing to change: give role and/or active".into()));
     }
-    let demotes_self = body.role.is_some_and(|role| role != user.role) || body.active == Some(false);
-    if id == user.id && demotes_self {
-        return Err(Error::Conflict("admins cannot demote or deactivate themselves".into()));
-    }
     let change = UserChange { role: body.role, active: body.active };
+    access::check_user_change(&user, id, &change).map_err(|refusal| Error::Conflict(refusal.into()))?;
     Ok(Json(state.store.update_user(id, &change).await?))
 }
 
@@ -260,7 +257,7 @@ async fn change_own_password(
     let new_password = NewPassword::parse(&body.new_password, &user.username).map_err(Error::Validation)?;
     // Counted before the password is checked, exactly as a login is.
     let throttle_keys = throttle::keys_for(&user.username, &address);
-    state.store.admit_login(&throttle_keys).await?;
+    state.store.admit_login(&throttle_keys).await??;
     let stored = state.store.user_credentials(&user.username).await?.map(|c| c.password_hash);
     if !state.passwords.verify(&body.current_password, stored).await? {
         return Err(Error::Forbidden("current_password is incorrect"));

@@ -2,7 +2,7 @@
 //! the handlers, so every rule lives in exactly one place.
 
 use super::ticket::{Ticket, TicketScope};
-use super::user::{Role, User};
+use super::user::{Role, User, UserChange, UserId};
 
 /// A ticket outside this answers 404, exactly like a missing one, so ids reveal nothing.
 #[must_use]
@@ -34,9 +34,28 @@ pub fn can_create_ticket(user: &User) -> bool {
     user.role == Role::Customer
 }
 
+/// `GET /tickets/mine`: the tickets a customer submitted.
+#[must_use]
+pub fn has_own_tickets(user: &User) -> bool {
+    user.role == Role::Customer
+}
+
+/// Who submitted a ticket is a filter for admins, who see everyone's tickets.
+#[must_use]
+pub fn can_filter_by_creator(user: &User) -> bool {
+    user.role == Role::Admin
+}
+
 #[must_use]
 pub fn can_manage_users(user: &User) -> bool {
     user.role == Role::Admin
+}
+
+/// An admin may not take their own admin rights or account away: the last admin doing so would
+/// leave nobody to manage users. The refusal is a conflict with the caller's own state.
+pub fn check_user_change(actor: &User, target: UserId, change: &UserChange) -> Result<(), &'static str> {
+    let demotes = change.role.is_some_and(|role| role != actor.role) || change.active == Some(false);
+    if target == actor.id && demotes { Err("admins cannot demote or deactivate themselves") } else { Ok(()) }
 }
 
 /// Whoever sees a ticket takes part in its conversation: its customer, its agent, admins.
@@ -65,6 +84,20 @@ pub fn can_rotate_embed_token(user: &User, ticket: &Ticket) -> bool {
 #[must_use]
 pub fn can_be_assigned(role: Role) -> bool {
     role == Role::Agent
+}
+
+/// Whether `agent_id`, whose role and active flag are `agent` (`None`: no such user), may be
+/// assigned a ticket; the refusal says why.
+pub fn check_assignable(agent_id: UserId, agent: Option<(Role, bool)>) -> Result<(), String> {
+    match agent {
+        Some((role, _)) if !can_be_assigned(role) => Err(format!(
+            "agent_id {agent_id} is a {}, not an agent; only agents can be assigned",
+            role.as_str()
+        )),
+        Some((_, false)) => Err(format!("agent {agent_id} is deactivated and cannot be assigned")),
+        Some(_) => Ok(()),
+        None => Err(format!("agent_id {agent_id} does not name an existing user")),
+    }
 }
 
 /// The tickets `GET /tickets/` shows the caller; `None` means the route is not for them.
@@ -160,6 +193,45 @@ mod tests {
         assert!(can_be_assigned(Role::Agent));
         assert!(!can_be_assigned(Role::Customer));
         assert!(!can_be_assigned(Role::Admin));
+    }
+
+    #[test]
+    fn only_customers_have_tickets_of_their_own_and_only_admins_filter_by_creator() {
+        assert!(has_own_tickets(&user(1, Role::Customer)));
+        for role in [Role::Agent, Role::Admin] {
+            assert!(!has_own_tickets(&user(1, role)));
+        }
+        assert!(can_filter_by_creator(&user(1, Role::Admin)));
+        for role in [Role::Customer, Role::Agent] {
+            assert!(!can_filter_by_creator(&user(1, role)));
+        }
+    }
+
+    #[test]
+    fn admins_cannot_demote_or_deactivate_themselves_but_may_others() {
+        let carol = user(3, Role::Admin);
+        let change = |role, active| UserChange { role, active };
+        for refused in [
+            change(Some(Role::Agent), None),
+            change(None, Some(false)),
+            change(Some(Role::Admin), Some(false)),
+        ] {
+            assert!(check_user_change(&carol, 3, &refused).is_err(), "{refused:?}");
+            assert_eq!(check_user_change(&carol, 4, &refused), Ok(()), "{refused:?} to someone else");
+        }
+        for harmless in [change(Some(Role::Admin), None), change(None, Some(true))] {
+            assert_eq!(check_user_change(&carol, 3, &harmless), Ok(()), "{harmless:?}");
+        }
+    }
+
+    #[test]
+    fn only_existing_active_agents_are_assignable() {
+        assert_eq!(check_assignable(2, Some((Role::Agent, true))), Ok(()));
+        let refusal = |agent| check_assignable(2, agent).unwrap_err();
+        assert!(refusal(Some((Role::Agent, false))).contains("deactivated"));
+        assert!(refusal(Some((Role::Customer, true))).contains("is a customer, not an agent"));
+        assert!(refusal(Some((Role::Admin, true))).contains("is a admin, not an agent"));
+        assert!(refusal(None).contains("does not name an existing user"));
     }
 
     #[test]

@@ -1,12 +1,12 @@
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::reject_nul;
 use super::ticket::TicketId;
 use super::user::UserId;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 #[schema(example = json!({"id": 7, "ticket_id": 42, "author_id": 2, "body": "Could you send the crash log?",
     "internal": false, "created_at": "2026-07-23T12:10:00Z"}))]
 pub struct Comment {

@@ -1,5 +1,6 @@
 //! Idempotent retries: a client that sends `Idempotency-Key` can repeat a create after a timeout
 //! or a dropped connection and get the first answer back instead of a second ticket or comment.
+//! The write keeps what it created beside the key, in its own transaction (see `store::Write`).
 
 use chrono::TimeDelta;
 
@@ -36,15 +37,6 @@ impl IdempotencyKey {
         let fingerprint = super::sha256_hex(&[operation.as_bytes(), &body]);
         Ok(Self { user_id, key: key.to_owned(), fingerprint })
     }
-}
-
-/// The first response to a keyed request, as stored and replayed.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct StoredResponse {
-    pub status: i16,
-    pub location: Option<String>,
-    /// JSON.
-    pub body: String,
 }
 
 #[cfg(test)]

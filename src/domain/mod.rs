@@ -69,7 +69,7 @@ pub mod user;
 
 pub use comment::{Comment, CommentBody, NewComment};
 pub use event::{EventKind, NewEvent, TicketEvent};
-pub use idempotency::{IdempotencyKey, StoredResponse};
+pub use idempotency::IdempotencyKey;
 pub use session::{NewRefreshToken, RefreshVerdict, StoredRefreshToken};
 pub use throttle::ThrottleKey;
 pub use ticket::{

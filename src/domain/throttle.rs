@@ -80,6 +80,13 @@ pub struct Counter {
     pub locked_until: Option<DateTime<Utc>>,
 }
 
+/// An attempt refused because a key it counts against is locked: it may come back in
+/// `retry_after` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked {
+    pub retry_after: u64,
+}
+
 /// One login attempt's throttled key: which rule, and the key's stored name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleKey {

@@ -90,7 +90,7 @@ pub enum Priority {
 
 text_enum!(Priority { Low => "low", Normal => "normal", High => "high", Urgent => "urgent" });
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 #[schema(example = json!({
     "id": 42,
     "subject": "App crashes on start",

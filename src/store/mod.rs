@@ -14,26 +14,28 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::{DatabaseUrl, PoolSettings};
+use crate::domain::throttle::Locked;
 use crate::domain::{
-    Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, StoredResponse, ThrottleKey, Ticket,
-    TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
+    Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, ThrottleKey, Ticket, TicketChange,
+    TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
 };
-use crate::domain::{Priority, Role, TicketStatus, access};
+use crate::domain::{Priority, Role, TicketStatus};
 use crate::error::{Error, Result};
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sql::{Dialect, SqlStore};
 
 /// Decides, inside the write's transaction and from the ticket as it is there, what to change;
 /// an `Err` aborts the transaction with nothing written.
 pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
 
-/// Makes a create happen once per key: the write's transaction claims the key, and stores
-/// `respond`'s answer beside what it wrote. A repeat of the request is answered with
-/// `Error::Replayed(first answer)`; the key with another request is a `Validation` error.
-pub struct Idempotent<'a, T> {
-    pub key: &'a IdempotencyKey,
-    pub respond: &'a (dyn Fn(&T) -> Result<StoredResponse> + Send + Sync),
+/// What a write keyed by an `Idempotency-Key` did. The write's own transaction claims the key
+/// and keeps what it created beside it; a repeat of the request writes nothing and gets that
+/// back. (The key with another request is a `Validation` error.)
+#[derive(Debug)]
+pub enum Write<T, Created = T> {
+    Written(T),
+    /// The same request was written before: this is what it created then.
+    Replayed(Created),
 }
 
 /// A row of `users LEFT JOIN tickets`: the user, and the ticket's columns (null when there is no
@@ -173,31 +175,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts a password attempt (a login, a password change) against each key it counts against
     /// (all, or only the pair's own from a known source), in one transaction with the rows
-    /// locked, or refuses it with `Throttled` while any of them is locked, counting nothing.
-    async fn admit_login(&self, keys: &[ThrottleKey]) -> Result<()>;
+    /// locked, or refuses it with `Locked` while any of them is locked, counting nothing.
+    async fn admit_login(&self, keys: &[ThrottleKey]) -> Result<Result<(), Locked>>;
     /// After a correct password, in one transaction: applies each throttle key's `on_success`,
     /// remembers the account-and-address pair as a known source, and stores the new session's
     /// first refresh token.
     async fn start_session(&self, keys: &[ThrottleKey], token: &NewRefreshToken) -> Result<()>;
     /// Uses the refresh token whose hash is `presented`, in one transaction: if it may be used,
     /// marks it used, stores `next_hash` as the next token of its family (expiring at
-    /// `expires_at`) and returns the user to issue for. A used token revokes its family. Every
-    /// refusal is `Unauthorized`.
+    /// `expires_at`) and returns the user to issue for; `None` if it may not be used (unknown,
+    /// expired, revoked, its user deactivated or logged out everywhere). A used token revokes its
+    /// family.
     async fn rotate_refresh_token(
         &self,
         presented: &str,
         next_hash: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<User>;
+    ) -> Result<Option<User>>;
     /// Revokes the family of the refresh token whose hash is `presented`; unknown ones are ignored.
     async fn revoke_refresh_family(&self, presented: &str) -> Result<()>;
 
-    /// Creates the ticket and its `created` event.
-    async fn create_ticket(
-        &self,
-        ticket: &NewTicket,
-        once: Option<&Idempotent<'_, Ticket>>,
-    ) -> Result<Ticket>;
+    /// Creates the ticket and its `created` event; at most once per `key`.
+    async fn create_ticket(&self, ticket: &NewTicket, key: Option<&IdempotencyKey>) -> Result<Write<Ticket>>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
     /// A user and a ticket in one query (one round trip), for the hottest read path.
     async fn user_and_ticket(&self, user: UserId, ticket: TicketId)
@@ -213,8 +212,16 @@ pub trait Store: Send + Sync + 'static {
         id: TicketId,
         actor: UserId,
         edit: &TicketEdit<'_>,
-        once: Option<&Idempotent<'_, ChangeOutcome>>,
     ) -> Result<ChangeOutcome>;
+    /// `update_ticket` for a change that adds a comment, at most once per `key`: a repeat gets
+    /// the comment the first one added.
+    async fn add_comment_once(
+        &self,
+        id: TicketId,
+        actor: UserId,
+        edit: &TicketEdit<'_>,
+        key: &IdempotencyKey,
+    ) -> Result<Write<ChangeOutcome, Comment>>;
     /// The ticket's comments, oldest first; internal notes only if asked for.
     async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>>;
     /// The ticket's history, oldest first; events about internal notes only if asked for.
@@ -226,30 +233,14 @@ pub trait Store: Send + Sync + 'static {
 pub async fn connect(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Arc<dyn Store>> {
     let raw = url.expose();
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(raw, pool).await?))
+        Ok(Arc::new(SqlStore::<sqlx::Postgres>::connect(raw, pool).await?))
     } else if raw.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(raw, pool).await?))
+        Ok(Arc::new(SqlStore::<sqlx::Sqlite>::connect(raw, pool).await?))
     } else {
         Err(Error::Internal(format!(
             "unsupported DATABASE_URL {:?}: use postgres://... or sqlite://...",
             url.redacted()
         )))
-    }
-}
-
-/// The rule for an assignment target, applied by both backends to the role and active flag they
-/// just read in the write's transaction.
-fn ensure_assignable(agent_id: UserId, agent: Option<(Role, bool)>) -> Result<()> {
-    match agent {
-        Some((role, _)) if !access::can_be_assigned(role) => Err(Error::Validation(format!(
-            "agent_id {agent_id} is a {}, not an agent; only agents can be assigned",
-            role.as_str()
-        ))),
-        Some((_, false)) => {
-            Err(Error::Validation(format!("agent {agent_id} is deactivated and cannot be assigned")))
-        }
-        Some(_) => Ok(()),
-        None => Err(Error::Validation(format!("agent_id {agent_id} does not name an existing user"))),
     }
 }
 
@@ -260,12 +251,6 @@ fn conflict_if_unique(error: sqlx::Error, detail: &str) -> Error {
         _ => Error::Database(error),
     }
 }
-
-/// The answer to a refresh token that cannot be used; the same whatever the reason.
-const REFRESH_REFUSED: Error = Error::Unauthorized {
-    detail: "the refresh token is invalid, expired or revoked; log in again",
-    invalid_token: false,
-};
 
 /// Both backends store microseconds, so timestamps read back equal to what was written.
 fn now() -> chrono::DateTime<chrono::Utc> {

@@ -1,18 +1,16 @@
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
 
-use super::sql::impl_store;
+use super::sql::{Dialect, SqlStore};
 use crate::config::PoolSettings;
 use crate::error::Result;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-pub struct PgStore {
-    pool: PgPool,
-}
-
-impl PgStore {
+impl SqlStore<Postgres> {
     /// Connects and migrates. Replicas starting together are safe: sqlx holds a Postgres advisory
     /// lock while it migrates, so exactly one applies each migration and the others wait.
     pub async fn connect(url: &str, pool: &PoolSettings) -> Result<Self> {
@@ -31,18 +29,24 @@ impl PgStore {
     }
 }
 
-/// Keeps tickets whose subject and description, or one of whose public comments, match `text` as
-/// a web search (words ANDed, "quoted phrases", -exclusions), using the GIN indexes of migration
-/// 0002: the expressions here must stay identical to the indexed ones. `= ANY(ARRAY(...))` makes
-/// the match set an InitPlan read first and then fetched by primary key; with `IN (...)` the
-/// planner walked the whole primary key backwards to honour `ORDER BY id DESC LIMIT` (1 s at a
-/// million tickets for a one-ticket match).
-fn push_text_search(sql: &mut sqlx::QueryBuilder<sqlx::Postgres>, text: &str) {
-    sql.push(" AND id = ANY(ARRAY(SELECT id FROM tickets WHERE to_tsvector('english', subject || ' ' || description) @@ websearch_to_tsquery('english', ")
-        .push_bind(text.to_owned())
-        .push(") UNION SELECT ticket_id FROM comments WHERE NOT internal AND to_tsvector('english', body) @@ websearch_to_tsquery('english', ")
-        .push_bind(text.to_owned())
-        .push(")))");
-}
+impl Dialect for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const LOCK_ROW: &'static str = " FOR UPDATE";
 
-impl_store!(PgStore, sqlx::Postgres, begin_write: "BEGIN", lock_row: " FOR UPDATE");
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// Uses the GIN indexes of migration 0002: the expressions here must stay identical to the
+    /// indexed ones. `= ANY(ARRAY(...))` makes the match set an InitPlan read first and then
+    /// fetched by primary key; with `IN (...)` the planner walked the whole primary key
+    /// backwards to honour `ORDER BY id DESC LIMIT` (1 s at a million tickets for a one-ticket
+    /// match).
+    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str) {
+        sql.push(" AND id = ANY(ARRAY(SELECT id FROM tickets WHERE to_tsvector('english', subject || ' ' || description) @@ websearch_to_tsquery('english', ")
+            .push_bind(text.to_owned())
+            .push(") UNION SELECT ticket_id FROM comments WHERE NOT internal AND to_tsvector('english', body) @@ websearch_to_tsquery('english', ")
+            .push_bind(text.to_owned())
+            .push(")))");
+    }
+}

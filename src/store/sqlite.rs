@@ -1,21 +1,19 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::sql::impl_store;
+use super::sql::{Dialect, SqlStore};
 use crate::config::PoolSettings;
 use crate::error::{Error, Result};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
-
-impl SqliteStore {
+impl SqlStore<Sqlite> {
     /// Opens (creating it and its folder if need be) and migrates the database file.
     pub async fn connect(url: &str, pool: &PoolSettings) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -74,7 +72,7 @@ async fn open_and_migrate(
 /// regardless of case, refuse to migrate a database holding names that differ only in case, and
 /// name them, so an operator knows which accounts to rename.
 async fn refuse_usernames_differing_only_in_case(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
 ) -> Result<(), sqlx::migrate::MigrateError> {
     // Only while 0004 is pending on an existing database (a new one has no _sqlx_migrations yet).
     let migrated_before: bool = sqlx::query_scalar(
@@ -131,18 +129,30 @@ fn is_busy(error: &sqlx::migrate::MigrateError) -> bool {
     }
 }
 
-/// Keeps tickets whose subject and description, or one of whose public comments, hold every word
-/// of `text` (FTS5 with the porter stemmer, like Postgres' English configuration). SQLite reads the
-/// match list first and fetches those rows by rowid.
-fn push_text_search(sql: &mut sqlx::QueryBuilder<sqlx::Sqlite>, text: &str) {
-    let terms = fts5_terms(text);
-    sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
-        .push_bind(terms.clone())
-        .push(" UNION SELECT c.ticket_id FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH ")
-        .push_bind(terms)
-        // The index holds public comments only, but a rebuild ('rebuild' reads every row of its
-        // content table) would add internal notes: the query keeps them out by itself.
-        .push(" AND NOT c.internal)");
+impl Dialect for Sqlite {
+    // BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+    // writes can fail with SQLITE_BUSY when another writer got there first, whatever
+    // busy_timeout.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // One writer at a time (BEGIN IMMEDIATE) already keeps the row as it was read.
+    const LOCK_ROW: &'static str = "";
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// FTS5 with the porter stemmer, like Postgres' English configuration. SQLite reads the match
+    /// list first and fetches those rows by rowid.
+    fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str) {
+        let terms = fts5_terms(text);
+        sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
+            .push_bind(terms.clone())
+            .push(" UNION SELECT c.ticket_id FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH ")
+            .push_bind(terms)
+            // The index holds public comments only, but a rebuild ('rebuild' reads every row of
+            // its content table) would add internal notes: the query keeps them out by itself.
+            .push(" AND NOT c.internal)");
+    }
 }
 
 /// Each word as a quoted FTS5 string, so that no input is read as FTS5 query syntax.
@@ -152,10 +162,6 @@ fn fts5_terms(text: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
-
-// BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
-// writes can fail with SQLITE_BUSY when another writer got there first, whatever busy_timeout.
-impl_store!(SqliteStore, sqlx::Sqlite, begin_write: "BEGIN IMMEDIATE", lock_row: "");
 
 #[cfg(test)]
 mod tests {
