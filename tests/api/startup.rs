@@ -9,6 +9,7 @@ crate::on_both_backends!(
     replicas_starting_together_migrate_once_and_all_work,
     demo_users_exist_only_when_asked_for_and_once,
     a_database_with_names_differing_only_in_case_is_not_migrated,
+    idempotency_keys_stored_before_the_upgrade_still_replay,
 );
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
@@ -55,26 +56,11 @@ async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) 
 /// A database as the previous release left it (migrations 1 to 3), holding names that differ only
 /// in case: the new release refuses to migrate it, and names them.
 async fn a_database_with_names_differing_only_in_case_is_not_migrated(database: EmptyDatabase) {
-    use sqlx::Connection;
-    let backend = if database.url.starts_with("sqlite") { "sqlite" } else { "postgres" };
-    let mut migrator =
-        sqlx::migrate::Migrator::new(std::path::Path::new(&format!("migrations/{backend}"))).await.unwrap();
-    migrator.migrations = std::borrow::Cow::Owned(migrator.migrations[..3].to_vec());
     let insert = "INSERT INTO users (username, password_hash, role, created_at) VALUES
         ('alice', 'x', 'customer', '2026-01-01T00:00:00Z'), ('Alice', 'x', 'customer', '2026-01-01T00:00:00Z'),
         ('bob', 'x', 'agent', '2026-01-01T00:00:00Z'), ('BOB', 'x', 'agent', '2026-01-01T00:00:00Z'),
         ('carol', 'x', 'admin', '2026-01-01T00:00:00Z')";
-    if backend == "sqlite" {
-        let options: sqlx::sqlite::SqliteConnectOptions = database.url.parse().unwrap();
-        let mut connection =
-            sqlx::SqliteConnection::connect_with(&options.create_if_missing(true)).await.unwrap();
-        migrator.run(&mut connection).await.unwrap();
-        sqlx::raw_sql(insert).execute(&mut connection).await.unwrap();
-    } else {
-        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
-        migrator.run(&mut connection).await.unwrap();
-        sqlx::raw_sql(insert).execute(&mut connection).await.unwrap();
-    }
+    as_an_earlier_release_left_it(&database, 3, insert).await;
     let url = DatabaseUrl::new(database.url.clone());
     let refused = ticketdesk::store::connect(&url, &PoolSettings::default()).await.err().expect("refused");
     let message = refused.to_string();
@@ -86,19 +72,11 @@ async fn a_database_with_names_differing_only_in_case_is_not_migrated(database: 
     assert!(!message.contains("carol"), "{message}");
 
     // Once an operator renames one of each, it migrates, and the names are unique whatever the case.
-    if backend == "sqlite" {
-        let mut connection = sqlx::SqliteConnection::connect(&database.url).await.unwrap();
-        sqlx::raw_sql("UPDATE users SET username = 'alice2' WHERE id = 2; UPDATE users SET username = 'bob2' WHERE id = 4")
-            .execute(&mut connection)
-            .await
-            .unwrap();
-    } else {
-        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
-        sqlx::raw_sql("UPDATE users SET username = 'alice2' WHERE id = 2; UPDATE users SET username = 'bob2' WHERE id = 4")
-            .execute(&mut connection)
-            .await
-            .unwrap();
-    }
+    run_sql(
+        &database,
+        "UPDATE users SET username = 'alice2' WHERE id = 2; UPDATE users SET username = 'bob2' WHERE id = 4",
+    )
+    .await;
     let store = ticketdesk::store::connect(&url, &PoolSettings::default()).await.expect("migrated");
     let passwords = ticketdesk::auth::Passwords::new(1, 0);
     let taken = ticketdesk::domain::NewUser {
@@ -107,4 +85,89 @@ async fn a_database_with_names_differing_only_in_case_is_not_migrated(database: 
         role: ticketdesk::domain::Role::Customer,
     };
     assert!(matches!(store.create_user(&taken).await, Err(ticketdesk::error::Error::Conflict(_))));
+}
+
+/// A ticket created with an `Idempotency-Key` before migration 0006, which stored the HTTP
+/// response: after the upgrade a retry with that key still gets that ticket and creates none.
+async fn idempotency_keys_stored_before_the_upgrade_still_replay(database: EmptyDatabase) {
+    use ticketdesk::domain::{Description, IdempotencyKey, NewTicket, Priority, Subject, Ticket};
+    use ticketdesk::store::Write;
+
+    let first = serde_json::json!({
+        "id": 1, "subject": "Printer on fire", "description": "Smoke.", "status": "open",
+        "priority": "high", "created_by": 1, "assigned_to": null,
+        "embed_token": "9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90",
+        "created_at": "2026-07-23T12:00:00.123456Z", "updated_at": "2026-07-23T12:00:00.123456Z"
+    });
+    let request = serde_json::json!({"subject": "Printer on fire"});
+    let key = IdempotencyKey::new(1, "retry-me", "POST /tickets/", &request).unwrap();
+    // SQLite keeps UUIDs as 16-byte blobs.
+    let embed_token = if database.url.starts_with("sqlite") {
+        "X'9f40cb916a0e4b7e9d3c2f1e5a7b8c90'"
+    } else {
+        "'9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90'"
+    };
+    let stored = format!(
+        "INSERT INTO users (username, password_hash, role, created_at)
+         VALUES ('alice', 'x', 'customer', '2026-01-01T00:00:00Z');
+         INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
+         VALUES ('Printer on fire', 'Smoke.', 'open', 'high', 1, {embed_token},
+                 '2026-07-23T12:00:00.123456Z', '2026-07-23T12:00:00.123456Z');
+         INSERT INTO idempotency_keys (user_id, key, fingerprint, status, location, body, created_at)
+         VALUES (1, 'retry-me', '{}', 201, '/tickets/1', '{first}', '{}');",
+        key.fingerprint,
+        chrono::Utc::now().to_rfc3339(),
+    );
+    as_an_earlier_release_left_it(&database, 5, &stored).await;
+
+    let url = DatabaseUrl::new(database.url.clone());
+    let store = ticketdesk::store::connect(&url, &PoolSettings::default()).await.expect("migrated");
+    let retry = NewTicket {
+        subject: Subject::parse("Printer on fire").unwrap(),
+        description: Description::parse("Smoke.".to_owned()).unwrap(),
+        priority: Priority::High,
+        created_by: 1,
+    };
+    match store.create_ticket(&retry, Some(&key)).await.unwrap() {
+        Write::Replayed(ticket) => {
+            assert_eq!(ticket, serde_json::from_value::<Ticket>(first).unwrap());
+        }
+        Write::Written(ticket) => panic!("the retry created ticket {}", ticket.id),
+    }
+    assert_eq!(store.ticket_counts().await.unwrap().iter().map(|(_, n)| n).sum::<i64>(), 1);
+}
+
+/// Applies the first `migrations` of this backend's folder to the empty database, then runs `sql`.
+async fn as_an_earlier_release_left_it(database: &EmptyDatabase, migrations: usize, sql: &str) {
+    let backend = if database.url.starts_with("sqlite") { "sqlite" } else { "postgres" };
+    let mut migrator =
+        sqlx::migrate::Migrator::new(std::path::Path::new(&format!("migrations/{backend}"))).await.unwrap();
+    migrator.migrations = std::borrow::Cow::Owned(migrator.migrations[..migrations].to_vec());
+    execute(database, Some(&migrator), sql).await;
+}
+
+async fn run_sql(database: &EmptyDatabase, sql: &str) {
+    execute(database, None, sql).await;
+}
+
+/// Runs `migrator`, if any, then `sql`, on one connection to the test database (creating the
+/// SQLite file if need be).
+async fn execute(database: &EmptyDatabase, migrator: Option<&sqlx::migrate::Migrator>, sql: &str) {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if database.url.starts_with("sqlite") {
+        let options: sqlx::sqlite::SqliteConnectOptions = database.url.parse().unwrap();
+        let mut connection =
+            sqlx::SqliteConnection::connect_with(&options.create_if_missing(true)).await.unwrap();
+        if let Some(migrator) = migrator {
+            migrator.run(&mut connection).await.unwrap();
+        }
+        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+    } else {
+        let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        if let Some(migrator) = migrator {
+            migrator.run(&mut connection).await.unwrap();
+        }
+        sqlx::raw_sql(sql).execute(&mut connection).await.unwrap();
+    }
 }
