@@ -1,10 +1,12 @@
-//! The HTTP/1.1 server loop: what `axum::serve` does, plus the limits it does not set. A client
-//! must send its request head within a timeout (10 s; this also closes idle keep-alive
+//! Our own HTTP/1.1 accept loop, in place of `axum::serve`, which sets none of these limits: a
+//! client must send its request head within a timeout (10 s; this also closes idle keep-alive
 //! connections), the head may not exceed [`MAX_HEAD_BYTES`], a response that makes no progress
 //! for the send timeout (a client that stops reading) closes the connection, and at most
 //! `max_connections` are open at once (beyond it: a 503 and close). Slow, silent or greedy
-//! clients cannot hold connections forever. On shutdown it stops accepting, lets requests in
-//! flight finish up to a deadline, then cuts off the rest.
+//! clients cannot hold connections forever. On shutdown it stops accepting, takes in the
+//! connections the kernel had queued, lets requests in flight finish up to a deadline, then cuts
+//! off the rest. hyper serves each connection; hyper-util adapts the axum service to it and
+//! shuts the connections down gracefully.
 
 use std::future::Future;
 use std::io::{self, ErrorKind};
@@ -14,17 +16,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// How the server treats connections.
 #[derive(Debug, Clone, Copy)]
@@ -64,21 +69,22 @@ pub async fn serve(
     options: ServeOptions,
 ) {
     let drain_deadline = options.drain_deadline;
-    let (stopping, stop_signal) = watch::channel(false);
+    let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
+    let mut services = app.into_make_service_with_connect_info::<SocketAddr>();
     let open = Arc::new(Semaphore::new(options.max_connections));
     // Refusals linger up to a second each; they are capped too, beyond which a connection is just
     // closed.
     let refusing = Arc::new(Semaphore::new(options.max_connections));
-    let connection = |stream: TcpStream, peer| {
+    let mut connection = |stream: TcpStream, peer, watcher: Watcher| {
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let stop_signal = stop_signal.clone();
+        let service = services.call(peer);
         let (open, refusing) = (open.clone(), refusing.clone());
         async move {
             if let Ok(_slot) = open.try_acquire_owned() {
-                serve_connection(stream, peer, app, options, stop_signal).await;
+                let Ok(service) = service.await;
+                serve_connection(stream, service, options, watcher).await;
             } else if let Ok(_slot) = refusing.try_acquire_owned() {
                 refuse(stream).await;
             }
@@ -89,7 +95,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(stream, peer));
+                    connections.spawn(connection(stream, peer, graceful.watcher()));
                 }
                 // Out of file descriptors and the like: wait a little instead of spinning.
                 Err(error) => {
@@ -106,13 +112,14 @@ pub async fn serve(
     // plain non-blocking accept calls (tokio's accept only tries when the reactor has seen the
     // listener become readable, and may not have yet), then close the listener at once.
     for (stream, peer) in backlog(listener) {
-        connections.spawn(connection(stream, peer));
+        connections.spawn(connection(stream, peer, graceful.watcher()));
     }
-    let _ = stopping.send(true);
     let in_flight = connections.len();
-    let drained =
-        tokio::time::timeout(drain_deadline, async { while connections.join_next().await.is_some() {} })
-            .await;
+    let drained = tokio::time::timeout(drain_deadline, async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!(
             connections = connections.len(),
@@ -142,43 +149,34 @@ fn backlog(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    app: Router,
-    options: ServeOptions,
-    mut stop_signal: watch::Receiver<bool>,
-) {
-    // Holds a permit once the connection has brought a request.
-    let has_requested = Arc::new(Notify::new());
-    let requested = has_requested.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        requested.notify_one();
-        let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(request)
-    });
-    let mut connection = pin!(
-        http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
-            .max_header_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(SendTimeout::new(stream, options.send_timeout)), service)
-    );
+async fn serve_connection<S>(stream: TcpStream, service: S, options: ServeOptions, watcher: Watcher)
+where
+    S: tower::Service<hyper::Request<Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let first_request = Arc::new(Notify::new());
+    let arrived = first_request.clone();
+    let service = TowerToHyperService::new(service.map_request(move |request| {
+        arrived.notify_one();
+        request
+    }));
+    let mut connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(SendTimeout::new(stream, options.send_timeout)), service);
+    // A shutdown closes a connection at once if hyper has read nothing from it yet. That is right
+    // between requests of a kept-alive connection, but a new one was accepted for a request its
+    // client may have sent already: the connection comes under the shutdown's watch only once its
+    // first request has arrived (within the header timeout), so that one is answered first.
     tokio::select! {
-        result = connection.as_mut() => return log_connection_end(result),
-        () = async { let _ = stop_signal.wait_for(|stop| *stop).await; } => {}
+        result = &mut connection => return log_connection_end(result),
+        () = first_request.notified() => {}
     }
-    // Stopping. A graceful shutdown closes a connection with no request in progress at once. That
-    // is right for a kept-alive connection between requests, but a new one has been accepted for a
-    // request its client may have sent already: wait for it (within the header timeout) first.
-    tokio::select! {
-        result = connection.as_mut() => return log_connection_end(result),
-        () = has_requested.notified() => {}
-    }
-    // Finish the request in progress, if any, then close.
-    connection.as_mut().graceful_shutdown();
-    log_connection_end(connection.await);
+    log_connection_end(watcher.watch(connection).await);
 }
 
 /// Answers a connection beyond `max_connections` with a 503 and closes it. The response is sent
