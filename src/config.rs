@@ -111,19 +111,17 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***`; one that does not parse is not shown, as
+    /// there is no telling where its password is.
     pub fn redacted(&self) -> String {
-        let url = &self.0;
-        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-            return url.clone();
-        };
-        let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
-        let authority = &url[scheme_end..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                format!("{}{}:***{}", &url[..scheme_end], &authority[..colon], &url[scheme_end + at..])
+        match url::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                // Only fails for URLs that cannot have a password, and this one has one.
+                let _ = url.set_password(Some("***"));
+                url.into()
             }
-            _ => url.clone(),
+            Ok(_) => self.0.clone(),
+            Err(error) => format!("[a URL that does not parse: {error}]"),
         }
     }
 }
@@ -423,5 +421,10 @@ mod tests {
         assert!(!printed.contains("a-very-secret"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("postgres://app:***@db.internal:5432/tickets"), "{printed}");
+
+        let malformed = DatabaseUrl::new("postgres://app:hunter2@db.internal:port/tickets").redacted();
+        assert!(!malformed.contains("hunter2") && malformed.contains("does not parse"), "{malformed}");
+        let no_password = "sqlite://data/ticketdesk.db";
+        assert_eq!(DatabaseUrl::new(no_password).redacted(), no_password);
     }
 }

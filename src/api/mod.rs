@@ -14,7 +14,7 @@ mod tickets;
 mod users;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::{Router, middleware};
 use tower_http::LatencyUnit;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -50,7 +50,9 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .layer(middleware::map_response(problem_for_bare_errors))
-        .layer(middleware::map_response(security::security_headers))
+        .layer(security::by_default(header::CONTENT_SECURITY_POLICY, security::DEFAULT_CSP))
+        .layer(security::by_default(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security::by_default(header::REFERRER_POLICY, "no-referrer"))
         // Outermost: every request has an id (the client's `x-request-id`, or a new UUID) before
         // its span opens, and the response carries it back.
         .layer(PropagateRequestIdLayer::x_request_id())
