@@ -171,7 +171,7 @@ async fn get_user(
     CurrentUser(user): CurrentUser,
     Path(id): Path<UserId>,
 ) -> Result<Json<User>> {
-    allow(user.id == id || access::can_manage_users(&user), "only admins look up other users")?;
+    allow(access::can_look_up_user(&user, id), "only admins look up other users")?;
     state.store.user(id).await?.map(Json).ok_or(Error::NotFound("user not found"))
 }
 

@@ -51,6 +51,12 @@ pub fn can_manage_users(user: &User) -> bool {
     user.role == Role::Admin
 }
 
+/// Everyone may look themselves up; admins may look up anyone.
+#[must_use]
+pub fn can_look_up_user(viewer: &User, id: UserId) -> bool {
+    viewer.id == id || can_manage_users(viewer)
+}
+
 /// An admin may not take their own admin rights or account away: the last admin doing so would
 /// leave nobody to manage users. The refusal is a conflict with the caller's own state.
 pub fn check_user_change(actor: &User, target: UserId, change: &UserChange) -> Result<(), &'static str> {
@@ -205,6 +211,15 @@ mod tests {
         for role in [Role::Customer, Role::Agent] {
             assert!(!can_filter_by_creator(&user(1, role)));
         }
+    }
+
+    #[test]
+    fn users_look_up_themselves_and_admins_anyone() {
+        for role in [Role::Customer, Role::Agent] {
+            assert!(can_look_up_user(&user(1, role), 1));
+            assert!(!can_look_up_user(&user(1, role), 2));
+        }
+        assert!(can_look_up_user(&user(3, Role::Admin), 1));
     }
 
     #[test]
