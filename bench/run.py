@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 BINARY = ROOT / "target" / "release" / "ticketdesk"
+FLOOR = ROOT / "target" / "release" / "examples" / "floor"
 PASSWORD = "bench-password-1"
 JWT_SECRET = "benchmark-signing-key-0123456789abcdef"
 SUBJECTS = ["Printer", "Network", "Login", "Invoice", "Laptop", "Email", "VPN", "Phone"]
@@ -178,21 +179,27 @@ class Backend:
 
 
 class Server:
-    def __init__(self, backend):
+    """The server (`floor=False`), or the reference floor (bench/floor.rs) on the same database."""
+
+    def __init__(self, backend, floor=False):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": backend.url, "BIND_ADDR": f"127.0.0.1:{self.port}",
                "JWT_SECRET": JWT_SECRET, "RUST_LOG": "warn"}
         started = time.monotonic()
-        self.log = backend.workdir / f"{backend.kind}-server.log"
-        self.process = subprocess.Popen([str(BINARY), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
+        self.log = backend.workdir / f"{backend.kind}-{'floor' if floor else 'server'}.log"
+        command = [str(FLOOR)] if floor else [str(BINARY), "serve"]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"))
         while True:
             try:
-                http("GET", self.base + "/readyz")
+                if floor:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                else:
+                    http("GET", self.base + "/readyz")
                 break
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError("the server exited: " + self.log.read_text())
+                    raise RuntimeError("it exited: " + self.log.read_text())
                 time.sleep(0.002)
         self.ready_ms = (time.monotonic() - started) * 1000
 
@@ -243,11 +250,12 @@ def run_backend(kind, args, workdir):
     backend = Backend(kind, args.tickets, workdir, args.pg_url)
     print(f"[{kind}] seeding {args.tickets:,} tickets ...", file=sys.stderr)
     report = {"tickets": args.tickets, "seed_seconds": round(backend.create(), 2)}
-    server = Server(backend)
+    server, floor = Server(backend), Server(backend, floor=True)
     try:
-        measure(server, backend, report, args, workdir)
+        measure(server, floor, backend, report, args, workdir)
     finally:
         server.stop()
+        floor.stop()
     report["server_errors_logged"] = [line for line in server.log.read_text().splitlines() if "ERROR" in line][:5]
 
     if kind == "postgres":
@@ -259,15 +267,24 @@ def run_backend(kind, args, workdir):
             for name in ("get_ticket_admin", "get_ticket_agent", "embed")
             if name in report["scenarios"]
         }
+    report["ratio_to_floor"] = {
+        name: round(report["scenarios"][name]["rps"] / report["scenarios"]["floor_" + name]["rps"], 3)
+        for name in FLOOR_SCENARIOS
+        if "floor_" + name in report["scenarios"]
+    }
     report["plans"] = query_plans(backend)
-    if "get_ticket_admin" in report["scenarios"]:
+    if "get_ticket_admin" in report["scenarios"] and "get_ticket_beside_login_flood" in report:
         alone = report["scenarios"]["get_ticket_admin"]["p99_ms"]
         report["login_flood_p99_factor"] = round(report["get_ticket_beside_login_flood"]["p99_ms"] / alone, 2)
     backend.drop()
     return report
 
 
-def measure(server, backend, report, args, workdir):
+# The floor does the work of these scenarios; each runs against it right after the server.
+FLOOR_SCENARIOS = ("get_ticket_admin", "embed")
+
+
+def measure(server, floor, backend, report, args, workdir):
     kind = backend.kind
     report["startup_to_ready_ms"] = round(server.ready_ms, 1)
     admin, agent = server.token("bench-admin"), server.token("agent1")
@@ -289,18 +306,24 @@ def measure(server, backend, report, args, workdir):
         ("mixed_90_10", "mixed", {"TOKENS": ",".join([admin] + customers[:1]), "IDS_FILE": files["ids"], "EMBEDS_FILE": files["embeds"]}),
         ("login", "login", {}),
     ]
-    result_of(wrk(server, "get_ticket", 3, c, TOKENS=admin, IDS_FILE=files["ids"]))  # warm-up
+    for warmed in (server, floor):
+        result_of(wrk(warmed, "get_ticket", 3, c, TOKENS=admin, IDS_FILE=files["ids"]))
     report["scenarios"] = {}
     for name, scenario, env in scenarios:
         if args.only and name not in args.only:
             continue
         print(f"[{kind}] {name} ...", file=sys.stderr)
         report["scenarios"][name] = result_of(wrk(server, scenario, d, c, **env))
+        if name in FLOOR_SCENARIOS:
+            print(f"[{kind}] {name} on the floor ...", file=sys.stderr)
+            report["scenarios"]["floor_" + name] = result_of(wrk(floor, scenario, d, c, **env))
         if name == "mixed_90_10":
             # Every scenario so far, but no login flood yet: the memory target's condition.
             report["peak_rss_through_mixed_mib"] = round(server.peak_rss_mib(), 1)
 
     # GET /tickets/{id} beside a login flood: its p99 may at most double.
+    if args.only and "beside_login_flood" not in args.only:
+        return
     flood = wrk(server, "login", d, 8, threads=1)
     beside = wrk(server, "get_ticket", d, c, TOKENS=admin, IDS_FILE=files["ids"])
     report["get_ticket_beside_login_flood"] = result_of(beside)
@@ -362,7 +385,7 @@ def main():
 
     ensure_tools()
     print("building the release binary ...", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ticketdesk"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "ticketdesk", "--example", "floor"], cwd=ROOT, check=True)
     kinds = ["postgres", "sqlite"] if args.backend == "both" else [args.backend]
     results = {
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())},

@@ -2,7 +2,7 @@
 //! every protected handler takes.
 
 mod extractor;
-mod hs256;
+pub mod hs256;
 mod jwt;
 mod password;
 mod refresh;

@@ -2,6 +2,7 @@
 //! The backend is picked from the database URL's scheme.
 
 mod postgres;
+mod reads;
 mod sql;
 mod sqlite;
 
@@ -242,6 +243,13 @@ pub async fn connect(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Arc<dyn S
             url.redacted()
         )))
     }
+}
+
+/// How a backend's `DATABASE_MAX_CONNECTIONS` are shared: half for writes (sqlx's pool), the
+/// rest for reads, at least one each.
+fn write_and_read_connections(total: u32) -> (u32, u32) {
+    let writes = (total / 2).max(1);
+    (writes, total.saturating_sub(writes).max(1))
 }
 
 /// A unique-constraint violation is the client's conflict, not our failure.

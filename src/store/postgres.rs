@@ -15,17 +15,21 @@ impl SqlStore<Postgres> {
     /// lock while it migrates, so exactly one applies each migration and the others wait.
     pub async fn connect(url: &str, pool: &PoolSettings) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        let (writes, reads) = super::write_and_read_connections(pool.max_connections.unwrap_or(16));
         let pool = PgPoolOptions::new()
-            .max_connections(pool.max_connections.unwrap_or(16))
+            .max_connections(writes)
             // Fail fast (503) when the database is gone, instead of sqlx's default 30 s.
             .acquire_timeout(pool.acquire_timeout)
+            // A ping before each use would double the round trips; `begin_write` notices a dead
+            // connection by its failing BEGIN instead.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         MIGRATOR
             .run(&pool)
             .await
             .map_err(|e| crate::error::Error::Internal(format!("migrating PostgreSQL failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self::new(pool, reads))
     }
 }
 

@@ -12,12 +12,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::{
-    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder,
-    Transaction, Type,
+    AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool,
+    QueryBuilder, SqlSafeStr, Transaction, Type,
 };
 use uuid::Uuid;
 
+use super::reads::ReadConnections;
 use super::{
     ChangeOutcome, PoolStats, SortKey, Store, TicketEdit, TicketQuery, UserAndTicketRow, UserFilter, Write,
     conflict_if_unique, now,
@@ -29,6 +31,16 @@ use crate::domain::{
     UserChange, UserCredentials, UserId, access, idempotency,
 };
 use crate::error::{Error, Result};
+
+/// Whether `error` means the connection was dead before the statement ran: its socket is gone,
+/// or the server ended the session (SQLSTATE 57P01 to 57P03: shut down, crashed, starting up).
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57P0")),
+        _ => false,
+    }
+}
 
 // Column lists as literals, so that `concat!` builds each statement at compile time.
 macro_rules! ticket_columns {
@@ -64,9 +76,20 @@ pub trait Dialect: Database {
     fn push_text_search(sql: &mut QueryBuilder<Self>, text: &str);
 }
 
-/// The [`Store`] on a SQL database.
+/// The [`Store`] on a SQL database: writes on sqlx's pool, reads on connections of their own.
 pub struct SqlStore<DB: Database> {
-    pub(super) pool: Pool<DB>,
+    pool: Pool<DB>,
+    reads: ReadConnections<DB>,
+}
+
+impl<DB: Database> SqlStore<DB> {
+    /// `pool` holds the connections for writes; `reads` more may be open for reads, with the
+    /// same connect options and acquire timeout.
+    pub(super) fn new(pool: Pool<DB>, reads: u32) -> Self {
+        let options = (*pool.connect_options()).clone();
+        let reads = ReadConnections::new(reads, options, pool.options().get_acquire_timeout());
+        Self { pool, reads }
+    }
 }
 
 #[async_trait]
@@ -104,20 +127,25 @@ where
     }
 
     async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
 
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
+            size: self.pool.size() + self.reads.open(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX) + self.reads.idle(),
+            max: self.pool.options().get_max_connections() + self.reads.max(),
         }
     }
 
     async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM tickets GROUP BY status")
-            .fetch_all(&self.pool)
+        let rows: Vec<(String, i64)> = self
+            .read(async move |connection| {
+                sqlx::query_as("SELECT status, count(*) FROM tickets GROUP BY status")
+                    .fetch_all(connection)
+                    .await
+            })
             .await?;
         rows.into_iter()
             .map(|(status, count)| Ok((TicketStatus::try_from(status).map_err(Error::Internal)?, count)))
@@ -131,39 +159,53 @@ where
         }
         // Usernames are unique regardless of case (ASCII only: nothing else is allowed in one),
         // and found the same way, through the unique index on lower(username).
-        let credentials = sqlx::query_as(concat!(
-            "SELECT ",
-            user_columns!(),
-            ", password_hash FROM users WHERE lower(username) = $1"
-        ))
-        .bind(username.to_ascii_lowercase())
-        .fetch_optional(&self.pool)
-        .await?;
+        let name = username.to_ascii_lowercase();
+        let credentials = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    ", password_hash FROM users WHERE lower(username) = $1"
+                ))
+                .bind(name.clone())
+                .fetch_optional(connection)
+                .await
+            })
+            .await?;
         Ok(credentials)
     }
 
     async fn user(&self, id: UserId) -> Result<Option<User>> {
-        let user = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let user = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(connection)
+                    .await
+            })
             .await?;
         Ok(user)
     }
 
     async fn users(&self, filter: &UserFilter, after: Option<UserId>, limit: u32) -> Result<Vec<User>> {
-        let users = sqlx::query_as(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users
+        let UserFilter { role, active } = filter.clone();
+        let users = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    user_columns!(),
+                    " FROM users
              WHERE ($1 IS NULL OR role = $1) AND ($2 IS NULL OR active = $2) AND ($3 IS NULL OR id > $3)
              ORDER BY id LIMIT $4"
-        ))
-        .bind(filter.role.map(Role::as_str))
-        .bind(filter.active)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+                ))
+                .bind(role.map(Role::as_str))
+                .bind(active)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
         Ok(users)
     }
 
@@ -182,7 +224,7 @@ where
     }
 
     async fn update_user(&self, id: UserId, change: &UserChange) -> Result<User> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         // Deactivation retires every token issued before it, access tokens through token_version
         // and refresh tokens below: reactivating revives none of them.
         let deactivating = change.active == Some(false);
@@ -212,7 +254,7 @@ where
     }
 
     async fn set_password(&self, id: UserId, password_hash: &str, proved: &[ThrottleKey]) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         let updated: Option<UserId> = sqlx::query_scalar(
             "UPDATE users SET password_hash = $2, token_version = token_version + 1 WHERE id = $1 RETURNING id",
         )
@@ -230,7 +272,7 @@ where
 
     async fn create_ticket(&self, ticket: &NewTicket, key: Option<&IdempotencyKey>) -> Result<Write<Ticket>> {
         let now = now();
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         if let Some(key) = key
             && let Some(first) = Self::claim_idempotency_key(&mut tx, key, now).await?
         {
@@ -261,34 +303,45 @@ where
     }
 
     async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>> {
-        let comments = sqlx::query_as(concat!(
-            "SELECT ",
-            comment_columns!(),
-            " FROM comments WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
-        ))
-        .bind(ticket)
-        .bind(include_internal)
-        .fetch_all(&self.pool)
-        .await?;
+        let comments = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    comment_columns!(),
+                    " FROM comments WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
+                ))
+                .bind(ticket)
+                .bind(include_internal)
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
         Ok(comments)
     }
 
     async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>> {
-        let events = sqlx::query_as(
+        let events = self
+            .read(async move |connection| {
+                sqlx::query_as(
             "SELECT id, ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at
              FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id",
         )
         .bind(ticket)
         .bind(include_internal)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(connection).await
+            })
+            .await?;
         Ok(events)
     }
 
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>> {
-        let ticket = sqlx::query_as(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
+        let ticket = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(connection)
+                    .await
+            })
             .await?;
         Ok(ticket)
     }
@@ -298,18 +351,22 @@ where
         user: UserId,
         ticket: TicketId,
     ) -> Result<(Option<User>, Option<Ticket>)> {
-        let row: Option<UserAndTicketRow> = sqlx::query_as(
-            "SELECT u.id, u.username, u.role, u.active, u.token_version,
+        let row: Option<UserAndTicketRow> = self
+            .read(async move |connection| {
+                sqlx::query_as(
+                    "SELECT u.id, u.username, u.role, u.active, u.token_version,
                     t.id AS t_id, t.subject AS t_subject, t.description AS t_description,
                     t.status AS t_status, t.priority AS t_priority, t.created_by AS t_created_by,
                     t.assigned_to AS t_assigned_to, t.embed_token AS t_embed_token,
                     t.created_at AS t_created_at, t.updated_at AS t_updated_at
              FROM users u LEFT JOIN tickets t ON t.id = $2 WHERE u.id = $1",
-        )
-        .bind(user)
-        .bind(ticket)
-        .fetch_optional(&self.pool)
-        .await?;
+                )
+                .bind(user)
+                .bind(ticket)
+                .fetch_optional(connection)
+                .await
+            })
+            .await?;
         match row {
             Some(row) => row.split().map(|(user, ticket)| (Some(user), ticket)),
             None => Ok((None, None)),
@@ -317,70 +374,21 @@ where
     }
 
     async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>> {
-        let ticket =
-            sqlx::query_as(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE embed_token = $1"))
-                .bind(token)
-                .fetch_optional(&self.pool)
-                .await?;
+        let ticket = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE embed_token = $1"))
+                    .bind(token)
+                    .fetch_optional(connection)
+                    .await
+            })
+            .await?;
         Ok(ticket)
     }
 
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>> {
-        let mut sql =
-            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
-        match query.scope {
-            TicketScope::All => {}
-            TicketScope::AssignedTo(agent) => {
-                sql.push(" AND assigned_to = ").push_bind(agent);
-            }
-            TicketScope::CreatedBy(customer) => {
-                sql.push(" AND created_by = ").push_bind(customer);
-            }
-        }
-        if let Some(status) = query.status {
-            sql.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(priority) = query.priority {
-            sql.push(" AND priority = ").push_bind(priority.as_str());
-        }
-        match query.assignee {
-            Some(Some(agent)) => {
-                sql.push(" AND assigned_to = ").push_bind(agent);
-            }
-            Some(None) => {
-                sql.push(" AND assigned_to IS NULL");
-            }
-            None => {}
-        }
-        if let Some(customer) = query.created_by {
-            sql.push(" AND created_by = ").push_bind(customer);
-        }
-        if let Some(since) = query.updated_since {
-            sql.push(" AND updated_at >= ").push_bind(since);
-        }
-        if let Some(text) = &query.text {
-            DB::push_text_search(&mut sql, text);
-        }
-        // Keyset pagination: rows strictly after the cursor's row, in the sort order.
-        let (before, order) = if query.sort.descending { ("<", "DESC") } else { (">", "ASC") };
-        if let Some(after) = &query.after {
-            match (query.sort.key, after.updated_at) {
-                (SortKey::Updated, Some(at)) => {
-                    sql.push(format_args!(" AND (updated_at {before} ")).push_bind(at);
-                    sql.push(" OR (updated_at = ").push_bind(at);
-                    sql.push(format_args!(" AND id {before} ")).push_bind(after.id).push("))");
-                }
-                _ => {
-                    sql.push(format_args!(" AND id {before} ")).push_bind(after.id);
-                }
-            }
-        }
-        match query.sort.key {
-            SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
-            SortKey::Updated => sql.push(format_args!(" ORDER BY updated_at {order}, id {order}")),
-        };
-        sql.push(" LIMIT ").push_bind(i64::from(query.limit));
-        Ok(sql.build_query_as().fetch_all(&self.pool).await?)
+        let query = query.clone();
+        self.read(async move |connection| Self::listing(&query).build_query_as().fetch_all(connection).await)
+            .await
     }
 
     async fn update_ticket(
@@ -389,7 +397,7 @@ where
         actor: UserId,
         edit: &TicketEdit<'_>,
     ) -> Result<ChangeOutcome> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         let outcome = Self::change_ticket(&mut tx, id, actor, edit).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -402,7 +410,7 @@ where
         edit: &TicketEdit<'_>,
         key: &IdempotencyKey,
     ) -> Result<Write<ChangeOutcome, Comment>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         if let Some(first) = Self::claim_idempotency_key(&mut tx, key, now()).await? {
             return Ok(Write::Replayed(first));
         }
@@ -415,7 +423,7 @@ where
 
     async fn admit_login(&self, keys: &[ThrottleKey]) -> Result<Result<(), Locked>> {
         let now = now();
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM login_throttle WHERE last_attempt < $1")
             .bind(now - throttle::WINDOW)
             .execute(&mut *tx)
@@ -470,7 +478,7 @@ where
 
     async fn start_session(&self, keys: &[ThrottleKey], token: &NewRefreshToken) -> Result<()> {
         let now = now();
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         Self::password_proved(&mut tx, keys, now).await?;
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
         Self::insert_refresh_token(&mut tx, token, now).await?;
@@ -485,7 +493,7 @@ where
         expires_at: DateTime<Utc>,
     ) -> Result<Option<User>> {
         let now = now();
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         let stored: Option<StoredRefreshToken> = sqlx::query_as(Self::locking(
             "SELECT family, user_id, token_version, expires_at, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
         ))
@@ -531,7 +539,7 @@ where
 
     async fn revoke_refresh_family(&self, presented: &str) -> Result<()> {
         let now = now();
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut tx = self.begin_write().await?;
         let family: Option<Uuid> =
             sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE token_hash = $1")
                 .bind(presented)
@@ -564,6 +572,110 @@ where
     Option<DateTime<Utc>>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
+    /// Runs `read` on a read connection (one round trip). If that connection turns out dead
+    /// (the database dropped it since its last use), the idle ones are forgotten and `read` runs
+    /// once more on a new connection. Reads only: the failed attempt changed nothing.
+    async fn read<T>(&self, read: impl AsyncFn(&mut DB::Connection) -> sqlx::Result<T>) -> Result<T> {
+        let mut connection = self.reads.get().await?;
+        let value = match read(&mut connection).await {
+            Err(error) if connection_lost(&error) => {
+                tracing::info!(%error, "a read connection was dead; reading again on a new one");
+                drop(connection);
+                self.reads.forget_idle();
+                connection = self.reads.get().await?;
+                read(&mut connection).await?
+            }
+            result => result?,
+        };
+        connection.keep();
+        Ok(value)
+    }
+
+    /// Opens a write transaction. A dead pooled connection fails at `BEGIN`, before anything was
+    /// written, so the transaction then begins again on a connection known to answer.
+    async fn begin_write(&self) -> Result<Transaction<'static, DB>> {
+        match self.pool.begin_with(DB::BEGIN_WRITE).await {
+            Err(error) if connection_lost(&error) => {
+                tracing::info!(%error, "a pooled connection was dead; beginning again on a live one");
+                let connection = self.live_connection().await?;
+                Ok(Transaction::begin(connection, Some(DB::BEGIN_WRITE.into_sql_str())).await?)
+            }
+            result => Ok(result?),
+        }
+    }
+
+    /// A pooled connection that answers a ping. After one was found dead, the others that were
+    /// idle when the database went away are dead too; each is closed as it is found.
+    async fn live_connection(&self) -> Result<PoolConnection<DB>> {
+        for _ in 0..=self.pool.options().get_max_connections() {
+            let mut connection = self.pool.acquire().await?;
+            match connection.ping().await {
+                Ok(()) => return Ok(connection),
+                Err(_) => connection.close_on_drop(),
+            }
+        }
+        Err(Error::Unavailable("no database connection answers".into()))
+    }
+
+    /// The statement for one page of a ticket listing.
+    fn listing(query: &TicketQuery) -> QueryBuilder<DB> {
+        let mut sql =
+            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
+        match query.scope {
+            TicketScope::All => {}
+            TicketScope::AssignedTo(agent) => {
+                sql.push(" AND assigned_to = ").push_bind(agent);
+            }
+            TicketScope::CreatedBy(customer) => {
+                sql.push(" AND created_by = ").push_bind(customer);
+            }
+        }
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(priority) = query.priority {
+            sql.push(" AND priority = ").push_bind(priority.as_str());
+        }
+        match query.assignee {
+            Some(Some(agent)) => {
+                sql.push(" AND assigned_to = ").push_bind(agent);
+            }
+            Some(None) => {
+                sql.push(" AND assigned_to IS NULL");
+            }
+            None => {}
+        }
+        if let Some(customer) = query.created_by {
+            sql.push(" AND created_by = ").push_bind(customer);
+        }
+        if let Some(since) = query.updated_since {
+            sql.push(" AND updated_at >= ").push_bind(since);
+        }
+        if let Some(text) = &query.text {
+            DB::push_text_search(&mut sql, text);
+        }
+        // Keyset pagination: rows strictly after the cursor's row, in the sort order.
+        let (before, order) = if query.sort.descending { ("<", "DESC") } else { (">", "ASC") };
+        if let Some(after) = &query.after {
+            match (query.sort.key, after.updated_at) {
+                (SortKey::Updated, Some(at)) => {
+                    sql.push(format_args!(" AND (updated_at {before} ")).push_bind(at);
+                    sql.push(" OR (updated_at = ").push_bind(at);
+                    sql.push(format_args!(" AND id {before} ")).push_bind(after.id).push("))");
+                }
+                _ => {
+                    sql.push(format_args!(" AND id {before} ")).push_bind(after.id);
+                }
+            }
+        }
+        match query.sort.key {
+            SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
+            SortKey::Updated => sql.push(format_args!(" ORDER BY updated_at {order}, id {order}")),
+        };
+        sql.push(" LIMIT ").push_bind(i64::from(query.limit));
+        sql
+    }
+
     /// A `SELECT` that locks the row it reads until the transaction ends.
     fn locking(select: &str) -> AssertSqlSafe<String> {
         AssertSqlSafe(format!("{select}{}", DB::LOCK_ROW))

@@ -33,10 +33,11 @@ impl SqlStore<Sqlite> {
         // connection switching the file to WAL holds a shared lock and needs an exclusive one
         // while another process holds the write lock, and SQLite answers SQLITE_BUSY at once, not
         // after busy_timeout. Its remedy is to back off and try again; nothing was written.
+        let (writes, reads) = super::write_and_read_connections(pool.max_connections.unwrap_or(8));
         let mut attempt = 1;
         loop {
-            match open_and_migrate(options.clone(), pool).await {
-                Ok(pool) => return Ok(Self { pool }),
+            match open_and_migrate(options.clone(), writes, pool).await {
+                Ok(pool) => return Ok(Self::new(pool, reads)),
                 Err(error) if is_busy(&error) && attempt < 20 => {
                     tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
                     attempt += 1;
@@ -54,11 +55,14 @@ impl SqlStore<Sqlite> {
 /// savepoints): the others wait for the write lock (busy_timeout), then find nothing left to do.
 async fn open_and_migrate(
     options: SqliteConnectOptions,
+    connections: u32,
     settings: &PoolSettings,
 ) -> Result<SqlitePool, sqlx::migrate::MigrateError> {
     let pool = SqlitePoolOptions::new()
-        .max_connections(settings.max_connections.unwrap_or(8))
+        .max_connections(connections)
         .acquire_timeout(settings.acquire_timeout)
+        // As on PostgreSQL (see there): no ping before each use.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
