@@ -7,9 +7,32 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// What every handler can reach. Cheap to clone: all shared behind `Arc`s.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// What every handler can reach. Cloned for every request, so it is one `Arc`: a clone is one
+/// atomic increment, whatever it holds.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<dyn Store> {
+    fn from_ref(state: &AppState) -> Self {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<JwtKeys> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jwt.clone()
+    }
+}
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub jwt: Arc<JwtKeys>,
     pub passwords: Passwords,
@@ -19,20 +42,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// How long a request may take, body included, before it is answered 408.
     pub request_timeout: std::time::Duration,
-    #[from_ref(skip)]
     pub refresh_token_ttl: std::time::Duration,
     /// Proxies trusted to name the client in `X-Forwarded-For`.
-    #[from_ref(skip)]
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// Origins allowed to call the API from a browser page.
-    #[from_ref(skip)]
     pub cors_allowed_origins: Arc<[String]>,
 }
 
 impl AppState {
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
         let passwords = Passwords::for_this_machine(config.password_hash_queue);
-        Self {
+        Self(Arc::new(Shared {
             store,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.bytes(), config.access_token_ttl)),
             metrics: Arc::new(Metrics::new(passwords.metrics())),
@@ -43,7 +63,7 @@ impl AppState {
             refresh_token_ttl: config.refresh_token_ttl,
             trusted_proxies: config.trusted_proxies.clone().into(),
             cors_allowed_origins: config.cors_allowed_origins.clone().into(),
-        }
+        }))
     }
 }
 

@@ -9,6 +9,7 @@ mod operations;
 
 pub use operations::metrics_router;
 mod paging;
+mod request_id;
 mod security;
 mod tickets;
 mod users;
@@ -16,8 +17,9 @@ mod users;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::{Router, middleware};
+use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -38,25 +40,28 @@ pub fn router(state: AppState) -> Router {
     api_routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { Error::NotFound("no such route") })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(security::limit_request_head))
-        // A request not answered in time (a slow client's body, a stuck query) gets a 408, turned
-        // into problem+json below like every bare error status.
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        // One `layer` call for the whole stack: axum clones a route's service for every request,
+        // and each `layer` call would add a boxed level to that clone. Outermost first.
         .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros)),
+            ServiceBuilder::new()
+                // Every request has an id (the client's `x-request-id`, or a new one) before its
+                // span opens, and the response carries it back.
+                .layer(SetRequestIdLayer::x_request_id(request_id::RequestIds::new()))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(security::by_default(header::REFERRER_POLICY, "no-referrer"))
+                .layer(security::by_default(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .layer(security::by_default(header::CONTENT_SECURITY_POLICY, security::DEFAULT_CSP))
+                .layer(middleware::map_response(problem_for_bare_errors))
+                .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
+                    DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
+                ))
+                // A request not answered in time (a slow client's body, a stuck query) gets a
+                // 408, turned into problem+json above like every bare error status.
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+                .layer(middleware::from_fn(security::limit_request_head))
+                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
         )
-        .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
-        .layer(middleware::map_response(problem_for_bare_errors))
-        .layer(security::by_default(header::CONTENT_SECURITY_POLICY, security::DEFAULT_CSP))
-        .layer(security::by_default(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(security::by_default(header::REFERRER_POLICY, "no-referrer"))
-        // Outermost: every request has an id (the client's `x-request-id`, or a new UUID) before
-        // its span opens, and the response carries it back.
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
