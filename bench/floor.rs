@@ -27,7 +27,8 @@ const USER_AND_TICKET: &str = "SELECT u.role, u.active, u.token_version,
         t.id, t.subject, t.description, t.status, t.priority, t.created_by, t.assigned_to,
         t.embed_token, t.created_at, t.updated_at
     FROM users u JOIN tickets t ON t.id = $2 WHERE u.id = $1";
-const BY_EMBED_TOKEN: &str = "SELECT subject, status, updated_at FROM tickets WHERE embed_token = $1";
+const BY_EMBED_TOKEN: &str =
+    "SELECT subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -52,12 +53,21 @@ struct Ticket {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(sqlx::FromRow)]
 struct Embed {
     subject: String,
     status: String,
-    #[serde(rename = "last_updated")]
     updated_at: DateTime<Utc>,
+    embed_token: Uuid,
+}
+
+/// The embed's JSON, as the server writes it.
+#[derive(Serialize)]
+struct EmbedView {
+    subject: String,
+    status: &'static str,
+    last_updated: DateTime<Utc>,
+    link: String,
 }
 
 #[derive(Deserialize)]
@@ -159,7 +169,17 @@ where
     Uuid: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB>,
 {
     match sqlx::query_as::<_, Embed>(BY_EMBED_TOKEN).bind(token).fetch_optional(&app.pool).await {
-        Ok(Some(embed)) => Json(embed).into_response(),
+        Ok(Some(embed)) => {
+            let status = match embed.status.as_str() {
+                "open" => "Open",
+                "in_progress" => "In Progress",
+                "resolved" => "Resolved",
+                _ => "Closed",
+            };
+            let link = format!("https://support.example.com/tickets/{}", embed.embed_token);
+            Json(EmbedView { subject: embed.subject, status, last_updated: embed.updated_at, link })
+                .into_response()
+        }
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }

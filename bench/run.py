@@ -267,11 +267,6 @@ def run_backend(kind, args, workdir):
             for name in ("get_ticket_admin", "get_ticket_agent", "embed")
             if name in report["scenarios"]
         }
-    report["ratio_to_floor"] = {
-        name: round(report["scenarios"][name]["rps"] / report["scenarios"]["floor_" + name]["rps"], 3)
-        for name in FLOOR_SCENARIOS
-        if "floor_" + name in report["scenarios"]
-    }
     report["plans"] = query_plans(backend)
     if "get_ticket_admin" in report["scenarios"] and "get_ticket_beside_login_flood" in report:
         alone = report["scenarios"]["get_ticket_admin"]["p99_ms"]
@@ -280,8 +275,30 @@ def run_backend(kind, args, workdir):
     return report
 
 
-# The floor does the work of these scenarios; each runs against it right after the server.
+# The floor does the work of these scenarios. Server and floor take turns, ROUNDS times each, and
+# the ratio is the median of the rounds' ratios: on a shared 2-core machine one run's figure moves
+# by 10%, and alternating cancels most of the drift.
 FLOOR_SCENARIOS = ("get_ticket_admin", "embed")
+ROUNDS = 3
+
+
+def wrk_run(target, scenario, seconds, connections, env):
+    return lambda: result_of(wrk(target, scenario, seconds, connections, **env))
+
+
+def side_by_side(report, name, runs):
+    """Runs the server's and the floor's `name` alternately; keeps each one's median round."""
+    server_rounds, floor_rounds = [], []
+    for round_number in range(ROUNDS):
+        print(f"[{name}] round {round_number + 1}: server, then floor ...", file=sys.stderr)
+        server_rounds.append(runs[0]())
+        floor_rounds.append(runs[1]())
+    ratios = sorted(s["rps"] / f["rps"] for s, f in zip(server_rounds, floor_rounds))
+    by_rps = lambda rounds: sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2]
+    report["scenarios"][name] = by_rps(server_rounds)
+    report["scenarios"]["floor_" + name] = by_rps(floor_rounds)
+    report.setdefault("ratio_to_floor", {})[name] = round(ratios[len(ratios) // 2], 3)
+    report.setdefault("floor_rounds", {})[name] = [[round(s["rps"]), round(f["rps"])] for s, f in zip(server_rounds, floor_rounds)]
 
 
 def measure(server, floor, backend, report, args, workdir):
@@ -313,10 +330,10 @@ def measure(server, floor, backend, report, args, workdir):
         if args.only and name not in args.only:
             continue
         print(f"[{kind}] {name} ...", file=sys.stderr)
-        report["scenarios"][name] = result_of(wrk(server, scenario, d, c, **env))
         if name in FLOOR_SCENARIOS:
-            print(f"[{kind}] {name} on the floor ...", file=sys.stderr)
-            report["scenarios"]["floor_" + name] = result_of(wrk(floor, scenario, d, c, **env))
+            side_by_side(report, name, [wrk_run(server, scenario, d, c, env), wrk_run(floor, scenario, d, c, env)])
+        else:
+            report["scenarios"][name] = result_of(wrk(server, scenario, d, c, **env))
         if name == "mixed_90_10":
             # Every scenario so far, but no login flood yet: the memory target's condition.
             report["peak_rss_through_mixed_mib"] = round(server.peak_rss_mib(), 1)

@@ -2,7 +2,7 @@
 //! its embed token. JSON for chatbots; with `Accept: text/html`, a small status card a web page
 //! can put in an iframe. Both carry an ETag, so pollers get `304 Not Modified`.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::extract::{Json, Path};
-use crate::domain::{Ticket, TicketStatus};
+use crate::domain::{PublicTicket, TicketStatus};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -80,18 +80,20 @@ struct EmbedView {
 )]
 async fn embed(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(token): Path<String>,
+    // The whole request, for its headers: a `HeaderMap` argument would copy them all.
+    request: Request,
 ) -> Result<Response> {
+    let headers = request.headers();
     // A malformed token is as unknown as a well-formed one that matches nothing.
     let not_found = || Error::NotFound("ticket not found");
     let token = Uuid::parse_str(&token).map_err(|_| not_found())?;
     // One database round trip: this lookup is all the route reads.
-    let ticket = state.store.ticket_by_embed_token(token).await?.ok_or_else(not_found)?;
+    let ticket = state.store.public_ticket(token).await?.ok_or_else(not_found)?;
 
-    let html = wants_html(&headers);
+    let html = wants_html(headers);
     let etag = etag(&ticket, html);
-    let mut response = if super::etag::client_has(&headers, &etag) {
+    let mut response = if super::etag::client_has(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let view = EmbedView {
@@ -128,7 +130,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// Changes when the ticket changes (every change moves `updated_at`) and differs per form.
-fn etag(ticket: &Ticket, html: bool) -> String {
+fn etag(ticket: &PublicTicket, html: bool) -> String {
     format!("\"{:x}-{}\"", ticket.updated_at.timestamp_micros(), if html { "html" } else { "json" })
 }
 

@@ -73,8 +73,8 @@ pub use idempotency::IdempotencyKey;
 pub use session::{NewRefreshToken, RefreshVerdict, StoredRefreshToken};
 pub use throttle::ThrottleKey;
 pub use ticket::{
-    ChangedFields, Description, NewTicket, Priority, Subject, Ticket, TicketChange, TicketId, TicketScope,
-    TicketStatus,
+    ChangedFields, Description, NewTicket, Priority, PublicTicket, Subject, Ticket, TicketChange, TicketId,
+    TicketScope, TicketStatus,
 };
 pub use user::{NewPassword, NewUser, Role, User, UserChange, UserCredentials, UserId, Username};
 

@@ -122,6 +122,16 @@ pub struct Ticket {
 }
 
 /// A ticket subject: 1 to 200 characters once surrounding white space is trimmed.
+/// What the public embed shows of a ticket, and all it reads: never its people or its text.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PublicTicket {
+    pub subject: String,
+    #[sqlx(try_from = "String")]
+    pub status: TicketStatus,
+    pub updated_at: DateTime<Utc>,
+    pub embed_token: Uuid,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject(String);
 

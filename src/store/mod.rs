@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::throttle::Locked;
 use crate::domain::{
-    Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, ThrottleKey, Ticket, TicketChange,
-    TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
+    Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, PublicTicket, ThrottleKey, Ticket,
+    TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
 };
 use crate::domain::{Priority, Role, TicketStatus};
 use crate::error::{Error, Result};
@@ -202,7 +202,8 @@ pub trait Store: Send + Sync + 'static {
     /// A user and a ticket in one query (one round trip), for the hottest read path.
     async fn user_and_ticket(&self, user: UserId, ticket: TicketId)
     -> Result<(Option<User>, Option<Ticket>)>;
-    async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>>;
+    /// What the embed shows of the ticket whose embed token is `token`.
+    async fn public_ticket(&self, token: Uuid) -> Result<Option<PublicTicket>>;
     /// One page of the tickets `query` selects, in its order.
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>>;
     /// Reads the ticket, asks `edit` what to change, writes it with its history events (by

@@ -26,9 +26,9 @@ use super::{
 };
 use crate::domain::throttle::{self, Counter, Locked, OnSuccess};
 use crate::domain::{
-    Comment, EventKind, IdempotencyKey, NewEvent, NewRefreshToken, NewTicket, NewUser, RefreshVerdict, Role,
-    StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope, TicketStatus, User,
-    UserChange, UserCredentials, UserId, access, idempotency,
+    Comment, EventKind, IdempotencyKey, NewEvent, NewRefreshToken, NewTicket, NewUser, PublicTicket,
+    RefreshVerdict, Role, StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope,
+    TicketStatus, User, UserChange, UserCredentials, UserId, access, idempotency,
 };
 use crate::error::{Error, Result};
 
@@ -373,16 +373,16 @@ where
         }
     }
 
-    async fn ticket_by_embed_token(&self, token: Uuid) -> Result<Option<Ticket>> {
-        let ticket = self
-            .read(async move |connection| {
-                sqlx::query_as(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE embed_token = $1"))
-                    .bind(token)
-                    .fetch_optional(connection)
-                    .await
-            })
-            .await?;
-        Ok(ticket)
+    async fn public_ticket(&self, token: Uuid) -> Result<Option<PublicTicket>> {
+        self.read(async move |connection| {
+            sqlx::query_as(
+                "SELECT subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1",
+            )
+            .bind(token)
+            .fetch_optional(connection)
+            .await
+        })
+        .await
     }
 
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>> {
