@@ -226,9 +226,10 @@ impl TestApp {
         Self::from_config(test_config_with(&database.url, settings)).await
     }
 
-    /// The app on the database `url` names (e.g. through a proxy), with the test settings.
-    pub async fn at(url: &str) -> Self {
-        Self::from_config(test_config(url)).await
+    /// The app on the database `url` names (e.g. through a proxy), with the test settings and
+    /// `settings`.
+    pub async fn at(url: &str, settings: &[(&str, &str)]) -> Self {
+        Self::from_config(test_config_with(url, settings)).await
     }
 
     /// Another replica of this app: its own pool and router on the same database.

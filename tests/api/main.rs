@@ -17,6 +17,7 @@ mod operations;
 mod outage;
 mod people;
 mod roles;
+mod round_trips;
 mod serving;
 mod sessions;
 mod startup;

@@ -60,7 +60,7 @@ impl CuttableLink {
 }
 
 /// `url` with its `host:port` replaced by `address`, and that `host:port`.
-fn through(url: &str, address: SocketAddr) -> (String, String) {
+pub(crate) fn through(url: &str, address: SocketAddr) -> (String, String) {
     let authority_start = url.find('@').map_or_else(|| url.find("://").unwrap() + 3, |at| at + 1);
     let authority_end = url[authority_start..].find(['/', '?']).map_or(url.len(), |i| authority_start + i);
     let upstream = url[authority_start..authority_end].to_owned();
@@ -72,7 +72,7 @@ async fn lost_database_scenario(database: EmptyDatabase) {
     let (_, upstream) = through(&database.url, "127.0.0.1:1".parse().unwrap());
     let link = CuttableLink::to(upstream).await;
     let (proxied, _) = through(&database.url, link.address);
-    let app = TestApp::at(&proxied).await;
+    let app = TestApp::at(&proxied, &[]).await;
     let alice = app.login("alice", "alice123").await;
     let kept = app.create_ticket_id(&alice, "Before the outage").await;
 
