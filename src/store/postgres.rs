@@ -4,7 +4,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use super::sql::{Dialect, SqlStore};
+use super::sql::{Dialect, SqlStore, TextMatch};
 use crate::config::PoolSettings;
 use crate::error::Result;
 
@@ -41,16 +41,9 @@ impl Dialect for Postgres {
         &MIGRATOR
     }
 
-    /// Uses the GIN indexes of migration 0002: the expressions here must stay identical to the
-    /// indexed ones. `= ANY(ARRAY(...))` makes the match set an InitPlan read first and then
-    /// fetched by primary key; with `IN (...)` the planner walked the whole primary key
-    /// backwards to honour `ORDER BY id DESC LIMIT` (1 s at a million tickets for a one-ticket
-    /// match).
-    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str) {
-        sql.push(" AND id = ANY(ARRAY(SELECT id FROM tickets WHERE to_tsvector('english', subject || ' ' || description) @@ websearch_to_tsquery('english', ")
-            .push_bind(text.to_owned())
-            .push(") UNION SELECT ticket_id FROM comments WHERE NOT internal AND to_tsvector('english', body) @@ websearch_to_tsquery('english', ")
-            .push_bind(text.to_owned())
-            .push(")))");
+    /// Tests the stored document of migration 0007, row by row or through its GIN index; the
+    /// planner picks which from the statement (a walk is bounded by its span).
+    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, _how: TextMatch) {
+        sql.push(" AND search @@ websearch_to_tsquery('english', ").push_bind(text.to_owned()).push(")");
     }
 }

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::reads::ReadConnections;
 use super::{
-    ChangeOutcome, PoolStats, SortKey, Store, TicketEdit, TicketQuery, UserAndTicketRow, UserFilter, Write,
-    conflict_if_unique, now,
+    ChangeOutcome, PoolStats, SortKey, Store, TicketCursor, TicketEdit, TicketQuery, TicketSort,
+    UserAndTicketRow, UserFilter, Write, conflict_if_unique, now,
 };
 use crate::domain::throttle::{self, Counter, Locked, OnSuccess};
 use crate::domain::{
@@ -63,6 +63,29 @@ macro_rules! comment_columns {
 pub trait Column<DB: Database>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> {}
 impl<DB: Database, T> Column<DB> for T where T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> {}
 
+/// How a search tests tickets for its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextMatch {
+    /// Row by row, as a listing walks them: cheap for each row, and it stops when the page is full.
+    Walk,
+    /// All matches from the full-text index, then the page of them: cheap when they are few.
+    Index,
+}
+
+/// How many tickets a search walks, in the page's order, before it asks the index instead. A
+/// frequent word fills a page long before; a rare one costs this walk plus an index lookup, and
+/// neither grows with the number of tickets.
+const SEARCH_WALK: i64 = 2000;
+
+/// A part of a listing: up to `limit` rows after `after` and up to `until` (inclusive).
+#[derive(Debug, Clone)]
+struct Span {
+    after: Option<TicketCursor>,
+    until: Option<TicketCursor>,
+    text_match: TextMatch,
+    limit: u32,
+}
+
 /// What differs between the databases the store runs on.
 pub trait Dialect: Database {
     /// The statement that opens every write transaction.
@@ -71,9 +94,10 @@ pub trait Dialect: Database {
     const LOCK_ROW: &'static str;
     /// This database's migrations.
     fn migrator() -> &'static Migrator;
-    /// Pushes ` AND <condition>` keeping the tickets whose subject and description, or one of
-    /// whose public comments, match `text` as a web search (words ANDed, English stemming).
-    fn push_text_search(sql: &mut QueryBuilder<Self>, text: &str);
+    /// Pushes ` AND <condition>` keeping the tickets whose subject, description and public
+    /// comments together match `text` as a web search (words ANDed, English stemming), tested as
+    /// `how` says.
+    fn push_text_search(sql: &mut QueryBuilder<Self>, text: &str, how: TextMatch);
 }
 
 /// The [`Store`] on a SQL database: writes on sqlx's pool, reads on connections of their own.
@@ -385,10 +409,31 @@ where
         .await
     }
 
+    /// A search first walks the next `SEARCH_WALK` tickets in the page's order, testing each: a
+    /// frequent word fills the page early, at a cost that does not grow with the table. If the
+    /// walk ends with the page short, the word is rare there, and the index finds the rest.
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>> {
-        let query = query.clone();
-        self.read(async move |connection| Self::listing(&query).build_query_as().fetch_all(connection).await)
-            .await
+        let whole = Span {
+            after: query.after.clone(),
+            until: None,
+            text_match: TextMatch::Index,
+            limit: query.limit,
+        };
+        if query.text.is_none() {
+            return self.page(query, whole).await;
+        }
+        let Some(end) = self.walk_end(query.sort, query.after.as_ref()).await? else {
+            // Fewer tickets are left than a walk covers: walking them is the whole search.
+            return self.page(query, Span { text_match: TextMatch::Walk, ..whole }).await;
+        };
+        let walk = Span { until: Some(end.clone()), text_match: TextMatch::Walk, ..whole.clone() };
+        let mut page = self.page(query, walk).await?;
+        let missing = query.limit.saturating_sub(u32::try_from(page.len()).unwrap_or(query.limit));
+        if missing > 0 {
+            let rest = Span { after: Some(end), limit: missing, ..whole };
+            page.extend(self.page(query, rest).await?);
+        }
+        Ok(page)
     }
 
     async fn update_ticket(
@@ -572,6 +617,14 @@ where
     Option<DateTime<Utc>>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
+    async fn page(&self, query: &TicketQuery, span: Span) -> Result<Vec<Ticket>> {
+        let query = query.clone();
+        self.read(async move |connection| {
+            Self::listing(&query, &span).build_query_as().fetch_all(connection).await
+        })
+        .await
+    }
+
     /// Runs `read` on a read connection (one round trip). If that connection turns out dead
     /// (the database dropped it since its last use), the idle ones are forgotten and `read` runs
     /// once more on a new connection. Reads only: the failed attempt changed nothing.
@@ -617,8 +670,10 @@ where
         Err(Error::Unavailable("no database connection answers".into()))
     }
 
-    /// The statement for one page of a ticket listing.
-    fn listing(query: &TicketQuery) -> QueryBuilder<DB> {
+    /// The statement for a page of a ticket listing, or a part of one: up to `limit` rows after
+    /// `span.after` and up to `span.until` (inclusive), in the query's order, testing the search
+    /// text, if any, the way `span.text_match` says.
+    fn listing(query: &TicketQuery, span: &Span) -> QueryBuilder<DB> {
         let mut sql =
             QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
         match query.scope {
@@ -652,28 +707,66 @@ where
             sql.push(" AND updated_at >= ").push_bind(since);
         }
         if let Some(text) = &query.text {
-            DB::push_text_search(&mut sql, text);
+            DB::push_text_search(&mut sql, text, span.text_match);
         }
-        // Keyset pagination: rows strictly after the cursor's row, in the sort order.
-        let (before, order) = if query.sort.descending { ("<", "DESC") } else { (">", "ASC") };
-        if let Some(after) = &query.after {
-            match (query.sort.key, after.updated_at) {
-                (SortKey::Updated, Some(at)) => {
-                    sql.push(format_args!(" AND (updated_at {before} ")).push_bind(at);
-                    sql.push(" OR (updated_at = ").push_bind(at);
-                    sql.push(format_args!(" AND id {before} ")).push_bind(after.id).push("))");
-                }
-                _ => {
-                    sql.push(format_args!(" AND id {before} ")).push_bind(after.id);
-                }
-            }
+        Self::push_span(&mut sql, query.sort, span.after.as_ref(), span.until.as_ref());
+        sql.push(" LIMIT ").push_bind(i64::from(span.limit));
+        sql
+    }
+
+    /// Keyset conditions: rows strictly after `after` and at or before `until`, in `sort`'s order
+    /// (ids break ties between equal update times), then the `ORDER BY`.
+    fn push_span(
+        sql: &mut QueryBuilder<DB>,
+        sort: TicketSort,
+        after: Option<&TicketCursor>,
+        until: Option<&TicketCursor>,
+    ) {
+        let (next, order) = if sort.descending { ("<", "DESC") } else { (">", "ASC") };
+        let (previous, previous_or_same) = if sort.descending { (">", ">=") } else { ("<", "<=") };
+        if let Some(row) = after {
+            Self::push_side_of(sql, sort, row, next, next);
         }
-        match query.sort.key {
+        if let Some(row) = until {
+            Self::push_side_of(sql, sort, row, previous, previous_or_same);
+        }
+        match sort.key {
             SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
             SortKey::Updated => sql.push(format_args!(" ORDER BY updated_at {order}, id {order}")),
         };
-        sql.push(" LIMIT ").push_bind(i64::from(query.limit));
-        sql
+    }
+
+    /// ` AND` the rows on one side of `row`: by id (`id_op`), or by update time (`op`) with ids
+    /// (`id_op`) among equal times.
+    fn push_side_of(sql: &mut QueryBuilder<DB>, sort: TicketSort, row: &TicketCursor, op: &str, id_op: &str) {
+        match (sort.key, row.updated_at) {
+            (SortKey::Updated, Some(at)) => {
+                sql.push(format_args!(" AND (updated_at {op} ")).push_bind(at);
+                sql.push(" OR (updated_at = ").push_bind(at);
+                sql.push(format_args!(" AND id {id_op} ")).push_bind(row.id).push("))");
+            }
+            _ => {
+                sql.push(format_args!(" AND id {id_op} ")).push_bind(row.id);
+            }
+        }
+    }
+
+    /// Where a search's walk ends: the row `SEARCH_WALK` places after `after` in `sort`'s order,
+    /// whatever the filters; `None` if fewer rows are left.
+    async fn walk_end(&self, sort: TicketSort, after: Option<&TicketCursor>) -> Result<Option<TicketCursor>> {
+        let after = after.cloned();
+        let end: Option<(TicketId, DateTime<Utc>)> = self
+            .read(async move |connection| {
+                let mut sql = QueryBuilder::<DB>::new("SELECT id, updated_at FROM tickets WHERE 1 = 1");
+                Self::push_span(&mut sql, sort, after.as_ref(), None);
+                sql.push(" LIMIT 1 OFFSET ").push_bind(SEARCH_WALK - 1);
+                sql.build_query_as().fetch_optional(connection).await
+            })
+            .await?;
+        Ok(end.map(|(id, updated_at)| {
+            let updated_at = (sort.key == SortKey::Updated).then_some(updated_at);
+            TicketCursor { sort, updated_at, id }
+        }))
     }
 
     /// A `SELECT` that locks the row it reads until the transaction ends.

@@ -7,7 +7,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::sql::{Dialect, SqlStore};
+use super::sql::{Dialect, SqlStore, TextMatch};
 use crate::config::PoolSettings;
 use crate::error::{Error, Result};
 
@@ -145,17 +145,19 @@ impl Dialect for Sqlite {
         &MIGRATOR
     }
 
-    /// FTS5 with the porter stemmer, like Postgres' English configuration. SQLite reads the match
-    /// list first and fetches those rows by rowid.
-    fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str) {
-        let terms = fts5_terms(text);
-        sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
-            .push_bind(terms.clone())
-            .push(" UNION SELECT c.ticket_id FROM comments_fts JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH ")
-            .push_bind(terms)
-            // The index holds public comments only, but a rebuild ('rebuild' reads every row of
-            // its content table) would add internal notes: the query keeps them out by itself.
-            .push(" AND NOT c.internal)");
+    /// FTS5 with the porter stemmer (like Postgres' English configuration), one row per ticket
+    /// (migration 0007). A walk looks each ticket up by rowid; the index way reads the match list
+    /// first and fetches those tickets by id.
+    fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str, how: TextMatch) {
+        let condition = match how {
+            TextMatch::Walk => " AND EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH ",
+            TextMatch::Index => " AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ",
+        };
+        sql.push(condition).push_bind(fts5_terms(text));
+        if how == TextMatch::Walk {
+            sql.push(" AND rowid = tickets.id");
+        }
+        sql.push(")");
     }
 }
 
