@@ -33,6 +33,7 @@ FLOOR = ROOT / "target" / "release" / "examples" / "floor"
 PASSWORD = "bench-password-1"
 JWT_SECRET = "benchmark-signing-key-0123456789abcdef"
 SUBJECTS = ["Printer", "Network", "Login", "Invoice", "Laptop", "Email", "VPN", "Phone"]
+STATUSES = ["open", "in_progress", "resolved", "closed"]
 TICKET_COLUMNS = "id, subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at"
 
 
@@ -88,6 +89,8 @@ FROM generate_series(1, {tickets}) g;
 INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
 SELECT 10 * g, :agent0, 'Replaced the toner and rebooted the router', false, now()
 FROM generate_series(1, {tickets // 10}) g;
+INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+VALUES ({tickets // 2 + 7}, :agent0, 'Defragmented the disk', false, now());
 -- Steady state, as autovacuum leaves it: GIN pending lists merged, statistics fresh.
 VACUUM ANALYZE;
 """
@@ -122,6 +125,8 @@ INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
     WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {tickets // 10})
     SELECT 10 * x, (SELECT min(id) FROM users WHERE role = 'agent'), 'Replaced the toner and rebooted the router', 0,
            '2026-01-01T00:00:00+00:00' FROM g;
+INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+    VALUES ({tickets // 2 + 7}, (SELECT min(id) FROM users WHERE role = 'agent'), 'Defragmented the disk', 0, '2026-01-01T00:00:00+00:00');
 COMMIT;
 ANALYZE;
 """
@@ -316,8 +321,19 @@ def measure(server, floor, backend, report, args, workdir):
         ("my_first_page", "path", {"TOKENS": ",".join(customers), "REQUEST_PATH": "/tickets/my?limit=10"}),
         ("filtered_page", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?status=open&priority=high&limit=50"}),
         ("deep_page", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?limit=50&cursor={deep_cursor}"}),
+        ("updated_page", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?sort=updated&limit=50"}),
+        ("agent_queue", "path", {"TOKENS": agent, "REQUEST_PATH": "/tickets/?limit=50"}),
         ("search_selective", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q={args.tickets // 2 + 3}&limit=50"}),
         ("search_broad", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer&limit=50"}),
+        ("search_words", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer%20laptop&limit=50"}),
+        ("search_phrase", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=%22printer%20problem%22&limit=50"}),
+        ("search_comment", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=toner&limit=50"}),
+        ("search_rare_comment", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=defragmented&limit=50"}),
+        ("search_filtered", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer&status=open&limit=50"}),
+        ("search_rare_filtered", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q={args.tickets // 2 + 3}&status={STATUSES[(args.tickets // 2 + 3) % 4]}&limit=50"}),
+        ("search_updated", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer&sort=updated&limit=50"}),
+        ("search_later_page", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q=printer&limit=50&cursor={deep_cursor}"}),
+        ("search_agent", "path", {"TOKENS": agent, "REQUEST_PATH": "/tickets/?q=printer&limit=50"}),
         ("create_ticket", "create", {"TOKENS": ",".join(customers)}),
         ("patch_priority", "patch_priority", {"TOKENS": admin, "IDS_FILE": files["ids"]}),
         ("mixed_90_10", "mixed", {"TOKENS": ",".join([admin] + customers[:1]), "IDS_FILE": files["ids"], "EMBEDS_FILE": files["embeds"]}),
@@ -352,13 +368,16 @@ def query_plans(backend):
     """The plans of the queries the hot and list routes send, as the database chooses them now."""
     n, customer = backend.tickets, backend.query("SELECT min(id) FROM users WHERE role = 'customer'")[0]
     page = f"SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1"
-    search = ("SELECT id FROM tickets WHERE to_tsvector('english', subject || ' ' || description) @@ websearch_to_tsquery('english', '{q}') "
-              "UNION SELECT ticket_id FROM comments WHERE NOT internal AND to_tsvector('english', body) @@ websearch_to_tsquery('english', '{q}')")
-    if backend.kind == "sqlite":
-        search = ("SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' UNION SELECT c.ticket_id FROM comments_fts "
-                  "JOIN comments c ON c.id = comments_fts.rowid WHERE comments_fts MATCH '\"{q}\"'")
-    # As the server writes it (src/store/postgres.rs and sqlite.rs, push_text_search).
-    match = "id = ANY(ARRAY({}))" if backend.kind == "postgres" else "id IN ({})"
+    # As the server writes them (src/store/sql.rs `tickets`, and push_text_search in postgres.rs and
+    # sqlite.rs): the walk over the newest 2,000 tickets, then the index below them.
+    edge = n - 1999
+    if backend.kind == "postgres":
+        match = "search @@ websearch_to_tsquery('english', '{q}')"
+        walk_match = index_match = match
+    else:
+        walk_match = "EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' AND rowid = tickets.id)"
+        index_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"')"
+    rare = n // 2 + 3
     embed = backend.query("SELECT embed_token FROM tickets WHERE id = 7" if backend.kind == "postgres" else "SELECT hex(embed_token) FROM tickets WHERE id = 7")[0]
     embed_literal = f"'{embed}'" if backend.kind == "postgres" else f"x'{embed}'"
     queries = {
@@ -367,8 +386,9 @@ def query_plans(backend):
         "my_first_page": f"{page} AND created_by = {customer} ORDER BY id DESC LIMIT 51",
         "filtered_page": f"{page} AND status = 'open' AND priority = 'high' ORDER BY id DESC LIMIT 51",
         "deep_page": f"{page} AND id < {n // 2} ORDER BY id DESC LIMIT 51",
-        "search_selective": f"{page} AND {match.format(search.format(q=n // 2 + 3))} ORDER BY id DESC LIMIT 51",
-        "search_broad": f"{page} AND {match.format(search.format(q='printer'))} ORDER BY id DESC LIMIT 51",
+        "search_broad (frequent word: the walk fills the page)": f"{page} AND {walk_match.format(q='printer')} AND id >= {edge} ORDER BY id DESC LIMIT 51",
+        "search_selective (rare word: the walk finds nothing)": f"{page} AND {walk_match.format(q=rare)} AND id >= {edge} ORDER BY id DESC LIMIT 51",
+        "search_selective (rare word: then the index)": f"{page} AND {index_match.format(q=rare)} AND id < {edge} ORDER BY id DESC LIMIT 51",
     }
     if backend.kind == "postgres":
         return {name: sh("psql", "-qtA", backend.url, "-c", "EXPLAIN (ANALYZE, COSTS OFF) " + sql) for name, sql in queries.items()}

@@ -66,8 +66,9 @@ impl<DB: Database, T> Column<DB> for T where T: for<'q> Encode<'q, DB> + for<'r>
 /// How a search tests tickets for its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextMatch {
-    /// Row by row, as a listing walks them: cheap for each row, and it stops when the page is full.
-    Walk,
+    /// Among the tickets of a walk, whose ids all lie within `ids` (lowest, highest): row by row,
+    /// or the index's matches within those ids.
+    Walk { ids: (TicketId, TicketId) },
     /// All matches from the full-text index, then the page of them: cheap when they are few.
     Index,
 }
@@ -76,6 +77,13 @@ pub enum TextMatch {
 /// frequent word fills a page long before; a rare one costs this walk plus an index lookup, and
 /// neither grows with the number of tickets.
 const SEARCH_WALK: i64 = 2000;
+
+/// The tickets a search walks: their lowest and highest ids, and the last of them in the page's
+/// order if more follow.
+struct Walk {
+    end: Option<TicketCursor>,
+    ids: (TicketId, TicketId),
+}
 
 /// A part of a listing: up to `limit` rows after `after` and up to `until` (inclusive).
 #[derive(Debug, Clone)]
@@ -422,14 +430,13 @@ where
         if query.text.is_none() {
             return self.page(query, whole).await;
         }
-        let Some(end) = self.walk_end(query.sort, query.after.as_ref()).await? else {
-            // Fewer tickets are left than a walk covers: walking them is the whole search.
-            return self.page(query, Span { text_match: TextMatch::Walk, ..whole }).await;
-        };
-        let walk = Span { until: Some(end.clone()), text_match: TextMatch::Walk, ..whole.clone() };
-        let mut page = self.page(query, walk).await?;
+        let Some(walk) = self.walk(query.sort, query.after.as_ref()).await? else { return Ok(Vec::new()) };
+        let text_match = TextMatch::Walk { ids: walk.ids };
+        let walked = Span { until: walk.end.clone(), text_match, ..whole.clone() };
+        let mut page = self.page(query, walked).await?;
         let missing = query.limit.saturating_sub(u32::try_from(page.len()).unwrap_or(query.limit));
-        if missing > 0 {
+        // Without an end, the walk covered every ticket left.
+        if let Some(end) = walk.end.filter(|_| missing > 0) {
             let rest = Span { after: Some(end), limit: missing, ..whole };
             page.extend(self.page(query, rest).await?);
         }
@@ -751,22 +758,39 @@ where
         }
     }
 
-    /// Where a search's walk ends: the row `SEARCH_WALK` places after `after` in `sort`'s order,
-    /// whatever the filters; `None` if fewer rows are left.
-    async fn walk_end(&self, sort: TicketSort, after: Option<&TicketCursor>) -> Result<Option<TicketCursor>> {
-        let after = after.cloned();
-        let end: Option<(TicketId, DateTime<Utc>)> = self
+    /// The tickets a search walks: the next `SEARCH_WALK` after `after` in `sort`'s order,
+    /// whatever the filters. `None` when no ticket is left.
+    async fn walk(&self, sort: TicketSort, after: Option<&TicketCursor>) -> Result<Option<Walk>> {
+        let walked_after = after.cloned();
+        let (lowest, highest, count): (Option<TicketId>, Option<TicketId>, i64) = self
             .read(async move |connection| {
-                let mut sql = QueryBuilder::<DB>::new("SELECT id, updated_at FROM tickets WHERE 1 = 1");
-                Self::push_span(&mut sql, sort, after.as_ref(), None);
-                sql.push(" LIMIT 1 OFFSET ").push_bind(SEARCH_WALK - 1);
-                sql.build_query_as().fetch_optional(connection).await
+                let mut sql = QueryBuilder::<DB>::new(
+                    "SELECT min(id), max(id), count(*) FROM (SELECT id, updated_at FROM tickets WHERE 1 = 1",
+                );
+                Self::push_span(&mut sql, sort, walked_after.as_ref(), None);
+                sql.push(" LIMIT ").push_bind(SEARCH_WALK).push(") AS walked");
+                sql.build_query_as().fetch_one(connection).await
             })
             .await?;
-        Ok(end.map(|(id, updated_at)| {
-            let updated_at = (sort.key == SortKey::Updated).then_some(updated_at);
-            TicketCursor { sort, updated_at, id }
-        }))
+        let (Some(lowest), Some(highest)) = (lowest, highest) else { return Ok(None) };
+        let end = if count < SEARCH_WALK {
+            None
+        } else if sort.key == SortKey::Created {
+            let id = if sort.descending { lowest } else { highest };
+            Some(TicketCursor { sort, updated_at: None, id })
+        } else {
+            let after = after.cloned();
+            let (id, updated_at): (TicketId, DateTime<Utc>) = self
+                .read(async move |connection| {
+                    let mut sql = QueryBuilder::<DB>::new("SELECT id, updated_at FROM tickets WHERE 1 = 1");
+                    Self::push_span(&mut sql, sort, after.as_ref(), None);
+                    sql.push(" LIMIT 1 OFFSET ").push_bind(SEARCH_WALK - 1);
+                    sql.build_query_as().fetch_one(connection).await
+                })
+                .await?;
+            Some(TicketCursor { sort, updated_at: Some(updated_at), id })
+        };
+        Ok(Some(Walk { end, ids: (lowest, highest) }))
     }
 
     /// A `SELECT` that locks the row it reads until the transaction ends.

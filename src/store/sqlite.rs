@@ -146,16 +146,13 @@ impl Dialect for Sqlite {
     }
 
     /// FTS5 with the porter stemmer (like Postgres' English configuration), one row per ticket
-    /// (migration 0007). A walk looks each ticket up by rowid; the index way reads the match list
-    /// first and fetches those tickets by id.
+    /// (migration 0007). The match list is read first and the tickets fetched by id; a walk
+    /// reads only the matches among the ids it walks (FTS5 seeks to a rowid range).
     fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str, how: TextMatch) {
-        let condition = match how {
-            TextMatch::Walk => " AND EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH ",
-            TextMatch::Index => " AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ",
-        };
-        sql.push(condition).push_bind(fts5_terms(text));
-        if how == TextMatch::Walk {
-            sql.push(" AND rowid = tickets.id");
+        sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
+            .push_bind(fts5_terms(text));
+        if let TextMatch::Walk { ids: (lowest, highest) } = how {
+            sql.push(" AND rowid BETWEEN ").push_bind(lowest).push(" AND ").push_bind(highest);
         }
         sql.push(")");
     }
