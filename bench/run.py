@@ -375,7 +375,7 @@ def query_plans(backend):
         match = "search @@ websearch_to_tsquery('english', '{q}')"
         walk_match = index_match = match
     else:
-        walk_match = "EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' AND rowid = tickets.id)"
+        walk_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' AND rowid BETWEEN " + f"{edge} AND {n})"
         index_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"')"
     rare = n // 2 + 3
     embed = backend.query("SELECT embed_token FROM tickets WHERE id = 7" if backend.kind == "postgres" else "SELECT hex(embed_token) FROM tickets WHERE id = 7")[0]

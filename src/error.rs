@@ -173,7 +173,7 @@ pub fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
 
 /// Turns any error response that is not problem+json yet (Axum's 405, an unmatched route, a
 /// layer's 413 or 408) into one, keeping its status and headers such as `Allow`.
-pub async fn problem_for_bare_errors(response: Response) -> Response {
+pub fn problem_for_bare_errors(response: Response) -> Response {
     let status = response.status();
     let is_problem = response
         .headers()

@@ -3,13 +3,10 @@
 //! templates, the standard methods, status codes), never from raw client input, so however many
 //! odd requests arrive the series stay few and memory stays bounded.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Method, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -135,18 +132,46 @@ impl Metrics {
     }
 }
 
-/// Middleware counting and timing every request by its route template.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    metrics.in_flight.inc();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.in_flight.dec();
-    let labels = RequestLabels { method, route, status: response.status().as_u16() };
-    metrics.requests.get_or_create(&labels).inc();
-    metrics.latency.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
-    response
+impl Metrics {
+    /// Starts counting and timing `request`, by its route template; the timer records it when
+    /// finished (a request dropped half way only leaves the in-flight count).
+    pub fn start(&self, request: &Request) -> RequestTimer<'_> {
+        self.in_flight.inc();
+        RequestTimer {
+            metrics: self,
+            method: method_label(request.method()),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str)
+                .to_owned(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// One request being counted and timed.
+pub struct RequestTimer<'a> {
+    metrics: &'a Metrics,
+    method: &'static str,
+    route: String,
+    started: Instant,
+}
+
+impl RequestTimer<'_> {
+    pub fn finish(mut self, status: StatusCode) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let route = std::mem::take(&mut self.route);
+        let labels = RequestLabels { method: self.method, route, status: status.as_u16() };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics.latency.get_or_create(&labels).observe(elapsed);
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+    }
 }
 
 /// The request's method as a label: the standard ones by name, any other (`curl -X QQQQ`) as

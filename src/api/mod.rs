@@ -14,8 +14,12 @@ mod security;
 mod tickets;
 mod users;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::{Router, middleware};
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
@@ -28,6 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{Error, Result, problem_for_bare_errors};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -51,8 +56,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(security::by_default(header::REFERRER_POLICY, "no-referrer"))
                 .layer(security::by_default(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(security::by_default(header::CONTENT_SECURITY_POLICY, security::DEFAULT_CSP))
-                .layer(middleware::map_response(problem_for_bare_errors))
-                .layer(middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+                .layer(middleware::from_fn_with_state(state.metrics.clone(), observe))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
                     DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
                 ))
@@ -79,6 +83,15 @@ fn openapi_router(cors: tower_http::cors::CorsLayer) -> OpenApiRouter<AppState> 
         .merge(users::router().layer(cors.clone()))
         .merge(tickets::router().layer(cors))
         .merge(embed::router())
+}
+
+/// Counts and times the request by its route, then answers a bare error status (from axum or a
+/// layer) in problem+json. One middleware, not two: each `from_fn` boxes its future per request.
+async fn observe(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let timer = metrics.start(&request);
+    let response = next.run(request).await;
+    timer.finish(response.status());
+    problem_for_bare_errors(response)
 }
 
 /// The span every log line of a request runs in. It names the route template, never the raw URI:

@@ -246,10 +246,10 @@ pub async fn connect(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Arc<dyn S
     }
 }
 
-/// How a backend's `DATABASE_MAX_CONNECTIONS` are shared: half for writes (sqlx's pool), the
-/// rest for reads, at least one each.
-fn write_and_read_connections(total: u32) -> (u32, u32) {
-    let writes = (total / 2).max(1);
+/// How a backend's `DATABASE_MAX_CONNECTIONS` are shared: `1 / share_of_writes` for writes
+/// (sqlx's pool), the rest for reads, at least one each.
+fn write_and_read_connections(total: u32, share_of_writes: u32) -> (u32, u32) {
+    let writes = (total / share_of_writes).max(1);
     (writes, total.saturating_sub(writes).max(1))
 }
 

@@ -15,7 +15,7 @@ impl SqlStore<Postgres> {
     /// lock while it migrates, so exactly one applies each migration and the others wait.
     pub async fn connect(url: &str, pool: &PoolSettings) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?;
-        let (writes, reads) = super::write_and_read_connections(pool.max_connections.unwrap_or(16));
+        let (writes, reads) = super::write_and_read_connections(pool.max_connections.unwrap_or(16), 2);
         let pool = PgPoolOptions::new()
             .max_connections(writes)
             // Fail fast (503) when the database is gone, instead of sqlx's default 30 s.
@@ -41,9 +41,18 @@ impl Dialect for Postgres {
         &MIGRATOR
     }
 
-    /// Tests the stored document of migration 0007, row by row or through its GIN index; the
-    /// planner picks which from the statement (a walk is bounded by its span).
-    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, _how: TextMatch) {
-        sql.push(" AND search @@ websearch_to_tsquery('english', ").push_bind(text.to_owned()).push(")");
+    /// Tests the stored document of migration 0007. A walk tests it row by row (`coalesce`
+    /// keeps the planner from trading the bounded walk for the GIN index); the index way reads the
+    /// match set first, as an InitPlan, then fetches those rows by primary key (left to itself,
+    /// the planner may misjudge a rare word and walk the whole table for it).
+    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, how: TextMatch) {
+        let condition = match how {
+            TextMatch::Walk { .. } => " AND coalesce(search @@ websearch_to_tsquery('english', ",
+            TextMatch::Index => {
+                " AND id = ANY(ARRAY(SELECT id FROM tickets WHERE search @@ websearch_to_tsquery('english', "
+            }
+        };
+        sql.push(condition).push_bind(text.to_owned());
+        sql.push(if matches!(how, TextMatch::Index) { ")))" } else { "), false)" });
     }
 }

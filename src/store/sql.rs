@@ -430,7 +430,7 @@ where
         if query.text.is_none() {
             return self.page(query, whole).await;
         }
-        let Some(walk) = self.walk(query.sort, query.after.as_ref()).await? else { return Ok(Vec::new()) };
+        let Some(walk) = self.walk(query).await? else { return Ok(Vec::new()) };
         let text_match = TextMatch::Walk { ids: walk.ids };
         let walked = Span { until: walk.end.clone(), text_match, ..whole.clone() };
         let mut page = self.page(query, walked).await?;
@@ -683,6 +683,17 @@ where
     fn listing(query: &TicketQuery, span: &Span) -> QueryBuilder<DB> {
         let mut sql =
             QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
+        Self::push_filters(&mut sql, query);
+        if let Some(text) = &query.text {
+            DB::push_text_search(&mut sql, text, span.text_match);
+        }
+        Self::push_span(&mut sql, query.sort, span.after.as_ref(), span.until.as_ref());
+        sql.push(" LIMIT ").push_bind(i64::from(span.limit));
+        sql
+    }
+
+    /// ` AND` the query's scope and filters, all but the search text.
+    fn push_filters(sql: &mut QueryBuilder<DB>, query: &TicketQuery) {
         match query.scope {
             TicketScope::All => {}
             TicketScope::AssignedTo(agent) => {
@@ -713,12 +724,6 @@ where
         if let Some(since) = query.updated_since {
             sql.push(" AND updated_at >= ").push_bind(since);
         }
-        if let Some(text) = &query.text {
-            DB::push_text_search(&mut sql, text, span.text_match);
-        }
-        Self::push_span(&mut sql, query.sort, span.after.as_ref(), span.until.as_ref());
-        sql.push(" LIMIT ").push_bind(i64::from(span.limit));
-        sql
     }
 
     /// Keyset conditions: rows strictly after `after` and at or before `until`, in `sort`'s order
@@ -729,13 +734,13 @@ where
         after: Option<&TicketCursor>,
         until: Option<&TicketCursor>,
     ) {
-        let (next, order) = if sort.descending { ("<", "DESC") } else { (">", "ASC") };
-        let (previous, previous_or_same) = if sort.descending { (">", ">=") } else { ("<", "<=") };
+        let (next, previous_or_same, order) =
+            if sort.descending { ("<", ">=", "DESC") } else { (">", "<=", "ASC") };
         if let Some(row) = after {
-            Self::push_side_of(sql, sort, row, next, next);
+            Self::push_side_of(sql, sort, row, next);
         }
         if let Some(row) = until {
-            Self::push_side_of(sql, sort, row, previous, previous_or_same);
+            Self::push_side_of(sql, sort, row, previous_or_same);
         }
         match sort.key {
             SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
@@ -743,30 +748,32 @@ where
         };
     }
 
-    /// ` AND` the rows on one side of `row`: by id (`id_op`), or by update time (`op`) with ids
-    /// (`id_op`) among equal times.
-    fn push_side_of(sql: &mut QueryBuilder<DB>, sort: TicketSort, row: &TicketCursor, op: &str, id_op: &str) {
+    /// ` AND` the rows on one side of `row` (`op`: `<`, `>=`, ...): by id, or by update time with
+    /// ids among equal times, as one row comparison, which an index on (updated_at, id) serves.
+    fn push_side_of(sql: &mut QueryBuilder<DB>, sort: TicketSort, row: &TicketCursor, op: &str) {
         match (sort.key, row.updated_at) {
             (SortKey::Updated, Some(at)) => {
-                sql.push(format_args!(" AND (updated_at {op} ")).push_bind(at);
-                sql.push(" OR (updated_at = ").push_bind(at);
-                sql.push(format_args!(" AND id {id_op} ")).push_bind(row.id).push("))");
+                sql.push(format_args!(" AND (updated_at, id) {op} (")).push_bind(at);
+                sql.push(", ").push_bind(row.id).push(")");
             }
             _ => {
-                sql.push(format_args!(" AND id {id_op} ")).push_bind(row.id);
+                sql.push(format_args!(" AND id {op} ")).push_bind(row.id);
             }
         }
     }
 
-    /// The tickets a search walks: the next `SEARCH_WALK` after `after` in `sort`'s order,
-    /// whatever the filters. `None` when no ticket is left.
-    async fn walk(&self, sort: TicketSort, after: Option<&TicketCursor>) -> Result<Option<Walk>> {
-        let walked_after = after.cloned();
+    /// The tickets a search walks: the next `SEARCH_WALK` of the filtered listing after the
+    /// query's cursor, whatever their text (so the filters' indexes serve it). `None` when no
+    /// ticket is left.
+    async fn walk(&self, query: &TicketQuery) -> Result<Option<Walk>> {
+        let (sort, after) = (query.sort, query.after.as_ref());
+        let (walked_query, walked_after) = (query.clone(), after.cloned());
         let (lowest, highest, count): (Option<TicketId>, Option<TicketId>, i64) = self
             .read(async move |connection| {
                 let mut sql = QueryBuilder::<DB>::new(
                     "SELECT min(id), max(id), count(*) FROM (SELECT id, updated_at FROM tickets WHERE 1 = 1",
                 );
+                Self::push_filters(&mut sql, &walked_query);
                 Self::push_span(&mut sql, sort, walked_after.as_ref(), None);
                 sql.push(" LIMIT ").push_bind(SEARCH_WALK).push(") AS walked");
                 sql.build_query_as().fetch_one(connection).await
@@ -779,10 +786,11 @@ where
             let id = if sort.descending { lowest } else { highest };
             Some(TicketCursor { sort, updated_at: None, id })
         } else {
-            let after = after.cloned();
+            let (query, after) = (query.clone(), after.cloned());
             let (id, updated_at): (TicketId, DateTime<Utc>) = self
                 .read(async move |connection| {
                     let mut sql = QueryBuilder::<DB>::new("SELECT id, updated_at FROM tickets WHERE 1 = 1");
+                    Self::push_filters(&mut sql, &query);
                     Self::push_span(&mut sql, sort, after.as_ref(), None);
                     sql.push(" LIMIT 1 OFFSET ").push_bind(SEARCH_WALK - 1);
                     sql.build_query_as().fetch_one(connection).await

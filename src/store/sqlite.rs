@@ -33,7 +33,8 @@ impl SqlStore<Sqlite> {
         // connection switching the file to WAL holds a shared lock and needs an exclusive one
         // while another process holds the write lock, and SQLite answers SQLITE_BUSY at once, not
         // after busy_timeout. Its remedy is to back off and try again; nothing was written.
-        let (writes, reads) = super::write_and_read_connections(pool.max_connections.unwrap_or(8));
+        // SQLite writes one transaction at a time whatever the connections: a quarter for writes.
+        let (writes, reads) = super::write_and_read_connections(pool.max_connections.unwrap_or(8), 4);
         let mut attempt = 1;
         loop {
             match open_and_migrate(options.clone(), writes, pool).await {
