@@ -333,7 +333,7 @@ def measure(server, floor, backend, report, args, workdir):
         ("search_rare_filtered", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q={args.tickets // 2 + 3}&status={STATUSES[(args.tickets // 2 + 3) % 4]}&limit=50"}),
         ("search_updated", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer&sort=updated&limit=50"}),
         ("search_later_page", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q=printer&limit=50&cursor={deep_cursor}"}),
-        ("search_agent", "path", {"TOKENS": agent, "REQUEST_PATH": "/tickets/?q=printer&limit=50"}),
+        ("search_agent", "path", {"TOKENS": agent, "REQUEST_PATH": "/tickets/?q=network&limit=50"}),
         ("create_ticket", "create", {"TOKENS": ",".join(customers)}),
         ("patch_priority", "patch_priority", {"TOKENS": admin, "IDS_FILE": files["ids"]}),
         ("mixed_90_10", "mixed", {"TOKENS": ",".join([admin] + customers[:1]), "IDS_FILE": files["ids"], "EMBEDS_FILE": files["embeds"]}),

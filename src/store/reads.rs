@@ -41,10 +41,13 @@ impl<DB: Database> ReadConnections<DB> {
     /// An idle connection, or a new one if none is idle. Waits at most the acquire timeout for a
     /// free slot, then fails as the pool would (`PoolTimedOut`, a 503).
     pub async fn get(&self) -> sqlx::Result<ReadConnection<'_, DB>> {
-        let slot = tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?
-            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?
+                .map_err(|_| sqlx::Error::PoolClosed)?,
+        };
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         let connection = match idle {
             Some(connection) => connection,
