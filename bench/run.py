@@ -372,8 +372,8 @@ def query_plans(backend):
     # sqlite.rs): the walk over the newest 2,000 tickets, then the index below them.
     edge = n - 1999
     if backend.kind == "postgres":
-        match = "search @@ websearch_to_tsquery('english', '{q}')"
-        walk_match = index_match = match
+        walk_match = "coalesce(search @@ websearch_to_tsquery('english', '{q}'), false)"
+        index_match = "id = ANY(ARRAY(SELECT id FROM tickets WHERE search @@ websearch_to_tsquery('english', '{q}')))"
     else:
         walk_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' AND rowid BETWEEN " + f"{edge} AND {n})"
         index_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"')"

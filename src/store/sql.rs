@@ -771,7 +771,7 @@ where
         let (lowest, highest, count): (Option<TicketId>, Option<TicketId>, i64) = self
             .read(async move |connection| {
                 let mut sql = QueryBuilder::<DB>::new(
-                    "SELECT min(id), max(id), count(*) FROM (SELECT id, updated_at FROM tickets WHERE 1 = 1",
+                    "SELECT min(id), max(id), count(*) FROM (SELECT id FROM tickets WHERE 1 = 1",
                 );
                 Self::push_filters(&mut sql, &walked_query);
                 Self::push_span(&mut sql, sort, walked_after.as_ref(), None);
