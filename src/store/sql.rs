@@ -417,9 +417,10 @@ where
         .await
     }
 
-    /// A search first walks the next `SEARCH_WALK` tickets in the page's order, testing each: a
-    /// frequent word fills the page early, at a cost that does not grow with the table. If the
-    /// walk ends with the page short, the word is rare there, and the index finds the rest.
+    /// A search first walks the next `SEARCH_WALK` tickets of the filtered listing, in the page's
+    /// order, testing each: a frequent word fills the page early, at a cost that does not grow
+    /// with the table. If the walk ends with the page short, the word is rare there, and the
+    /// index finds the rest.
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>> {
         let whole = Span {
             after: query.after.clone(),
