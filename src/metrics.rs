@@ -108,6 +108,22 @@ impl Metrics {
         Self { registry, requests, latency, in_flight, login_failures, pool, tickets }
     }
 
+    /// Starts counting and timing `request`, by its route template; the timer records it when
+    /// finished (a request dropped half way only leaves the in-flight count).
+    pub fn start(&self, request: &Request) -> RequestTimer<'_> {
+        self.in_flight.inc();
+        RequestTimer {
+            metrics: self,
+            method: method_label(request.method()),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str)
+                .to_owned(),
+            started: Instant::now(),
+        }
+    }
+
     pub fn login_failed(&self) {
         self.login_failures.inc();
     }
@@ -129,24 +145,6 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|e| Error::Internal(format!("encoding metrics failed: {e}")))?;
         Ok(text)
-    }
-}
-
-impl Metrics {
-    /// Starts counting and timing `request`, by its route template; the timer records it when
-    /// finished (a request dropped half way only leaves the in-flight count).
-    pub fn start(&self, request: &Request) -> RequestTimer<'_> {
-        self.in_flight.inc();
-        RequestTimer {
-            metrics: self,
-            method: method_label(request.method()),
-            route: request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or("unmatched", MatchedPath::as_str)
-                .to_owned(),
-            started: Instant::now(),
-        }
     }
 }
 

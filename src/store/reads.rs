@@ -7,8 +7,8 @@
 //! its next use; `SqlStore::read` then forgets the idle ones and reads again on a new connection.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sqlx::{ConnectOptions, Connection, Database};
@@ -48,7 +48,7 @@ impl<DB: Database> ReadConnections<DB> {
                 .map_err(|_| sqlx::Error::PoolTimedOut)?
                 .map_err(|_| sqlx::Error::PoolClosed)?,
         };
-        let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let idle = self.idle_list().pop();
         let connection = match idle {
             Some(connection) => connection,
             None => {
@@ -65,15 +65,14 @@ impl<DB: Database> ReadConnections<DB> {
 
     /// Closes the idle connections: after one turned out dead, they are all likely to be.
     pub fn forget_idle(&self) {
-        let forgotten =
-            std::mem::take(&mut *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let forgotten = std::mem::take(&mut *self.idle_list());
         self.open.fetch_sub(u32::try_from(forgotten.len()).unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Closes the idle connections gracefully and refuses new reads.
     pub async fn close(&self) {
         self.slots.close();
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let idle = std::mem::take(&mut *self.idle_list());
         for connection in idle {
             let _ = connection.close().await;
         }
@@ -84,12 +83,17 @@ impl<DB: Database> ReadConnections<DB> {
     }
 
     pub fn idle(&self) -> u32 {
-        u32::try_from(self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len())
-            .unwrap_or(u32::MAX)
+        u32::try_from(self.idle_list().len()).unwrap_or(u32::MAX)
     }
 
     pub fn max(&self) -> u32 {
         self.max
+    }
+
+    /// The idle list, held for a moment and never across an await; a panic elsewhere while it was
+    /// held left nothing half-done in it, so a poisoned lock is taken as it is.
+    fn idle_list(&self) -> MutexGuard<'_, Vec<DB::Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -126,7 +130,7 @@ impl<DB: Database> Drop for ReadConnection<'_, DB> {
     fn drop(&mut self) {
         let Some(connection) = self.connection.take() else { return };
         if self.keep {
-            self.set.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(connection);
+            self.set.idle_list().push(connection);
         } else {
             self.set.open.fetch_sub(1, Ordering::Relaxed);
         }
