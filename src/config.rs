@@ -16,6 +16,9 @@ pub const DEFAULT_DATABASE_ACQUIRE_TIMEOUT_SECS: u64 = 5;
 pub const DEFAULT_SEND_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 pub const DEFAULT_PASSWORD_HASH_QUEUE: usize = 32;
+pub const DEFAULT_WEBHOOK_TIMEOUT_SECS: u64 = 10;
+pub const DEFAULT_WEBHOOK_MAX_CONCURRENT: usize = 16;
+pub const DEFAULT_EMBED_STREAMS_MAX: usize = 1000;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -47,6 +50,24 @@ pub struct Config {
     pub send_timeout: Duration,
     /// Password hashes that may wait for a core; beyond them, requests needing one get 503.
     pub password_hash_queue: usize,
+    pub webhooks: WebhookSettings,
+    /// Live embed streams open at once, at most; more are answered 503.
+    pub embed_streams_max: usize,
+}
+
+/// How webhook deliveries are sent.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The waits between a failed attempt and the next.
+    pub retry: crate::domain::RetrySchedule,
+    /// Whether webhooks may point at loopback, private and link-local addresses (tests, a
+    /// receiver on the same network). Off, such URLs are refused at registration and delivery.
+    pub allow_private_networks: bool,
+    /// How long one attempt may take, connecting included.
+    pub timeout: Duration,
+    /// Attempts in flight at once, per server; 0 for a server that delivers none (others on the
+    /// same database do).
+    pub max_concurrent: usize,
 }
 
 /// The database connection pool's limits.
@@ -258,13 +279,24 @@ impl Config {
             ));
         }
 
-        let self_registration = match lookup("SELF_REGISTRATION").as_deref() {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(invalid("SELF_REGISTRATION", format!("{other:?} must be true or false")));
-            }
+        let flag = |name: &'static str| match lookup(name).as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(invalid(name, format!("{other:?} must be true or false"))),
         };
+        let self_registration = flag("SELF_REGISTRATION")?;
+        let webhooks = WebhookSettings {
+            retry: crate::domain::RetrySchedule::parse(
+                lookup("WEBHOOK_RETRY_SECS").as_deref().unwrap_or(crate::domain::RetrySchedule::DEFAULT),
+            )
+            .map_err(|reason| invalid("WEBHOOK_RETRY_SECS", reason))?,
+            allow_private_networks: flag("WEBHOOK_ALLOW_PRIVATE_NETWORKS")?,
+            timeout: seconds("WEBHOOK_TIMEOUT_SECS", DEFAULT_WEBHOOK_TIMEOUT_SECS, 300)?,
+            max_concurrent: number("WEBHOOK_MAX_CONCURRENT", 0, 10_000)?
+                .unwrap_or(DEFAULT_WEBHOOK_MAX_CONCURRENT),
+        };
+        let embed_streams_max =
+            number("EMBED_STREAMS_MAX", 0, 1_000_000)?.unwrap_or(DEFAULT_EMBED_STREAMS_MAX);
 
         Ok(Config {
             bind_addr,
@@ -283,6 +315,8 @@ impl Config {
             max_connections: max_client_connections,
             send_timeout,
             password_hash_queue,
+            webhooks,
+            embed_streams_max,
         })
     }
 }

@@ -124,10 +124,11 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
         }
         None => None,
     };
-    let api = server::serve(listener, api::router(state), stopped(), options);
+    let api = server::serve(listener, api::router(state.clone()), stopped(), options);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
+        state.end_streams();
     });
     api.await;
     if let Some(metrics) = metrics {

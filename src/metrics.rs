@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::auth::HashingMetrics;
-use crate::domain::TicketStatus;
+use crate::domain::{NextStep, TicketStatus};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -40,8 +40,40 @@ struct PoolLabel {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// Webhook delivery attempts, by how they went.
+#[derive(Clone)]
+pub struct WebhookAttempts(Family<OutcomeLabel, Counter>);
+
+impl WebhookAttempts {
+    pub fn count(&self, next: &NextStep) {
+        let outcome = match next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "retrying",
+            NextStep::GiveUp => "failed",
+        };
+        self.0.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+/// One open live embed stream, counted until dropped.
+pub struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    embed_streams: Gauge,
+    embed_streams_max: i64,
+    webhook_attempts: WebhookAttempts,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     in_flight: Gauge,
@@ -52,8 +84,24 @@ pub struct Metrics {
 
 impl Metrics {
     /// The registry, with the password hashing queue's live figures in it.
-    pub fn new(hashing: &HashingMetrics) -> Self {
+    pub fn new(hashing: &HashingMetrics, embed_streams_max: usize) -> Self {
         let mut registry = Registry::default();
+        let embed_streams = Gauge::default();
+        let max_streams: Gauge = Gauge::default();
+        let embed_streams_max = i64::try_from(embed_streams_max).unwrap_or(i64::MAX);
+        max_streams.set(embed_streams_max);
+        registry.register("embed_streams_open", "Live embed streams open now", embed_streams.clone());
+        registry.register(
+            "embed_streams_max",
+            "Live embed streams allowed at once (EMBED_STREAMS_MAX)",
+            max_streams,
+        );
+        let webhook_attempts = WebhookAttempts(Family::default());
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts: delivered, retrying (failed, tried again later) or failed (gave up)",
+            webhook_attempts.0.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
             Family::<RequestLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
@@ -105,7 +153,29 @@ impl Metrics {
             "Requests answered 503 at once because the password hashing queue was full",
             hashing.shed.clone(),
         );
-        Self { registry, requests, latency, in_flight, login_failures, pool, tickets }
+        Self {
+            registry,
+            embed_streams,
+            embed_streams_max,
+            webhook_attempts,
+            requests,
+            latency,
+            in_flight,
+            login_failures,
+            pool,
+            tickets,
+        }
+    }
+
+    /// Counts a new live embed stream, or `None` if as many as allowed are open.
+    pub fn open_embed_stream(&self) -> Option<OpenStream> {
+        let before = self.embed_streams.inc();
+        let stream = OpenStream(self.embed_streams.clone());
+        (before < self.embed_streams_max).then_some(stream)
+    }
+
+    pub fn webhook_attempts(&self) -> WebhookAttempts {
+        self.webhook_attempts.clone()
     }
 
     /// Starts counting and timing `request`, by its route template; the timer records it when

@@ -47,15 +47,25 @@ pub struct Shared {
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// Origins allowed to call the API from a browser page.
     pub cors_allowed_origins: Arc<[String]>,
+    /// Whether webhooks may point at non-public addresses.
+    pub webhooks_may_reach_private_networks: bool,
+    /// Delivers webhooks from this server while the state lives (`None` with
+    /// `WEBHOOK_MAX_CONCURRENT=0`: other servers deliver).
+    _delivery: Option<crate::webhooks::Delivery>,
+    /// Set when the server stops: live embed streams end, so they do not hold the stop up.
+    streams_stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
         let passwords = Passwords::for_this_machine(config.password_hash_queue);
+        let metrics = Arc::new(Metrics::new(passwords.metrics(), config.embed_streams_max));
+        let delivery = (config.webhooks.max_concurrent > 0)
+            .then(|| crate::webhooks::start(store.clone(), &config.webhooks, metrics.webhook_attempts()));
         Self(Arc::new(Shared {
             store,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.bytes(), config.access_token_ttl)),
-            metrics: Arc::new(Metrics::new(passwords.metrics())),
+            metrics,
             passwords,
             links: EmbedLinks { public_base_url: config.public_base_url.clone().into() },
             self_registration: config.self_registration,
@@ -63,7 +73,19 @@ impl AppState {
             refresh_token_ttl: config.refresh_token_ttl,
             trusted_proxies: config.trusted_proxies.clone().into(),
             cors_allowed_origins: config.cors_allowed_origins.clone().into(),
+            webhooks_may_reach_private_networks: config.webhooks.allow_private_networks,
+            _delivery: delivery,
+            streams_stop: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Ends every live embed stream (the server is stopping; clients reconnect elsewhere).
+    pub fn end_streams(&self) {
+        self.streams_stop.send_replace(true);
+    }
+
+    pub fn streams_stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.streams_stop.subscribe()
     }
 }
 

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{Layer, Registry};
 
-use helpers::{Backend, TestApp};
+use helpers::{AppWith, Backend, NoWebhookDelivery, TestApp};
 
 struct CountStatements(Arc<AtomicUsize>);
 
@@ -31,7 +31,11 @@ async fn a_ticket_read_and_an_embed_read_are_one_statement_each() {
     let statements = Arc::new(AtomicUsize::new(0));
     let subscriber = Registry::default().with(CountStatements(statements.clone()));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber in this binary");
-    helpers::run(|app: TestApp| one_statement_per_hot_read(app, statements), Backend::Sqlite).await;
+    helpers::run(
+        |AppWith(app, _): AppWith<NoWebhookDelivery>| one_statement_per_hot_read(app, statements),
+        Backend::Sqlite,
+    )
+    .await;
 }
 
 async fn one_statement_per_hot_read(app: TestApp, statements: Arc<AtomicUsize>) {

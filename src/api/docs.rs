@@ -30,6 +30,7 @@ Every error is an RFC 9457 `application/problem+json` document.",
         (name = "tickets", description = "Submit, find, assign and work tickets"),
         (name = "conversation", description = "Replies and internal notes on a ticket"),
         (name = "embed", description = "Public, token-guarded ticket status for chatbots"),
+        (name = "webhooks", description = "Signed pushes of ticket changes to other systems (admins)"),
         (name = "operations", description = "Health probes"),
     )
 )]

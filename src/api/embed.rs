@@ -1,9 +1,11 @@
 //! The public embed endpoint: a ticket's subject, status, last update and link, for whoever holds
 //! its embed token. JSON for chatbots; with `Accept: text/html`, a small status card a web page
-//! can put in an iframe. Both carry an ETag, so pollers get `304 Not Modified`.
+//! can put in an iframe. Both carry an ETag, so pollers get `304 Not Modified`. Widgets that
+//! want changes as they happen hold `/stream` open instead (server-sent events).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,7 +17,9 @@ use uuid::Uuid;
 use super::extract::{Json, Path};
 use crate::domain::{PublicTicket, TicketStatus};
 use crate::error::{Error, Result};
+use crate::metrics::OpenStream;
 use crate::state::AppState;
+use crate::store::Change;
 
 /// How long a client or cache may reuse an answer without asking again; a rotated (leaked) token
 /// stops working everywhere within this time.
@@ -28,6 +32,7 @@ const CARD_CSP: &str =
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(embed))
+        .routes(routes!(stream))
         // Chatbots on any site may read it; it takes no credentials, so no cookie can ride along.
         .layer(
             CorsLayer::new()
@@ -53,6 +58,17 @@ struct EmbedView {
     status: &'static str,
     last_updated: DateTime<Utc>,
     link: String,
+}
+
+impl EmbedView {
+    fn of(ticket: &PublicTicket, state: &AppState) -> Self {
+        EmbedView {
+            subject: ticket.subject.clone(),
+            status: ticket.status.label(),
+            last_updated: ticket.updated_at,
+            link: state.links.ticket(ticket.embed_token),
+        }
+    }
 }
 
 /// A ticket's public status, for chatbots and web pages: no login, the embed token is the key.
@@ -85,9 +101,7 @@ async fn embed(
     request: Request,
 ) -> Result<Response> {
     let headers = request.headers();
-    // A malformed token is as unknown as a well-formed one that matches nothing.
-    let not_found = || Error::NotFound("ticket not found");
-    let token = Uuid::parse_str(&token).map_err(|_| not_found())?;
+    let token = embed_token(&token)?;
     // One database round trip: this lookup is all the route reads.
     let ticket = state.store.public_ticket(token).await?.ok_or_else(not_found)?;
 
@@ -96,12 +110,7 @@ async fn embed(
     let mut response = if super::etag::client_has(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let view = EmbedView {
-            subject: ticket.subject,
-            status: ticket.status.label(),
-            last_updated: ticket.updated_at,
-            link: state.links.ticket(ticket.embed_token),
-        };
+        let view = EmbedView::of(&ticket, &state);
         if html {
             let mut card = Html(render_card(&view, ticket.status)).into_response();
             let card_headers = card.headers_mut();
@@ -120,6 +129,109 @@ async fn embed(
         response_headers.insert(header::ETAG, value);
     }
     Ok(response)
+}
+
+fn not_found() -> Error {
+    Error::NotFound("ticket not found")
+}
+
+/// A malformed token is as unknown as a well-formed one that matches nothing.
+fn embed_token(raw: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| not_found())
+}
+
+/// How often an idle stream sends a comment line, so proxies and clients know it is alive.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A ticket's public status as it changes: server-sent events, for chat widgets.
+///
+/// First the embed view as it is now, then a new one (same fields as `GET /tickets/embed/{token}`)
+/// each time what it shows changes, from whichever server made the change; a `:` comment line
+/// every 15 s while nothing does. When the embed token is rotated, an `event: gone` ends the
+/// stream. A browser's `EventSource` reconnects by itself after a network break.
+#[utoipa::path(
+    get,
+    path = "/tickets/embed/{token}/stream",
+    tag = "embed",
+    params(("token" = Uuid, Path, description = "The ticket's embed token")),
+    responses(
+        (status = 200, description = "Server-sent events: `data: <embed view JSON>` on each change; `event: gone` when the token is rotated",
+            content_type = "text/event-stream",
+            body = String,
+            example = "data: {\"subject\":\"App crashes on start\",\"status\":\"Open\",\"last_updated\":\"2026-07-23T12:30:00Z\",\"link\":\"https://support.example.com/tickets/9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90\"}\n\n"),
+        (status = 404, response = super::docs::NotFound),
+        (status = 503, description = "As many streams are open as `EMBED_STREAMS_MAX` allows; poll instead",
+            content_type = "application/problem+json", body = crate::error::Problem),
+    )
+)]
+async fn stream(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response> {
+    let token = embed_token(&token)?;
+    // Subscribed before the first read, so no change between the two goes unseen.
+    let changes = state.store.changes();
+    let ticket = state.store.public_ticket(token).await?.ok_or_else(not_found)?;
+    let slot = state.metrics.open_embed_stream().ok_or_else(|| {
+        Error::Unavailable(
+            "too many live embed streams are open; poll GET /tickets/embed/{token} instead".into(),
+        )
+    })?;
+    let (events, received) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(follow(state.clone(), ticket, changes, events, slot));
+    let stream = futures_util::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(event), received))
+    });
+    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Sends the view as it is, then again whenever it changes, until the client goes, the token
+/// is rotated (`gone`) or the server stops.
+async fn follow(
+    state: AppState,
+    mut shown: PublicTicket,
+    mut changes: tokio::sync::broadcast::Receiver<Change>,
+    events: tokio::sync::mpsc::Sender<Event>,
+    _slot: OpenStream,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let view = |ticket: &PublicTicket| Event::default().json_data(EmbedView::of(ticket, &state));
+    let Ok(first) = view(&shown) else { return };
+    if events.send(first).await.is_err() {
+        return;
+    }
+    let mut stopping = state.streams_stopping();
+    loop {
+        let read_again = tokio::select! {
+            change = changes.recv() => match change {
+                Ok(Change::Ticket(id)) => id == shown.id,
+                Ok(Change::Deliveries) => false,
+                Ok(Change::Missed) | Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            },
+            () = events.closed() => return,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        if !read_again {
+            continue;
+        }
+        match state.store.public_ticket(shown.embed_token).await {
+            Ok(Some(now)) if now == shown => {}
+            Ok(Some(now)) => {
+                let Ok(event) = view(&now) else { return };
+                if events.send(event).await.is_err() {
+                    return;
+                }
+                shown = now;
+            }
+            Ok(None) => {
+                let gone = Event::default().event("gone").data("the embed token was rotated");
+                let _ = events.send(gone).await;
+                return;
+            }
+            // The database is away: the stream stays; once it is back, `Missed` has it read again.
+            Err(error) => tracing::warn!(%error, "a live embed stream could not read its ticket"),
+        }
+    }
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {

@@ -13,6 +13,7 @@ mod request_id;
 mod security;
 mod tickets;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -81,7 +82,8 @@ fn openapi_router(cors: tower_http::cors::CorsLayer) -> OpenApiRouter<AppState> 
         .merge(operations::router())
         .merge(auth::router().layer(cors.clone()))
         .merge(users::router().layer(cors.clone()))
-        .merge(tickets::router().layer(cors))
+        .merge(tickets::router().layer(cors.clone()))
+        .merge(webhooks::router().layer(cors))
         .merge(embed::router())
 }
 

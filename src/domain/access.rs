@@ -51,6 +51,12 @@ pub fn can_manage_users(user: &User) -> bool {
     user.role == Role::Admin
 }
 
+/// Webhooks see every ticket and internal notes: admins only.
+#[must_use]
+pub fn can_manage_webhooks(user: &User) -> bool {
+    user.role == Role::Admin
+}
+
 /// Everyone may look themselves up; admins may look up anyone.
 #[must_use]
 pub fn can_look_up_user(viewer: &User, id: UserId) -> bool {

@@ -66,6 +66,7 @@ pub mod session;
 pub mod throttle;
 pub mod ticket;
 pub mod user;
+pub mod webhook;
 
 pub use comment::{Comment, CommentBody, NewComment};
 pub use event::{EventKind, NewEvent, TicketEvent};
@@ -77,6 +78,10 @@ pub use ticket::{
     TicketScope, TicketStatus,
 };
 pub use user::{NewPassword, NewUser, Role, User, UserChange, UserCredentials, UserId, Username};
+pub use webhook::{
+    AttemptOutcome, Delivery, DeliveryId, DeliveryState, DueDelivery, EventType, EventTypes, NewWebhook,
+    NextStep, RetrySchedule, Webhook, WebhookChange, WebhookId, WebhookSecret, WebhookUrl,
+};
 
 /// NUL is no text anyone types, and Postgres cannot store it in a text column.
 fn reject_nul(field: &str, raw: &str) -> Result<(), String> {

@@ -125,6 +125,8 @@ pub struct Ticket {
 /// What the public embed shows of a ticket, and all it reads: never its people or its text.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PublicTicket {
+    /// Not shown: which ticket's changes a live embed stream follows.
+    pub id: TicketId,
     pub subject: String,
     #[sqlx(try_from = "String")]
     pub status: TicketStatus,

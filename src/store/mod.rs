@@ -17,8 +17,9 @@ use uuid::Uuid;
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::throttle::Locked;
 use crate::domain::{
-    Comment, IdempotencyKey, NewRefreshToken, NewTicket, NewUser, PublicTicket, ThrottleKey, Ticket,
-    TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
+    AttemptOutcome, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, NewRefreshToken, NewTicket,
+    NewUser, NewWebhook, PublicTicket, ThrottleKey, Ticket, TicketChange, TicketEvent, TicketId, TicketScope,
+    User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId, WebhookSecret,
 };
 use crate::domain::{Priority, Role, TicketStatus};
 use crate::error::{Error, Result};
@@ -153,6 +154,19 @@ pub struct ChangeOutcome {
     pub comment: Option<Comment>,
 }
 
+/// A change the store announces to whoever listens (live embed streams, webhook delivery), on
+/// every replica: by PostgreSQL's LISTEN/NOTIFY, or in process on SQLite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// What the embed shows of this ticket may have changed (or its embed token was rotated).
+    Ticket(TicketId),
+    /// New webhook deliveries are due.
+    Deliveries,
+    /// Announcements may have been lost (the connection to the database was, or a listener fell
+    /// behind): listeners read again whatever they follow.
+    Missed,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether the database answers and every migration this build knows is applied.
@@ -228,6 +242,34 @@ pub trait Store: Send + Sync + 'static {
     async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>>;
     /// The ticket's history, oldest first; events about internal notes only if asked for.
     async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>>;
+
+    /// Changes as they are committed, from every server on this database.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
+
+    async fn create_webhook(&self, webhook: &NewWebhook) -> Result<Webhook>;
+    /// Up to `limit` webhooks with ids above `after`, by id.
+    async fn webhooks(&self, after: Option<WebhookId>, limit: u32) -> Result<Vec<Webhook>>;
+    async fn webhook(&self, id: WebhookId) -> Result<Option<Webhook>>;
+    /// A missing webhook is `NotFound`.
+    async fn update_webhook(&self, id: WebhookId, change: &WebhookChange) -> Result<Webhook>;
+    /// Deletes the webhook and its deliveries; a missing one is `NotFound`.
+    async fn delete_webhook(&self, id: WebhookId) -> Result<()>;
+    async fn set_webhook_secret(&self, id: WebhookId, secret: &WebhookSecret) -> Result<Webhook>;
+    /// Up to `limit` of the webhook's deliveries with ids below `before`, newest first.
+    async fn deliveries(
+        &self,
+        webhook: WebhookId,
+        before: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    /// Claims up to `limit` due deliveries of active webhooks for this server until
+    /// `lease_until` (when another may claim them again), oldest first, each only once the ones
+    /// before it for the same ticket and webhook are done. Servers on one database each claim
+    /// different ones.
+    async fn claim_deliveries(&self, limit: u32, lease_until: DateTime<Utc>) -> Result<Vec<DueDelivery>>;
+    /// A history event with its ticket as it is now and its comment, if any.
+    async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>>;
+    async fn record_attempt(&self, delivery: DeliveryId, outcome: &AttemptOutcome) -> Result<()>;
 }
 
 /// Connects to the database the URL names, creating it if it is a new SQLite file, and applies

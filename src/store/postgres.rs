@@ -1,9 +1,12 @@
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
+use tokio::sync::broadcast;
 
+use super::Change;
 use super::sql::{Dialect, SqlStore, TextMatch};
 use crate::config::PoolSettings;
 use crate::error::Result;
@@ -29,13 +32,66 @@ impl SqlStore<Postgres> {
             .run(&pool)
             .await
             .map_err(|e| crate::error::Error::Internal(format!("migrating PostgreSQL failed: {e}")))?;
-        Ok(Self::new(pool, reads))
+        let url = url.to_owned();
+        Ok(Self::new(pool, reads).relaying(move |changes| relay_notifications(url, changes)))
     }
+}
+
+/// The channels migration 0009's triggers notify on.
+const TICKETS_CHANNEL: &str = "ticketdesk_tickets";
+const DELIVERIES_CHANNEL: &str = "ticketdesk_deliveries";
+
+/// Listens (on a connection of its own) to what every server's commits announce and passes it
+/// on to this server's listeners. When the connection is lost, notifications sent meanwhile are
+/// lost with it: once listening again, it announces `Change::Missed` so listeners read afresh.
+async fn relay_notifications(url: String, changes: broadcast::Sender<Change>) {
+    let mut retry = Duration::from_millis(100);
+    loop {
+        match listen(&url).await {
+            Ok(mut listener) => {
+                retry = Duration::from_millis(100);
+                let _ = changes.send(Change::Missed);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            let change = match notification.channel() {
+                                DELIVERIES_CHANNEL => Some(Change::Deliveries),
+                                _ => notification.payload().parse().ok().map(Change::Ticket),
+                            };
+                            if let Some(change) = change {
+                                let _ = changes.send(change);
+                            }
+                        }
+                        // Reconnected (sqlx listens again by itself): some may have been missed.
+                        Ok(None) => {
+                            let _ = changes.send(Change::Missed);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the database's change notifications; listening again");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen to the database's change notifications yet"),
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn listen(url: &str) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen_all([TICKETS_CHANNEL, DELIVERIES_CHANNEL]).await?;
+    Ok(listener)
 }
 
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const LOCK_ROW: &'static str = " FOR UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    // Migration 0009's triggers NOTIFY on commit; `relay_notifications` passes them on.
+    const ANNOUNCES_CHANGES: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

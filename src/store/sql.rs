@@ -17,18 +17,21 @@ use sqlx::{
     AssertSqlSafe, ColumnIndex, Connection, Database, Decode, Encode, Executor, IntoArguments, Pool,
     QueryBuilder, SqlSafeStr, Transaction, Type,
 };
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::reads::ReadConnections;
 use super::{
-    ChangeOutcome, PoolStats, SortKey, Store, TicketCursor, TicketEdit, TicketQuery, TicketSort,
+    Change, ChangeOutcome, PoolStats, SortKey, Store, TicketCursor, TicketEdit, TicketQuery, TicketSort,
     UserAndTicketRow, UserFilter, Write, conflict_if_unique, now,
 };
 use crate::domain::throttle::{self, Counter, Locked, OnSuccess};
 use crate::domain::{
-    Comment, EventKind, IdempotencyKey, NewEvent, NewRefreshToken, NewTicket, NewUser, PublicTicket,
-    RefreshVerdict, Role, StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope,
-    TicketStatus, User, UserChange, UserCredentials, UserId, access, idempotency,
+    AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, EventKind, IdempotencyKey,
+    NewEvent, NewRefreshToken, NewTicket, NewUser, NewWebhook, NextStep, PublicTicket, RefreshVerdict, Role,
+    StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope, TicketStatus, User,
+    UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId, WebhookSecret, access,
+    idempotency, webhook,
 };
 use crate::error::{Error, Result};
 
@@ -56,6 +59,16 @@ macro_rules! user_columns {
 macro_rules! comment_columns {
     () => {
         "id, ticket_id, author_id, body, internal, created_at"
+    };
+}
+macro_rules! event_columns {
+    () => {
+        "id, ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at"
+    };
+}
+macro_rules! webhook_columns {
+    () => {
+        "id, url, events, active, created_at, updated_at"
     };
 }
 
@@ -101,6 +114,12 @@ pub trait Dialect: Database {
     const BEGIN_WRITE: &'static str;
     /// Appended to a `SELECT` of the row a write transaction reads and then changes, to lock it.
     const LOCK_ROW: &'static str;
+    /// Appended to the `SELECT` of the deliveries a server claims: rows another server is
+    /// claiming are passed over, not waited for.
+    const SKIP_LOCKED: &'static str;
+    /// Whether the database announces committed changes itself (PostgreSQL: triggers and
+    /// NOTIFY); if not, the store does after each commit.
+    const ANNOUNCES_CHANGES: bool;
     /// This database's migrations.
     fn migrator() -> &'static Migrator;
     /// Pushes ` AND <condition>` keeping the tickets whose subject, description and public
@@ -113,6 +132,10 @@ pub trait Dialect: Database {
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     reads: ReadConnections<DB>,
+    changes: broadcast::Sender<Change>,
+    /// The task relaying the database's announcements into `changes`, if it makes any; it stops
+    /// with the store.
+    relay: Option<tokio::task::AbortHandle>,
 }
 
 impl<DB: Database> SqlStore<DB> {
@@ -121,7 +144,26 @@ impl<DB: Database> SqlStore<DB> {
     pub(super) fn new(pool: Pool<DB>, reads: u32) -> Self {
         let options = (*pool.connect_options()).clone();
         let reads = ReadConnections::new(reads, options, pool.options().get_acquire_timeout());
-        Self { pool, reads }
+        // Listeners that fall this far behind are told they missed some (`Change::Missed`).
+        let (changes, _) = broadcast::channel(1024);
+        Self { pool, reads, changes, relay: None }
+    }
+
+    /// Starts `relay(sender)` as the task relaying the database's announcements.
+    pub(super) fn relaying<F>(mut self, relay: impl FnOnce(broadcast::Sender<Change>) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.relay = Some(tokio::spawn(relay(self.changes.clone())).abort_handle());
+        self
+    }
+}
+
+impl<DB: Database> Drop for SqlStore<DB> {
+    fn drop(&mut self) {
+        if let Some(relay) = &self.relay {
+            relay.abort();
+        }
     }
 }
 
@@ -142,6 +184,8 @@ where
     Option<i64>: Column<DB>,
     Option<bool>: Column<DB>,
     Option<DateTime<Utc>>: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<i32>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
     async fn ready(&self) -> Result<()> {
@@ -332,6 +376,7 @@ where
         };
         Self::record_event(&mut tx, created.id, ticket.created_by, &event, None, now).await?;
         Self::commit_keeping(tx, key, &created).await?;
+        self.announce(Change::Deliveries);
         Ok(Write::Written(created))
     }
 
@@ -355,13 +400,15 @@ where
     async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>> {
         let events = self
             .read(async move |connection| {
-                sqlx::query_as(
-            "SELECT id, ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at
-             FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id",
-        )
-        .bind(ticket)
-        .bind(include_internal)
-        .fetch_all(connection).await
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
+                ))
+                .bind(ticket)
+                .bind(include_internal)
+                .fetch_all(connection)
+                .await
             })
             .await?;
         Ok(events)
@@ -409,7 +456,7 @@ where
     async fn public_ticket(&self, token: Uuid) -> Result<Option<PublicTicket>> {
         self.read(async move |connection| {
             sqlx::query_as(
-                "SELECT subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1",
+                "SELECT id, subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1",
             )
             .bind(token)
             .fetch_optional(connection)
@@ -454,6 +501,7 @@ where
         let mut tx = self.begin_write().await?;
         let outcome = Self::change_ticket(&mut tx, id, actor, edit).await?;
         tx.commit().await?;
+        self.announce_change_to(id);
         Ok(outcome)
     }
 
@@ -472,6 +520,7 @@ where
         let comment =
             outcome.comment.as_ref().ok_or_else(|| Error::Internal("the change added no comment".into()))?;
         Self::commit_keeping(tx, Some(key), comment).await?;
+        self.announce_change_to(id);
         Ok(Write::Written(outcome))
     }
 
@@ -605,6 +654,232 @@ where
         tx.commit().await?;
         Ok(())
     }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    async fn create_webhook(&self, webhook: &NewWebhook) -> Result<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let created = sqlx::query_as(concat!(
+            "INSERT INTO webhooks (url, events, secret, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
+            webhook_columns!()
+        ))
+        .bind(webhook.url.as_str())
+        .bind(webhook.events.to_column())
+        .bind(webhook.secret.expose())
+        .bind(true)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn webhooks(&self, after: Option<WebhookId>, limit: u32) -> Result<Vec<Webhook>> {
+        self.read(async move |connection| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                webhook_columns!(),
+                " FROM webhooks WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .fetch_all(connection)
+            .await
+        })
+        .await
+    }
+
+    async fn webhook(&self, id: WebhookId) -> Result<Option<Webhook>> {
+        self.read(async move |connection| {
+            sqlx::query_as(concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(connection)
+                .await
+        })
+        .await
+    }
+
+    async fn update_webhook(&self, id: WebhookId, change: &WebhookChange) -> Result<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query_as(concat!(
+            "UPDATE webhooks SET url = coalesce($2, url), events = coalesce($3, events),
+             active = coalesce($4, active), updated_at = $5 WHERE id = $1 RETURNING ",
+            webhook_columns!()
+        ))
+        .bind(id)
+        .bind(change.url.as_ref().map(|url| url.as_str()))
+        .bind(change.events.as_ref().map(|events| events.to_column()))
+        .bind(change.active)
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("webhook not found"))?;
+        tx.commit().await?;
+        // Deliveries held back while it was inactive are due again.
+        self.announce(Change::Deliveries);
+        Ok(updated)
+    }
+
+    async fn delete_webhook(&self, id: WebhookId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted: Option<WebhookId> =
+            sqlx::query_scalar("DELETE FROM webhooks WHERE id = $1 RETURNING id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        deleted.ok_or(Error::NotFound("webhook not found"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_webhook_secret(&self, id: WebhookId, secret: &WebhookSecret) -> Result<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query_as(concat!(
+            "UPDATE webhooks SET secret = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            webhook_columns!()
+        ))
+        .bind(id)
+        .bind(secret.expose())
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("webhook not found"))?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn deliveries(
+        &self,
+        webhook: WebhookId,
+        before: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let mut deliveries: Vec<Delivery> = self
+            .read(async move |connection| {
+                sqlx::query_as(
+                    "SELECT id, event_id, ticket_id, event_type, state, attempts, last_status, last_error,
+                            next_attempt_at, delivered_at, created_at
+                     FROM webhook_deliveries WHERE webhook_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(webhook)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
+        for delivery in &mut deliveries {
+            delivery.message_id = webhook::message_id(delivery.id);
+        }
+        Ok(deliveries)
+    }
+
+    async fn claim_deliveries(&self, limit: u32, lease_until: DateTime<Utc>) -> Result<Vec<DueDelivery>> {
+        // Looked for first on a read connection: most polls find nothing, and take no write lock.
+        let any_due: bool = self
+            .read(async move |connection| {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1)",
+                )
+                .bind(now())
+                .fetch_one(connection)
+                .await
+            })
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        // The claim moves `next_attempt_at` to the lease's end: a server that dies mid-attempt
+        // leaves the delivery due again then. A pending delivery earlier for the same ticket and
+        // webhook (in flight or waiting to be retried) holds the later ones back.
+        let claimed: Vec<DeliveryId> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id IN (
+                 SELECT d.id FROM webhook_deliveries d
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= $2
+                   AND d.webhook_id IN (SELECT id FROM webhooks WHERE active)
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                                   WHERE e.webhook_id = d.webhook_id AND e.ticket_id = d.ticket_id
+                                     AND e.state = 'pending' AND e.id < d.id)
+                 ORDER BY d.next_attempt_at, d.id LIMIT $3{}
+             ) RETURNING id",
+            DB::SKIP_LOCKED
+        )))
+        .bind(lease_until)
+        .bind(now())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::<DB>::new(
+            "SELECT d.id, d.event_id, d.attempts, d.body, w.url, w.secret
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id IN (",
+        );
+        let mut ids = select.separated(", ");
+        for id in claimed {
+            ids.push_bind(id);
+        }
+        select.push(") ORDER BY d.id");
+        let due = select.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>> {
+        let event: Option<TicketEvent> = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!("SELECT ", event_columns!(), " FROM ticket_events WHERE id = $1"))
+                    .bind(event)
+                    .fetch_optional(connection)
+                    .await
+            })
+            .await?;
+        let Some(event) = event else { return Ok(None) };
+        let Some(ticket) = self.ticket(event.ticket_id).await? else { return Ok(None) };
+        let comment = match event.comment_id {
+            Some(id) => {
+                self.read(async move |connection| {
+                    sqlx::query_as(concat!("SELECT ", comment_columns!(), " FROM comments WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(connection)
+                        .await
+                })
+                .await?
+            }
+            None => None,
+        };
+        Ok(Some((ticket, event, comment)))
+    }
+
+    async fn record_attempt(&self, delivery: DeliveryId, outcome: &AttemptOutcome) -> Result<()> {
+        let now = now();
+        let (state, next_attempt_at, delivered_at) = match outcome.next {
+            NextStep::Delivered => (DeliveryState::Delivered, None, Some(now)),
+            NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at), None),
+            NextStep::GiveUp => (DeliveryState::Failed, None, None),
+        };
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, body = $2, last_status = $3,
+             last_error = $4, state = $5, next_attempt_at = $6, delivered_at = $7 WHERE id = $1",
+        )
+        .bind(delivery)
+        .bind(outcome.body.as_str())
+        .bind(outcome.status.map(i32::from))
+        .bind(outcome.error.as_deref())
+        .bind(state.as_str())
+        .bind(next_attempt_at)
+        .bind(delivered_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// The steps the writes above share, each inside the caller's transaction.
@@ -626,6 +901,20 @@ where
     Option<DateTime<Utc>>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
+    /// Tells this server's listeners of a committed change, where the database does not.
+    fn announce(&self, change: Change) {
+        if !DB::ANNOUNCES_CHANGES {
+            // No listener is no failure.
+            let _ = self.changes.send(change);
+        }
+    }
+
+    /// After a ticket's change: its embed may show something new, and deliveries may be due.
+    fn announce_change_to(&self, ticket: TicketId) {
+        self.announce(Change::Ticket(ticket));
+        self.announce(Change::Deliveries);
+    }
+
     async fn page(&self, query: &TicketQuery, span: Span) -> Result<Vec<Ticket>> {
         let query = query.clone();
         self.read(async move |connection| {

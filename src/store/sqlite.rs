@@ -141,6 +141,9 @@ impl Dialect for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     // One writer at a time (BEGIN IMMEDIATE) already keeps the row as it was read.
     const LOCK_ROW: &'static str = "";
+    // The write lock serializes claims.
+    const SKIP_LOCKED: &'static str = "";
+    const ANNOUNCES_CHANGES: bool = false;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -210,6 +210,13 @@ impl Settings for OpenRegistration {
     const SETTINGS: &'static [(&'static str, &'static str)] = &[("SELF_REGISTRATION", "true")];
 }
 
+/// This server delivers no webhooks (another would), so only requests touch the database.
+pub struct NoWebhookDelivery;
+
+impl Settings for NoWebhookDelivery {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("WEBHOOK_MAX_CONCURRENT", "0")];
+}
+
 /// Requests are cut off after one second.
 pub struct OneSecondTimeout;
 

@@ -9,7 +9,7 @@ crate::on_both_backends!(
     the_document_describes_what_the_server_accepts,
 );
 
-const ROUTES: [(&str, &str); 22] = [
+const ROUTES: [(&str, &str); 29] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("post", "/auth/token"),
@@ -32,6 +32,13 @@ const ROUTES: [(&str, &str); 22] = [
     ("get", "/tickets/{id}/comments"),
     ("get", "/tickets/{id}/events"),
     ("post", "/tickets/{id}/embed-token"),
+    ("post", "/webhooks"),
+    ("get", "/webhooks"),
+    ("get", "/webhooks/{id}"),
+    ("patch", "/webhooks/{id}"),
+    ("delete", "/webhooks/{id}"),
+    ("post", "/webhooks/{id}/rotate-secret"),
+    ("get", "/webhooks/{id}/deliveries"),
 ];
 
 async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {
@@ -47,8 +54,12 @@ async fn openapi_documents_every_route_with_errors_and_examples(app: TestApp) {
     let embed = &doc["paths"]["/tickets/embed/{token}"]["get"];
     assert!(embed.is_object(), "the embed route is documented");
     assert!(embed.get("security").is_none(), "the embed route needs no login");
+    let stream = &doc["paths"]["/tickets/embed/{token}/stream"]["get"];
+    assert!(stream.get("security").is_none(), "the embed stream needs no login");
+    assert!(stream["responses"]["200"]["content"]["text/event-stream"].is_object(), "{stream}");
+    assert!(stream["responses"]["404"].is_object() && stream["responses"]["503"].is_object(), "{stream}");
 
-    let mut operations = 1;
+    let mut operations = 2;
     for (method, path) in ROUTES {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");

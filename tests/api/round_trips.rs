@@ -111,7 +111,8 @@ async fn app_through_relay(database: &EmptyDatabase) -> (TestApp, CountingRelay)
     let relay = CountingRelay::to(upstream).await;
     let (proxied, _) = crate::outage::through(&database.url, relay.address);
     let proxied = format!("{proxied}&sslmode=disable");
-    let app = TestApp::at(&proxied, &[("DATABASE_MAX_CONNECTIONS", "2")]).await;
+    let app =
+        TestApp::at(&proxied, &[("DATABASE_MAX_CONNECTIONS", "2"), ("WEBHOOK_MAX_CONCURRENT", "0")]).await;
     (app, relay)
 }
 
