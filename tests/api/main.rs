@@ -21,6 +21,8 @@ mod round_trips;
 mod serving;
 mod sessions;
 mod startup;
+mod streams;
 mod throttling;
 mod tickets;
 mod tokens;
+mod webhooks;

@@ -20,14 +20,14 @@ async fn a_lost_database_is_503_at_once_and_the_server_recovers_when_it_returns(
 }
 
 /// A TCP relay in front of PostgreSQL that can cut every connection and refuse new ones.
-struct CuttableLink {
-    address: SocketAddr,
+pub(crate) struct CuttableLink {
+    pub(crate) address: SocketAddr,
     up: Arc<AtomicBool>,
     relays: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl CuttableLink {
-    async fn to(upstream: String) -> Self {
+    pub(crate) async fn to(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
@@ -49,12 +49,12 @@ impl CuttableLink {
         Self { address, up, relays }
     }
 
-    async fn cut(&self) {
+    pub(crate) async fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.relays.lock().await.abort_all();
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::helpers::{Backend, EmptyDatabase, TestApp};
+use crate::helpers::{Backend, EmptyDatabase, NoWebhookDelivery, Settings, TestApp};
 
 #[tokio::test]
 async fn a_ticket_read_and_an_embed_read_are_one_round_trip_each() {
@@ -112,7 +112,7 @@ async fn app_through_relay(database: &EmptyDatabase) -> (TestApp, CountingRelay)
     let (proxied, _) = crate::outage::through(&database.url, relay.address);
     let proxied = format!("{proxied}&sslmode=disable");
     let app =
-        TestApp::at(&proxied, &[("DATABASE_MAX_CONNECTIONS", "2"), ("WEBHOOK_MAX_CONCURRENT", "0")]).await;
+        TestApp::at(&proxied, &[("DATABASE_MAX_CONNECTIONS", "2"), NoWebhookDelivery::SETTINGS[0]]).await;
     (app, relay)
 }
 

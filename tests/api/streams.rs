@@ -1,0 +1,216 @@
+//! The live embed stream: the view now, then each change (from any server), `gone` when the
+//! token is rotated, a cap on open streams, and recovery after the database was away.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::helpers::{AppWith, Backend, EmptyDatabase, Settings, TestApp};
+use crate::outage::{CuttableLink, through};
+
+crate::on_both_backends!(
+    the_stream_shows_the_ticket_then_each_change_then_gone,
+    unknown_tokens_are_404_and_open_streams_are_capped,
+);
+
+#[tokio::test]
+async fn a_change_on_another_server_reaches_the_stream_within_a_second() {
+    crate::helpers::run(change_on_another_server, Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_stream_catches_up_after_the_database_was_away() {
+    crate::helpers::run(stream_after_an_outage, Backend::Postgres).await;
+}
+
+/// One server-sent event.
+#[derive(Debug)]
+struct SseEvent {
+    event: Option<String>,
+    data: String,
+}
+
+impl SseEvent {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{e}: {}", self.data))
+    }
+}
+
+/// An open `text/event-stream` response, read event by event.
+struct EventStream {
+    body: Body,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(app: &TestApp, token: &str) -> Result<Self, crate::helpers::TestResponse> {
+        let request = Request::get(format!("/tickets/embed/{token}/stream")).body(Body::empty()).unwrap();
+        let response = app.router().oneshot(request).await.unwrap();
+        if response.status() != StatusCode::OK {
+            let (parts, body) = response.into_parts();
+            let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
+            let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(crate::helpers::TestResponse {
+                status: parts.status,
+                headers: parts.headers,
+                text,
+                json,
+            });
+        }
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert_eq!(content_type, "text/event-stream");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        Ok(Self { body: response.into_body(), buffer: String::new() })
+    }
+
+    /// The next event within `within` (keep-alive comments skipped); `None` if the stream ended.
+    async fn next(&mut self, within: Duration) -> Option<SseEvent> {
+        tokio::time::timeout(within, self.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {within:?}; buffered: {:?}", self.buffer))
+    }
+
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent { event: None, data: String::new() };
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        event.event = Some(name.trim().to_owned());
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        event.data.push_str(data.trim_start());
+                    }
+                }
+                if event.event.is_some() || !event.data.is_empty() {
+                    return Some(event);
+                }
+                continue; // a comment
+            }
+            let frame = self.body.frame().await?.expect("the stream's body does not fail");
+            if let Ok(bytes) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
+            }
+        }
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    async fn assert_quiet(&mut self, quiet: Duration) {
+        if let Ok(event) = tokio::time::timeout(quiet, self.next_event()).await {
+            panic!("expected no event, got {event:?}");
+        }
+    }
+}
+
+async fn the_stream_shows_the_ticket_then_each_change_then_gone(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let ticket = app.create_ticket(&tokens.alice, "Streamed").await;
+    let (id, token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let mut stream = EventStream::open(&app, token).await.unwrap();
+
+    let first = stream.next(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(first.event, None);
+    let polled = app.get(&format!("/tickets/embed/{token}"), None).await.json;
+    assert_eq!(first.json(), polled, "exactly the embed's view");
+    assert_eq!(polled["status"], "Open");
+
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    app.set_status(&tokens.bob, id, "in_progress").await;
+    let mut latest = stream.next(Duration::from_secs(1)).await.unwrap().json();
+    while latest["status"] != "In Progress" {
+        latest = stream.next(Duration::from_secs(1)).await.unwrap().json();
+    }
+    assert_eq!(latest, app.get(&format!("/tickets/embed/{token}"), None).await.json);
+
+    // Staff-only changes move nothing the embed shows.
+    let note = json!({"body": "psst", "internal": true});
+    app.call(Method::POST, &format!("/tickets/{id}/comments"), Some(&tokens.bob), Some(note)).await;
+    stream.assert_quiet(Duration::from_millis(400)).await;
+
+    app.call(Method::POST, &format!("/tickets/{id}/embed-token"), Some(&tokens.alice), None).await;
+    let gone = stream.next(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(gone.event.as_deref(), Some("gone"), "{gone:?}");
+    assert!(stream.next(Duration::from_secs(1)).await.is_none(), "the stream ends after gone");
+    let old = EventStream::open(&app, token).await.err().expect("the old token is refused");
+    old.assert_problem(StatusCode::NOT_FOUND);
+}
+
+pub struct OneStream;
+
+impl Settings for OneStream {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("EMBED_STREAMS_MAX", "1")];
+}
+
+async fn unknown_tokens_are_404_and_open_streams_are_capped(AppWith(app, _): AppWith<OneStream>) {
+    for token in ["9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90", "abc"] {
+        EventStream::open(&app, token).await.err().unwrap().assert_problem(StatusCode::NOT_FOUND);
+    }
+    let alice = app.login("alice", "alice123").await;
+    let ticket = app.create_ticket(&alice, "Popular").await;
+    let token = ticket["embed_token"].as_str().unwrap();
+    let mut first = EventStream::open(&app, token).await.unwrap();
+    first.next(Duration::from_secs(2)).await.unwrap();
+    let refused = EventStream::open(&app, token).await.err().expect("over the cap");
+    let detail = refused.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(detail.contains("poll"), "{detail}");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("\nembed_streams_open 1\n"), "{metrics}");
+    assert!(metrics.contains("\nembed_streams_max 1\n"), "{metrics}");
+
+    drop(first);
+    for _ in 0..100 {
+        if app.metrics().await.contains("\nembed_streams_open 0\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = EventStream::open(&app, token).await.expect("a closed stream frees its place");
+    again.next(Duration::from_secs(2)).await.unwrap();
+}
+
+async fn change_on_another_server(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, &[]).await;
+    let other = app.replica().await;
+    let tokens = app.demo_tokens().await;
+    let ticket = app.create_ticket(&tokens.alice, "Seen everywhere").await;
+    let (id, token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let mut stream = EventStream::open(&app, token).await.unwrap();
+    stream.next(Duration::from_secs(2)).await.unwrap();
+
+    let body = json!({"status": "closed"});
+    let changed = other.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), Some(body)).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let seen = stream.next(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(seen.json()["status"], "Closed");
+
+    other.call(Method::POST, &format!("/tickets/{id}/embed-token"), Some(&tokens.alice), None).await;
+    let gone = stream.next(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(gone.event.as_deref(), Some("gone"));
+}
+
+async fn stream_after_an_outage(database: EmptyDatabase) {
+    let (_, upstream) = through(&database.url, "127.0.0.1:1".parse().unwrap());
+    let link = CuttableLink::to(upstream).await;
+    let (proxied, _) = through(&database.url, link.address);
+    let app = TestApp::at(&proxied, &[]).await;
+    let other = TestApp::at(&database.url, &[]).await;
+    let tokens = other.demo_tokens().await;
+    let ticket = other.create_ticket(&tokens.alice, "Through an outage").await;
+    let (id, token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let mut stream = EventStream::open(&app, token).await.unwrap();
+    stream.next(Duration::from_secs(2)).await.unwrap();
+
+    // The stream's server loses the database; meanwhile the ticket changes elsewhere, and the
+    // notification of it never reaches that server.
+    link.cut().await;
+    other.set_status(&tokens.carol, id, "closed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    link.restore();
+    // Listening again, it reads what it may have missed.
+    let seen = stream.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(seen.json()["status"], "Closed");
+}

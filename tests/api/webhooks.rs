@@ -1,0 +1,500 @@
+//! Webhooks against a real receiver listening on a local port: management, signatures, order,
+//! retries, internal notes kept out, address checks, and the outbox surviving a restart.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+
+use crate::helpers::{AppWith, Settings, TestApp};
+
+crate::on_both_backends!(
+    only_admins_manage_webhooks_and_the_secret_is_shown_once,
+    webhook_input_is_checked,
+    private_addresses_are_refused_at_registration_and_at_delivery,
+    deliveries_are_signed_in_order_and_keep_internal_notes_out,
+    a_failed_delivery_is_retried_with_the_same_id_and_holds_back_the_next,
+    a_delivery_that_keeps_failing_is_marked_failed,
+    the_outbox_survives_a_restart,
+    two_servers_deliver_each_event_once,
+);
+
+/// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
+pub struct Receiving;
+
+impl Settings for Receiving {
+    const SETTINGS: &'static [(&'static str, &'static str)] =
+        &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_RETRY_SECS", "1,1")];
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    received: Vec<Received>,
+    /// Answers 500 to this many requests before answering 204.
+    failures_left: usize,
+}
+
+/// An HTTP server on a local port that records every request.
+struct Receiver {
+    url: String,
+    log: Arc<Mutex<Log>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn start(failures: usize) -> Self {
+        let log = Arc::new(Mutex::new(Log { received: Vec::new(), failures_left: failures }));
+        let app = axum::Router::new().route("/hook", axum::routing::post(record)).with_state(log.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, log, task }
+    }
+
+    fn fail_next(&self, failures: usize) {
+        self.log.lock().unwrap().failures_left = failures;
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().received.clone()
+    }
+
+    /// Waits (10 s at most) until `count` requests have arrived; returns them all.
+    async fn wait_for(&self, count: usize) -> Vec<Received> {
+        for _ in 0..500 {
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("expected {count} deliveries, got {:#?}", self.received());
+    }
+}
+
+async fn record(State(log): State<Arc<Mutex<Log>>>, headers: HeaderMap, body: String) -> StatusCode {
+    let mut log = log.lock().unwrap();
+    log.received.push(Received { headers, body });
+    if log.failures_left > 0 {
+        log.failures_left -= 1;
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
+
+/// Registers a webhook as carol (admin); returns its JSON, secret included.
+async fn register(app: &TestApp, carol: &str, url: &str, events: &[&str]) -> Value {
+    let response =
+        app.call(Method::POST, "/webhooks", Some(carol), Some(json!({"url": url, "events": events}))).await;
+    assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+    response.json
+}
+
+/// Checks a delivery's signature the way a receiver would, with nothing from the server's code.
+fn assert_signed(delivery: &Received, secret: &str) {
+    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let id = delivery.header("webhook-id");
+    let timestamp = delivery.header("webhook-timestamp");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{}", delivery.body).as_bytes());
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(delivery.header("webhook-signature"), expected, "{delivery:?}");
+    let sent: i64 = timestamp.parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() - sent).abs() < 60, "timestamp {sent} is not now");
+    assert!(id.starts_with("msg_"), "{id}");
+}
+
+fn types(received: &[Received]) -> Vec<String> {
+    received.iter().map(|r| r.json()["type"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn deliveries(app: &TestApp, carol: &str, webhook: &Value) -> Vec<Value> {
+    let response = app.get(&format!("/webhooks/{}/deliveries", webhook["id"]), Some(carol)).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    response.json.as_array().unwrap().clone()
+}
+
+/// Waits (10 s at most) until every delivery of the webhook is in `state`.
+async fn wait_until_all(app: &TestApp, carol: &str, webhook: &Value, state: &str) -> Vec<Value> {
+    for _ in 0..500 {
+        let listed = deliveries(app, carol, webhook).await;
+        if !listed.is_empty() && listed.iter().all(|d| d["state"] == state) {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("deliveries never all {state}: {:#?}", deliveries(app, carol, webhook).await);
+}
+
+async fn only_admins_manage_webhooks_and_the_secret_is_shown_once(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let body = json!({"url": "https://hooks.example.com/in", "events": ["ticket.created"]});
+    for token in [&tokens.alice, &tokens.bob] {
+        let refused = app.call(Method::POST, "/webhooks", Some(token), Some(body.clone())).await;
+        refused.assert_problem(StatusCode::FORBIDDEN);
+        app.get("/webhooks", Some(token)).await.assert_problem(StatusCode::FORBIDDEN);
+    }
+    app.get("/webhooks", None).await.assert_problem(StatusCode::UNAUTHORIZED);
+
+    // A literal public address needs no DNS, so this runs offline.
+    let url = "https://203.0.114.7/in";
+    let created = register(&app, &tokens.carol, url, &["ticket.status_changed", "ticket.created"]).await;
+    let id = created["id"].as_i64().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(STANDARD.decode(&secret[6..]).unwrap().len(), 32);
+    assert_eq!(created["events"], json!(["ticket.created", "ticket.status_changed"]));
+    assert_eq!(created["active"], true);
+
+    let shown = app.get(&format!("/webhooks/{id}"), Some(&tokens.carol)).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert!(shown.json.get("secret").is_none() && !shown.text.contains(secret), "{}", shown.text);
+    let listed = app.get("/webhooks", Some(&tokens.carol)).await;
+    assert_eq!(listed.json.as_array().unwrap().len(), 1);
+    assert!(!listed.text.contains(secret));
+    for token in [&tokens.alice, &tokens.bob] {
+        app.get(&format!("/webhooks/{id}"), Some(token)).await.assert_problem(StatusCode::FORBIDDEN);
+        let path = format!("/webhooks/{id}/deliveries");
+        app.get(&path, Some(token)).await.assert_problem(StatusCode::FORBIDDEN);
+    }
+
+    let paused = app
+        .call(Method::PATCH, &format!("/webhooks/{id}"), Some(&tokens.carol), Some(json!({"active": false})))
+        .await;
+    assert_eq!((paused.status, &paused.json["active"]), (StatusCode::OK, &json!(false)));
+    assert_eq!(paused.json["url"], url);
+
+    let rotated =
+        app.call(Method::POST, &format!("/webhooks/{id}/rotate-secret"), Some(&tokens.carol), None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+    let new_secret = rotated.json["secret"].as_str().unwrap();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    let stored = app.texts(&format!("SELECT secret FROM webhooks WHERE id = {id}")).await;
+    assert_eq!(stored, [new_secret]);
+
+    let deleted = app.call(Method::DELETE, &format!("/webhooks/{id}"), Some(&tokens.carol), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    app.get(&format!("/webhooks/{id}"), Some(&tokens.carol)).await.assert_problem(StatusCode::NOT_FOUND);
+    let again = app.call(Method::DELETE, &format!("/webhooks/{id}"), Some(&tokens.carol), None).await;
+    again.assert_problem(StatusCode::NOT_FOUND);
+}
+
+async fn webhook_input_is_checked(app: TestApp) {
+    let carol = app.login("carol", "carol123").await;
+    let post = |body: Value| {
+        let (app, carol) = (&app, &carol);
+        async move { app.call(Method::POST, "/webhooks", Some(carol), Some(body)).await }
+    };
+    for (body, status) in [
+        (json!({"url": "https://203.0.114.7/", "events": []}), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            json!({"url": "https://203.0.114.7/", "events": ["ticket.exploded"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"url": "ftp://203.0.114.7/", "events": ["ticket.created"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"url": "https://u:p@203.0.114.7/", "events": ["ticket.created"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"url": "not a url", "events": ["ticket.created"]}), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!({"events": ["ticket.created"]}), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        post(body.clone()).await.assert_problem(status);
+    }
+    let created = register(&app, &carol, "https://203.0.114.7/", &["ticket.created"]).await;
+    let path = format!("/webhooks/{}", created["id"]);
+    for body in [json!({}), json!({"events": []}), json!({"url": "gopher://x/"}), json!({"active": null})] {
+        let response = app.call(Method::PATCH, &path, Some(&carol), Some(body.clone())).await;
+        assert!(response.status.is_client_error(), "{body}: {}", response.text);
+        response.assert_problem(response.status);
+    }
+    app.call(Method::PATCH, "/webhooks/999", Some(&carol), Some(json!({"active": true})))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    app.get("/webhooks/999/deliveries", Some(&carol)).await.assert_problem(StatusCode::NOT_FOUND);
+    app.get("/webhooks/abc", Some(&carol)).await.assert_problem(StatusCode::BAD_REQUEST);
+}
+
+async fn private_addresses_are_refused_at_registration_and_at_delivery(app: TestApp) {
+    let receiver = Receiver::start(0).await;
+    let carol = app.login("carol", "carol123").await;
+    for url in [
+        receiver.url.as_str(),
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.8/",
+        "http://192.168.1.1/",
+        "http://[::1]/",
+        "http://[fd00:ec2::254]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0x7f.1/",
+        "http://2130706433/",
+        "http://0.0.0.0/",
+    ] {
+        let body = json!({"url": url, "events": ["ticket.created"]});
+        let refused = app.call(Method::POST, "/webhooks", Some(&carol), Some(body)).await;
+        let detail = refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(detail.contains("public") || detail.contains("resolve"), "{url}: {detail}");
+    }
+    let created = register(&app, &carol, "https://203.0.114.7/", &["ticket.created"]).await;
+    let moved = json!({"url": "http://127.0.0.1:9/"});
+    let path = format!("/webhooks/{}", created["id"]);
+    app.call(Method::PATCH, &path, Some(&carol), Some(moved))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(app.get("/webhooks", Some(&carol)).await.json.as_array().unwrap().len() == 1);
+
+    // A URL that got past registration (stored before, or its name since pointed inside) is
+    // checked again when a delivery is made.
+    app.execute(&format!("UPDATE webhooks SET url = '{}' WHERE id = {}", receiver.url, created["id"])).await;
+    let alice = app.login("alice", "alice123").await;
+    app.create_ticket(&alice, "Aimed inside").await;
+    let listed = wait_until_all(&app, &carol, &created, "pending").await;
+    for _ in 0..200 {
+        if deliveries(&app, &carol, &created).await[0]["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivery = &deliveries(&app, &carol, &created).await[0];
+    assert_eq!(delivery["attempts"], 1, "{listed:?}");
+    assert!(delivery["last_error"].as_str().unwrap().contains("refused"), "{delivery}");
+    assert!(delivery["last_status"].is_null());
+    assert!(receiver.received().is_empty(), "nothing may reach the private address");
+}
+
+async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(AppWith(app, _): AppWith<Receiving>) {
+    let receiver = Receiver::start(0).await;
+    let notes = Receiver::start(0).await;
+    let tokens = app.demo_tokens().await;
+    let all_public = [
+        "ticket.created",
+        "ticket.assigned",
+        "ticket.unassigned",
+        "ticket.status_changed",
+        "ticket.priority_changed",
+        "ticket.comment_added",
+        "ticket.embed_token_rotated",
+    ];
+    let webhook = register(&app, &tokens.carol, &receiver.url, &all_public).await;
+    let secret = webhook["secret"].as_str().unwrap().to_owned();
+    let note_hook = register(&app, &tokens.carol, &notes.url, &["ticket.internal_note_added"]).await;
+
+    let id = app.create_ticket_id(&tokens.alice, "Printer on fire").await;
+    let comments = format!("/tickets/{id}/comments");
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    app.set_status(&tokens.bob, id, "in_progress").await;
+    let note = json!({"body": "Known bug #12", "internal": true});
+    assert_eq!(
+        app.call(Method::POST, &comments, Some(&tokens.bob), Some(note)).await.status,
+        StatusCode::CREATED
+    );
+    let reply = json!({"body": "Fixed in 2.2"});
+    assert_eq!(
+        app.call(Method::POST, &comments, Some(&tokens.bob), Some(reply)).await.status,
+        StatusCode::CREATED
+    );
+    let urgent = json!({"priority": "urgent"});
+    app.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), Some(urgent)).await;
+    app.call(Method::POST, &format!("/tickets/{id}/embed-token"), Some(&tokens.alice), None).await;
+
+    let received = receiver.wait_for(6).await;
+    assert_eq!(
+        types(&received),
+        [
+            "ticket.created",
+            "ticket.assigned",
+            "ticket.status_changed",
+            "ticket.comment_added",
+            "ticket.priority_changed",
+            "ticket.embed_token_rotated"
+        ]
+    );
+    for delivery in &received {
+        assert_signed(delivery, &secret);
+        assert_eq!(delivery.header("content-type"), "application/json");
+        let body = delivery.json();
+        assert_eq!(body["data"]["ticket"]["id"], id, "{body}");
+        assert_eq!(body["data"]["event"]["ticket_id"], id, "{body}");
+        assert!(body["timestamp"].is_string(), "{body}");
+        assert!(!delivery.body.contains("Known bug"), "an internal note leaked: {body}");
+    }
+    let ids: std::collections::HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 6, "each delivery has an id of its own");
+    let status_changed = received[2].json();
+    assert_eq!(
+        (&status_changed["data"]["event"]["from"], &status_changed["data"]["event"]["to"]),
+        (&json!("open"), &json!("in_progress"))
+    );
+    let commented = received[3].json();
+    assert_eq!(commented["data"]["comment"]["body"], "Fixed in 2.2");
+    assert!(received[0].json()["data"].get("comment").is_none());
+
+    let noted = notes.wait_for(1).await;
+    assert_eq!(types(&noted), ["ticket.internal_note_added"]);
+    assert_eq!(noted[0].json()["data"]["comment"]["body"], "Known bug #12");
+    assert_eq!(noted[0].json()["data"]["comment"]["internal"], true);
+    assert_signed(&noted[0], note_hook["secret"].as_str().unwrap());
+
+    let listed = wait_until_all(&app, &tokens.carol, &webhook, "delivered").await;
+    assert_eq!(listed.len(), 6);
+    assert_eq!(listed[0]["type"], "ticket.embed_token_rotated", "newest first");
+    for delivery in &listed {
+        assert_eq!((&delivery["attempts"], &delivery["last_status"]), (&json!(1), &json!(204)), "{delivery}");
+        assert!(delivery["delivered_at"].is_string() && delivery["next_attempt_at"].is_null(), "{delivery}");
+    }
+    let sent: Vec<&str> = received.iter().rev().map(|r| r.header("webhook-id")).collect();
+    let shown: Vec<&str> = listed.iter().map(|d| d["message_id"].as_str().unwrap()).collect();
+    assert_eq!(sent, shown, "the log names each delivery by the webhook-id it was sent with");
+    // Paged like tickets.
+    let page = app.get(&format!("/webhooks/{}/deliveries?limit=4", webhook["id"]), Some(&tokens.carol)).await;
+    assert_eq!(page.json.as_array().unwrap().len(), 4);
+    assert!(page.header("link").unwrap().contains("rel=\"next\""));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 6, "nothing is delivered twice");
+}
+
+async fn a_failed_delivery_is_retried_with_the_same_id_and_holds_back_the_next(
+    AppWith(app, _): AppWith<Receiving>,
+) {
+    let receiver = Receiver::start(2).await;
+    let tokens = app.demo_tokens().await;
+    let webhook = register(&app, &tokens.carol, &receiver.url, &["ticket.created", "ticket.assigned"]).await;
+    let id = app.create_ticket_id(&tokens.alice, "Retried").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+
+    let received = receiver.wait_for(4).await;
+    // The assignment waited for the creation, through two failures a second apart.
+    assert_eq!(types(&received), ["ticket.created", "ticket.created", "ticket.created", "ticket.assigned"]);
+    let first_id = received[0].header("webhook-id");
+    assert!(received[..3].iter().all(|r| r.header("webhook-id") == first_id && r.body == received[0].body));
+    assert_ne!(received[3].header("webhook-id"), first_id);
+    for delivery in &received {
+        assert_signed(delivery, webhook["secret"].as_str().unwrap());
+    }
+    let listed = wait_until_all(&app, &tokens.carol, &webhook, "delivered").await;
+    let created = listed.iter().find(|d| d["type"] == "ticket.created").unwrap();
+    assert_eq!((&created["attempts"], &created["last_status"]), (&json!(3), &json!(204)), "{created}");
+}
+
+async fn a_delivery_that_keeps_failing_is_marked_failed(AppWith(app, _): AppWith<Receiving>) {
+    let receiver = Receiver::start(usize::MAX).await;
+    let tokens = app.demo_tokens().await;
+    let webhook =
+        register(&app, &tokens.carol, &receiver.url, &["ticket.created", "ticket.status_changed"]).await;
+    let id = app.create_ticket_id(&tokens.alice, "Never heard").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    app.set_status(&tokens.bob, id, "in_progress").await;
+    // Two retries (WEBHOOK_RETRY_SECS=1,1): three attempts, then the next event's turn.
+    let received = receiver.wait_for(4).await;
+    assert_eq!(
+        types(&received)[..4],
+        ["ticket.created", "ticket.created", "ticket.created", "ticket.status_changed"]
+    );
+    receiver.fail_next(0);
+    let listed = deliveries(&app, &tokens.carol, &webhook).await;
+    let created = listed.iter().find(|d| d["type"] == "ticket.created").unwrap();
+    assert_eq!(created["state"], "failed", "{created}");
+    assert_eq!((&created["attempts"], &created["last_status"]), (&json!(3), &json!(500)), "{created}");
+    assert!(created["last_error"].as_str().unwrap().contains("500"), "{created}");
+    assert!(created["next_attempt_at"].is_null());
+}
+
+/// As [`Receiving`], but a failed attempt is retried after two seconds, once.
+pub struct ReceivingSlowly;
+
+impl Settings for ReceivingSlowly {
+    const SETTINGS: &'static [(&'static str, &'static str)] =
+        &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_RETRY_SECS", "2")];
+}
+
+async fn the_outbox_survives_a_restart(AppWith(app, _): AppWith<ReceivingSlowly>) {
+    let receiver = Receiver::start(usize::MAX).await;
+    let tokens = app.demo_tokens().await;
+    let webhook = register(&app, &tokens.carol, &receiver.url, &["ticket.created"]).await;
+    app.create_ticket(&tokens.alice, "Across a restart").await;
+    let first = receiver.wait_for(1).await;
+    for _ in 0..100 {
+        if deliveries(&app, &tokens.carol, &webhook).await[0]["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let config = app.config.clone();
+    drop(app);
+    // While no server runs, the receiver comes back; the retry is due two seconds after the
+    // first attempt, when only the restarted server can make it.
+    receiver.fail_next(0);
+    let restarted = TestApp::at(config.database_url.expose(), ReceivingSlowly::SETTINGS).await;
+    let received = receiver.wait_for(2).await;
+    assert_eq!(received[1].header("webhook-id"), first[0].header("webhook-id"), "the same delivery, retried");
+    assert_eq!(received[1].body, first[0].body);
+    let listed = wait_until_all(&restarted, &tokens.carol, &webhook, "delivered").await;
+    assert_eq!((listed.len(), &listed[0]["attempts"]), (1, &json!(2)));
+}
+
+async fn two_servers_deliver_each_event_once(AppWith(app, _): AppWith<Receiving>) {
+    let receiver = Receiver::start(0).await;
+    let other = app.replica().await;
+    let tokens = app.demo_tokens().await;
+    register(&app, &tokens.carol, &receiver.url, &["ticket.created", "ticket.status_changed"]).await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let server = if n % 2 == 0 { &app } else { &other };
+        let id = server.create_ticket_id(&tokens.alice, &format!("Ticket {n}")).await;
+        server.assign(&tokens.carol, id, app.user_id("bob").await).await;
+        ids.push(id);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let server = if n % 2 == 0 { &other } else { &app };
+        server.set_status(&tokens.bob, *id, "in_progress").await;
+    }
+    let received = receiver.wait_for(20).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received_now = receiver.received();
+    assert_eq!(received_now.len(), 20, "each event once between both servers: {:#?}", types(&received_now));
+    let unique: std::collections::HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(unique.len(), 20);
+    for id in ids {
+        let of_ticket: Vec<String> = received
+            .iter()
+            .filter(|r| r.json()["data"]["ticket"]["id"] == id)
+            .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(of_ticket, ["ticket.created", "ticket.status_changed"], "ticket {id}");
+    }
+}
