@@ -1,7 +1,10 @@
 """Two replicas behind nginx (loopback only) on one PostgreSQL: the whole ticket flow through the
-balancer, login throttling counted across both, a deactivated user refused by both at once, and
-concurrent writes from both replicas with no update lost. Exits non-zero on the first failure."""
+balancer, login throttling counted across both, a deactivated user refused by both at once,
+concurrent writes from both replicas with no update lost, and a live embed stream held on one replica
+seeing a change made on the other. Exits non-zero on the first failure."""
 
+import http.client
+import json
 import os
 import subprocess
 import tempfile
@@ -198,6 +201,51 @@ def concurrent_writes(lb, a, b, tickets=30):
         expect(complete == tickets, f"two reassignments at once from both replicas, {tickets} times: both are in the history")
 
 
+def embed_stream_across_replicas(a, b):
+    alice = login(a.port, "alice", "alice123")
+    carol = login(b.port, "carol", "carol123")
+    _, status, _, ticket = request(
+        "POST", a.port, "/tickets/", {"subject": "Streamed across replicas", "description": "x"}, bearer(alice)
+    )
+    expect(status == 201, "a ticket to stream")
+    connection = http.client.HTTPConnection("127.0.0.1", a.port, timeout=5)
+    connection.request("GET", f"/tickets/embed/{ticket['embed_token']}/stream")
+    response = connection.getresponse()
+    expect(
+        response.status == 200 and response.getheader("content-type") == "text/event-stream",
+        "replica A serves the live embed stream",
+    )
+
+    def next_event():
+        name, data = None, None
+        while True:
+            line = response.fp.readline().decode()
+            if not line:
+                return "closed", None
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data = line[5:].strip()
+            elif line.strip() == "" and (name or data):
+                return name, data
+
+    _, first = next_event()
+    expect(json.loads(first)["status"] == "Open", "the stream starts with the ticket as it is")
+    started = time.monotonic()
+    _, status, _, _ = request("PATCH", b.port, f"/tickets/{ticket['id']}", {"status": "closed"}, bearer(carol))
+    expect(status == 200, "replica B closes the ticket")
+    _, seen = next_event()
+    elapsed = time.monotonic() - started
+    expect(
+        json.loads(seen)["status"] == "Closed" and elapsed < 1.0,
+        f"the stream on replica A shows replica B's change within a second ({elapsed * 1000:.0f} ms)",
+    )
+    request("POST", b.port, f"/tickets/{ticket['id']}/embed-token", headers=bearer(alice))
+    name, _ = next_event()
+    expect(name == "gone", "rotating the token on replica B ends the stream on replica A with `gone`")
+    connection.close()
+
+
 def main():
     postgres = Postgres()
     replicas, balancer = [], None
@@ -212,6 +260,7 @@ def main():
         throttling_across_replicas(balancer, a, b)
         deactivation_everywhere(balancer, a, b)
         concurrent_writes(balancer, a, b)
+        embed_stream_across_replicas(a, b)
         served = {k: v for k, v in balancer.upstreams.items() if k != "none"}
         log(f"requests through the balancer by replica: {served}; {time.monotonic() - started:.1f} s")
         expect(len(served) == 2, "both replicas served requests through the balancer")
