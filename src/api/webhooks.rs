@@ -36,7 +36,7 @@ fn admins_only(user: &User) -> Result<()> {
     "events": ["ticket.created", "ticket.status_changed", "ticket.comment_added"]}))]
 struct CreateWebhook {
     /// Where deliveries are POSTed: `http` or `https`, on a public address.
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, format = "uri")]
     url: String,
     /// The event types to deliver; at least one.
     #[schema(min_items = 1)]
@@ -168,7 +168,7 @@ async fn get_webhook(
 #[derive(Deserialize, ToSchema)]
 #[schema(example = json!({"active": false}), min_properties = 1)]
 struct UpdateWebhook {
-    #[schema(nullable = false, max_length = 2048)]
+    #[schema(nullable = false, max_length = 2048, format = "uri")]
     #[serde(default, deserialize_with = "super::extract::not_null")]
     url: Option<String>,
     #[schema(nullable = false, min_items = 1)]

@@ -156,10 +156,15 @@ impl WebhookUrl {
 
     pub fn parse(raw: &str) -> Result<Self, String> {
         reject_nul("url", raw)?;
+        let too_long = || format!("url must be at most {} characters", Self::MAX_CHARS);
         if raw.len() > Self::MAX_CHARS {
-            return Err(format!("url must be at most {} characters", Self::MAX_CHARS));
+            return Err(too_long());
         }
         let url = url::Url::parse(raw.trim()).map_err(|e| format!("url is not an absolute URL: {e}"))?;
+        // Stored as parsed, which can be longer (a `/` added, characters percent-encoded).
+        if url.as_str().len() > Self::MAX_CHARS {
+            return Err(too_long());
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("url must be http or https (got {})", url.scheme()));
         }
@@ -440,6 +445,9 @@ mod tests {
             assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
         }
         assert!(WebhookUrl::parse(&format!("https://example.com/{}", "a".repeat(2048))).is_err());
+        // 2,048 as written, 2,049 once the path's `/` is added.
+        let host = format!("{}.com", "a".repeat(2048 - "https://.com".len()));
+        assert!(WebhookUrl::parse(&format!("https://{host}")).is_err());
     }
 
     #[test]
