@@ -64,19 +64,20 @@ async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize) 
                 Err(error) => tracing::warn!(%error, "could not claim webhook deliveries"),
             }
         }
-        tokio::select! {
-            // An attempt ended: a slot is free, and the ticket's next delivery may be due.
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            change = changes.recv() => {
-                if let Err(RecvError::Closed) = change {
-                    return;
-                }
-                // Only new deliveries call for a look now; other changes wait for the poll.
-                if !matches!(change, Ok(Change::Deliveries) | Err(RecvError::Lagged(_))) {
-                    continue;
-                }
+        // Wait for a reason to look again; other changes (most of them) cost nothing here.
+        let deadline = tokio::time::Instant::now() + POLL_INTERVAL;
+        loop {
+            tokio::select! {
+                // An attempt ended: a slot is free, and the ticket's next delivery may be due.
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => break,
+                change = changes.recv() => match change {
+                    // New deliveries, or notices of them may have been lost.
+                    Ok(Change::Deliveries | Change::Missed) | Err(RecvError::Lagged(_)) => break,
+                    Ok(Change::Ticket(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
             }
-            () = tokio::time::sleep(POLL_INTERVAL) => {}
         }
     }
 }
