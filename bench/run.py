@@ -6,6 +6,7 @@ ceiling for the same primary-key SELECT with pgbench in the same run.
     python3 bench/run.py                      # 100,000 tickets, both backends
     python3 bench/run.py --tickets 1000000    # a million
     python3 bench/run.py --backend postgres --duration 5
+    python3 bench/run.py --tickets 10000 --webhooks --only   # only what webhooks cost writes
 
 Writes bench/results/latest.json and prints a table. Needs wrk, pgbench and sqlite3 (installed
 with apt-get when missing) and a PostgreSQL server (BENCH_DATABASE_URL, default
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -190,7 +192,9 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": backend.url, "BIND_ADDR": f"127.0.0.1:{self.port}",
-               "JWT_SECRET": JWT_SECRET, "RUST_LOG": "warn"}
+               "JWT_SECRET": JWT_SECRET, "RUST_LOG": "warn",
+               # The --webhooks receiver listens on loopback.
+               "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
         started = time.monotonic()
         self.log = backend.workdir / f"{backend.kind}-{'floor' if floor else 'server'}.log"
         command = [str(FLOOR)] if floor else [str(BINARY), "serve"]
@@ -342,8 +346,10 @@ def measure(server, floor, backend, report, args, workdir):
     for warmed in (server, floor):
         result_of(wrk(warmed, "get_ticket", 3, c, TOKENS=admin, IDS_FILE=files["ids"]))
     report["scenarios"] = {}
+    if args.webhooks:
+        webhook_cost(server, backend, report, args, {name: (scenario, env) for name, scenario, env in scenarios})
     for name, scenario, env in scenarios:
-        if args.only and name not in args.only:
+        if args.only is not None and name not in args.only:
             continue
         print(f"[{kind}] {name} ...", file=sys.stderr)
         if name in FLOOR_SCENARIOS:
@@ -355,13 +361,98 @@ def measure(server, floor, backend, report, args, workdir):
             report["peak_rss_through_mixed_mib"] = round(server.peak_rss_mib(), 1)
 
     # GET /tickets/{id} beside a login flood: its p99 may at most double.
-    if args.only and "beside_login_flood" not in args.only:
+    if args.only is not None and "beside_login_flood" not in args.only:
         return
     flood = wrk(server, "login", d, 8, threads=1)
     beside = wrk(server, "get_ticket", d, c, TOKENS=admin, IDS_FILE=files["ids"])
     report["get_ticket_beside_login_flood"] = result_of(beside)
     report["login_flood"] = result_of(flood)
     report["server_peak_rss_mib"] = round(server.peak_rss_mib(), 1)
+
+
+WRITE_SCENARIOS = ("create_ticket", "patch_priority")
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers 204 to every delivery and counts them."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        receiver = self
+        self.received = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(204)
+                self.end_headers()
+                receiver.received += 1
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+def webhook_cost(server, backend, report, args, env_of):
+    """What webhooks cost the write routes, side by side in rounds: without the triggers of
+    migration 0009 (the store as it was before webhooks), with them but no active webhook, and
+    with a webhook subscribed to every event type delivering to a receiver on this machine."""
+    receiver = Receiver()
+    admin = server.token("bench-admin")
+    auth = {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"}
+    every_type = ["ticket.created", "ticket.assigned", "ticket.unassigned", "ticket.status_changed",
+                  "ticket.priority_changed", "ticket.comment_added", "ticket.internal_note_added",
+                  "ticket.embed_token_rotated"]
+    webhook = http("POST", server.base + "/webhooks", json.dumps({"url": receiver.url, "events": every_type}).encode(), auth)
+    trigger_sql = Path(ROOT / "migrations/sqlite/0009_webhooks_and_change_notices.sql").read_text()
+    trigger_sql = trigger_sql[trigger_sql.index("CREATE TRIGGER"):]
+
+    def triggers(on):
+        if backend.kind == "postgres":
+            verb = "ENABLE" if on else "DISABLE"
+            backend.query(f"ALTER TABLE ticket_events {verb} TRIGGER ticket_events_to_webhooks; "
+                          f"ALTER TABLE tickets {verb} TRIGGER tickets_notify_change")
+        else:
+            backend.query(trigger_sql if on else "DROP TRIGGER ticket_events_to_webhooks")
+
+    def active(on):
+        http("PATCH", f"{server.base}/webhooks/{webhook['id']}", json.dumps({"active": on}).encode(), auth)
+
+    configurations = {
+        "no_triggers": lambda: (active(False), triggers(False)),
+        "no_active_webhook": lambda: (triggers(True), active(False)),
+        "delivering": lambda: active(True),
+    }
+    results = {}
+    for name in WRITE_SCENARIOS:
+        scenario, env = env_of[name]
+        rounds = {configuration: [] for configuration in configurations}
+        for round_number in range(ROUNDS):
+            for configuration, apply in configurations.items():
+                print(f"[{backend.kind}] {name} round {round_number + 1}: {configuration} ...", file=sys.stderr)
+                apply()
+                rounds[configuration].append(result_of(wrk(server, scenario, args.duration, args.connections, **env)))
+        base = rounds["no_triggers"]
+        results[name] = {
+            configuration: {
+                "rps": sorted(r["rps"] for r in runs)[len(runs) // 2],
+                "p99_ms": sorted(r["p99_ms"] for r in runs)[len(runs) // 2],
+                "ratio_to_no_triggers": round(sorted(r["rps"] / b["rps"] for r, b in zip(runs, base))[len(runs) // 2], 3),
+                "non2xx": sum(r["non2xx"] + r["socket_errors"] for r in runs),
+            }
+            for configuration, runs in rounds.items()
+        }
+    active(False)
+    results["deliveries_received"] = receiver.received
+    results["deliveries_pending_at_end"] = int(backend.query("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'")[0])
+    receiver.stop()
+    report["webhook_write_cost"] = results
 
 
 def query_plans(backend):
@@ -417,7 +508,8 @@ def main():
     parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--output", default=str(BENCH / "results" / "latest.json"))
-    parser.add_argument("--only", nargs="*", help="run only these scenarios (by name)")
+    parser.add_argument("--only", nargs="*", help="run only these scenarios (by name); none: only --webhooks")
+    parser.add_argument("--webhooks", action="store_true", help="also measure what webhooks cost the write routes")
     args = parser.parse_args()
 
     ensure_tools()

@@ -79,6 +79,12 @@ async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(request).await.status, StatusCode::OK);
+    let carol = app.login("carol", "carol123").await;
+    let hook = json!({"url": "https://203.0.114.7/hook", "events": ["ticket.created"]});
+    let webhook = app.call(Method::POST, "/webhooks", Some(&carol), Some(hook)).await.json;
+    let rotated = format!("/webhooks/{}/rotate-secret", webhook["id"]);
+    let rotated = app.call(Method::POST, &rotated, Some(&carol), None).await.json;
+    let webhook_secrets = [webhook["secret"].as_str().unwrap(), rotated["secret"].as_str().unwrap()];
     let logged = finish_capture(&captured);
     let lines: Vec<Value> =
         logged.lines().map(|line| serde_json::from_str(line).expect("each line is JSON")).collect();
@@ -107,6 +113,8 @@ async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret
         fresh.split('.').nth(2).unwrap(),
         embed_token.as_str(),
         salt.as_str(),
+        webhook_secrets[0],
+        webhook_secrets[1],
     ] {
         assert!(!logged.contains(secret), "{secret:?} was logged:\n{logged}");
     }

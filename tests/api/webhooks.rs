@@ -22,6 +22,8 @@ crate::on_both_backends!(
     a_delivery_that_keeps_failing_is_marked_failed,
     the_outbox_survives_a_restart,
     two_servers_deliver_each_event_once,
+    redirects_are_not_followed,
+    a_slow_receiver_times_out_without_holding_up_the_api,
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
@@ -72,7 +74,17 @@ impl Drop for Receiver {
 impl Receiver {
     async fn start(failures: usize) -> Self {
         let log = Arc::new(Mutex::new(Log { received: Vec::new(), failures_left: failures }));
-        let app = axum::Router::new().route("/hook", axum::routing::post(record)).with_state(log.clone());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(record))
+            .route("/moved", axum::routing::post(|| async { axum::response::Redirect::temporary("/hook") }))
+            .route(
+                "/slow",
+                axum::routing::post(|| async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    StatusCode::NO_CONTENT
+                }),
+            )
+            .with_state(log.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -294,6 +306,21 @@ async fn private_addresses_are_refused_at_registration_and_at_delivery(app: Test
     assert_eq!(delivery["attempts"], 1, "{listed:?}");
     assert!(delivery["last_error"].as_str().unwrap().contains("refused"), "{delivery}");
     assert!(delivery["last_status"].is_null());
+
+    // A name is checked as it is resolved for the request itself.
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    app.execute(&format!("UPDATE webhooks SET url = '{by_name}' WHERE id = {}", created["id"])).await;
+    app.create_ticket(&alice, "Aimed inside by name").await;
+    let mut named = Value::Null;
+    for _ in 0..200 {
+        named = deliveries(&app, &carol, &created).await[0].clone();
+        if named["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let error = named["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("localhost resolves to no public address"), "{named}");
     assert!(receiver.received().is_empty(), "nothing may reach the private address");
 }
 
@@ -497,4 +524,61 @@ async fn two_servers_deliver_each_event_once(AppWith(app, _): AppWith<Receiving>
             .collect();
         assert_eq!(of_ticket, ["ticket.created", "ticket.status_changed"], "ticket {id}");
     }
+}
+
+async fn redirects_are_not_followed(AppWith(app, _): AppWith<Receiving>) {
+    let receiver = Receiver::start(0).await;
+    let carol = app.login("carol", "carol123").await;
+    let moved = receiver.url.replace("/hook", "/moved");
+    let webhook = register(&app, &carol, &moved, &["ticket.created"]).await;
+    let alice = app.login("alice", "alice123").await;
+    app.create_ticket(&alice, "Redirected").await;
+    let mut delivery = Value::Null;
+    for _ in 0..200 {
+        delivery = deliveries(&app, &carol, &webhook).await[0].clone();
+        if delivery["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (&delivery["last_status"], &delivery["state"]),
+        (&json!(307), &json!("pending")),
+        "{delivery}"
+    );
+    assert!(receiver.received().is_empty(), "the redirect's target got nothing");
+}
+
+/// Attempts time out after a second.
+pub struct QuickTimeout;
+
+impl Settings for QuickTimeout {
+    const SETTINGS: &'static [(&'static str, &'static str)] =
+        &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_TIMEOUT_SECS", "1")];
+}
+
+async fn a_slow_receiver_times_out_without_holding_up_the_api(AppWith(app, _): AppWith<QuickTimeout>) {
+    let receiver = Receiver::start(0).await;
+    let carol = app.login("carol", "carol123").await;
+    let slow = receiver.url.replace("/hook", "/slow");
+    let webhook = register(&app, &carol, &slow, &["ticket.created"]).await;
+    let alice = app.login("alice", "alice123").await;
+    let id = app.create_ticket_id(&alice, "Slowly heard").await;
+    // While the attempt waits on the receiver, the API answers as ever.
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(app.get(&format!("/tickets/{id}"), Some(&alice)).await.status, StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut delivery = Value::Null;
+    for _ in 0..200 {
+        delivery = deliveries(&app, &carol, &webhook).await[0].clone();
+        if delivery["attempts"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(delivery["last_error"].as_str().unwrap_or_default().contains("timed out"), "{delivery}");
+    assert!(delivery["last_status"].is_null() && delivery["state"] == "pending", "{delivery}");
 }
