@@ -152,7 +152,8 @@ class Backend:
     def query(self, sql):
         if self.kind == "postgres":
             return sh("psql", "-qtA", self.url, "-c", sql).split()
-        return sh("sqlite3", f"{self.workdir}/bench.db", sql).split()
+        # The server may hold the write lock a moment: wait for it, as the server would.
+        return sh("sqlite3", "-cmd", ".timeout 5000", f"{self.workdir}/bench.db", sql).split()
 
     def create(self):
         if self.kind == "postgres":
@@ -448,6 +449,11 @@ def webhook_cost(server, backend, report, args, env_of):
             }
             for configuration, runs in rounds.items()
         }
+    # Then the backlog alone: how fast one server delivers with nothing else to do.
+    received_before = receiver.received
+    active(True)
+    time.sleep(args.duration)
+    results["deliveries_per_second_idle"] = round((receiver.received - received_before) / args.duration, 1)
     active(False)
     results["deliveries_received"] = receiver.received
     results["deliveries_pending_at_end"] = int(backend.query("SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'")[0])

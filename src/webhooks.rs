@@ -64,15 +64,26 @@ async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize) 
                 Err(error) => tracing::warn!(%error, "could not claim webhook deliveries"),
             }
         }
-        // Wait for a reason to look again; other changes (most of them) cost nothing here.
+        // Wait for a reason to look again. While most slots are busy, a look would claim one or
+        // two deliveries for a write transaction each: it waits until half are free (or the poll).
         let deadline = tokio::time::Instant::now() + POLL_INTERVAL;
+        let worth_a_look =
+            |busy: usize| max_concurrent - busy.min(max_concurrent) >= (max_concurrent / 2).max(1);
         loop {
             tokio::select! {
                 // An attempt ended: a slot is free, and the ticket's next delivery may be due.
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => break,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if worth_a_look(in_flight.len()) {
+                        break;
+                    }
+                }
                 change = changes.recv() => match change {
                     // New deliveries, or notices of them may have been lost.
-                    Ok(Change::Deliveries | Change::Missed) | Err(RecvError::Lagged(_)) => break,
+                    Ok(Change::Deliveries | Change::Missed) | Err(RecvError::Lagged(_)) => {
+                        if worth_a_look(in_flight.len()) {
+                            break;
+                        }
+                    }
                     Ok(Change::Ticket(_)) => {}
                     Err(RecvError::Closed) => return,
                 },

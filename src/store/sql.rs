@@ -863,7 +863,7 @@ where
             NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at), None),
             NextStep::GiveUp => (DeliveryState::Failed, None, None),
         };
-        let mut tx = self.begin_write().await?;
+        // One statement, so no transaction around it: one round trip per attempt.
         sqlx::query(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, body = $2, last_status = $3,
              last_error = $4, state = $5, next_attempt_at = $6, delivered_at = $7 WHERE id = $1",
@@ -875,9 +875,8 @@ where
         .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(delivered_at)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }
