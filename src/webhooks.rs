@@ -103,7 +103,7 @@ async fn attempt(store: Arc<dyn Store>, sender: Arc<Sender>, delivery: DueDelive
         }
     };
     sender.attempts.count(&outcome.next);
-    if let Err(error) = store.record_attempt(delivery.id, &outcome).await {
+    if let Err(error) = store.record_attempt(&delivery, &outcome).await {
         tracing::warn!(delivery = delivery.id, %error, "could not record a webhook attempt; it will be made again");
     }
 }

@@ -21,7 +21,9 @@ CREATE TABLE webhook_deliveries (
     event_type      TEXT        NOT NULL,
     state           TEXT        NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts        INTEGER     NOT NULL DEFAULT 0,
-    -- When a pending delivery is due; a server that claims it moves this past its attempt.
+    -- When a pending delivery is due; a server that claims it moves this past its attempt. Null
+    -- while an earlier delivery of the same ticket to the same webhook is pending: each is made
+    -- due when the one before it is done, so due deliveries are exactly the ones to send now.
     next_attempt_at TIMESTAMPTZ,
     last_status     INTEGER,
     last_error      TEXT,
@@ -32,8 +34,8 @@ CREATE TABLE webhook_deliveries (
 );
 -- Due deliveries, oldest first.
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending';
--- A webhook's deliveries, newest first, and a ticket's earlier pending ones (delivery order).
-CREATE INDEX webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, ticket_id, id);
+-- A ticket's pending deliveries to a webhook, in order; and a webhook's deliveries, newest first.
+CREATE INDEX webhook_deliveries_queue_idx ON webhook_deliveries (webhook_id, ticket_id, id) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_listing_idx ON webhook_deliveries (webhook_id, id);
 
 CREATE FUNCTION ticket_event_to_webhooks() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -41,9 +43,15 @@ DECLARE
     fired TEXT := 'ticket.' || CASE WHEN NEW.kind = 'comment_added' AND NEW.internal
                                     THEN 'internal_note_added' ELSE NEW.kind END;
 BEGIN
+    -- Due now, unless an earlier one for the ticket waits (the ticket's row is locked meanwhile,
+    -- and the store locks it too when it finishes a delivery, so none is missed).
     INSERT INTO webhook_deliveries (webhook_id, event_id, ticket_id, event_type, next_attempt_at, created_at)
-    SELECT id, NEW.id, NEW.ticket_id, fired, NEW.created_at, NEW.created_at
-    FROM webhooks WHERE active AND strpos(events, ',' || fired || ',') > 0;
+    SELECT w.id, NEW.id, NEW.ticket_id, fired,
+           CASE WHEN EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = w.id
+                             AND e.ticket_id = NEW.ticket_id AND e.state = 'pending')
+                THEN NULL ELSE NEW.created_at END,
+           NEW.created_at
+    FROM webhooks w WHERE w.active AND strpos(w.events, ',' || fired || ',') > 0;
     IF FOUND THEN
         PERFORM pg_notify('ticketdesk_deliveries', '');
     END IF;

@@ -22,7 +22,9 @@ CREATE TABLE webhook_deliveries (
     event_type      TEXT    NOT NULL,
     state           TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
-    -- When a pending delivery is due; a server that claims it moves this past its attempt.
+    -- When a pending delivery is due; a server that claims it moves this past its attempt. Null
+    -- while an earlier delivery of the same ticket to the same webhook is pending: each is made
+    -- due when the one before it is done, so due deliveries are exactly the ones to send now.
     next_attempt_at TEXT,
     last_status     INTEGER,
     last_error      TEXT,
@@ -33,15 +35,20 @@ CREATE TABLE webhook_deliveries (
 ) STRICT;
 -- Due deliveries, oldest first.
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending';
--- A webhook's deliveries, newest first, and a ticket's earlier pending ones (delivery order).
-CREATE INDEX webhook_deliveries_webhook_idx ON webhook_deliveries (webhook_id, ticket_id, id);
+-- A ticket's pending deliveries to a webhook, in order; and a webhook's deliveries, newest first.
+CREATE INDEX webhook_deliveries_queue_idx ON webhook_deliveries (webhook_id, ticket_id, id) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_listing_idx ON webhook_deliveries (webhook_id, id);
 
 CREATE TRIGGER ticket_events_to_webhooks AFTER INSERT ON ticket_events BEGIN
     INSERT INTO webhook_deliveries (webhook_id, event_id, ticket_id, event_type, next_attempt_at, created_at)
-    SELECT id, new.id, new.ticket_id, fired, new.created_at, new.created_at
-    FROM webhooks,
+    -- Due now, unless an earlier one for the ticket waits.
+    SELECT w.id, new.id, new.ticket_id, fired,
+           CASE WHEN EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = w.id
+                             AND e.ticket_id = new.ticket_id AND e.state = 'pending')
+                THEN NULL ELSE new.created_at END,
+           new.created_at
+    FROM webhooks w,
          (SELECT 'ticket.' || CASE WHEN new.kind = 'comment_added' AND new.internal
                                    THEN 'internal_note_added' ELSE new.kind END AS fired)
-    WHERE active AND instr(events, ',' || fired || ',') > 0;
+    WHERE w.active AND instr(w.events, ',' || fired || ',') > 0;
 END;

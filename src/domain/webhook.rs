@@ -284,6 +284,8 @@ pub fn message_id(delivery: DeliveryId) -> String {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueDelivery {
     pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub ticket_id: TicketId,
     pub event_id: i64,
     pub attempts: i32,
     /// The body of the first attempt; every retry sends it again unchanged.

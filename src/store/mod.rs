@@ -263,13 +263,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Delivery>>;
     /// Claims up to `limit` due deliveries of active webhooks for this server until
-    /// `lease_until` (when another may claim them again), oldest first, each only once the ones
-    /// before it for the same ticket and webhook are done. Servers on one database each claim
-    /// different ones.
+    /// `lease_until` (when another may claim them again), oldest first; a delivery is due only
+    /// once the ones before it for the same ticket and webhook are done. Servers on one
+    /// database each claim different ones.
     async fn claim_deliveries(&self, limit: u32, lease_until: DateTime<Utc>) -> Result<Vec<DueDelivery>>;
     /// A history event with its ticket as it is now and its comment, if any.
     async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>>;
-    async fn record_attempt(&self, delivery: DeliveryId, outcome: &AttemptOutcome) -> Result<()>;
+    /// Records how an attempt went; once the delivery is done (delivered or failed for good),
+    /// the next one for its ticket and webhook becomes due.
+    async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()>;
 }
 
 /// Connects to the database the URL names, creating it if it is a new SQLite file, and applies

@@ -794,17 +794,14 @@ where
         }
         let mut tx = self.begin_write().await?;
         // The claim moves `next_attempt_at` to the lease's end: a server that dies mid-attempt
-        // leaves the delivery due again then. A pending delivery earlier for the same ticket and
-        // webhook (in flight or waiting to be retried) holds the later ones back.
+        // leaves the delivery due again then. Only a ticket's first pending delivery to a
+        // webhook is ever due (see migration 0009), so this reads `limit` rows of one index.
         let claimed: Vec<DeliveryId> = sqlx::query_scalar(AssertSqlSafe(format!(
             "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id IN (
-                 SELECT d.id FROM webhook_deliveries d
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= $2
-                   AND d.webhook_id IN (SELECT id FROM webhooks WHERE active)
-                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
-                                   WHERE e.webhook_id = d.webhook_id AND e.ticket_id = d.ticket_id
-                                     AND e.state = 'pending' AND e.id < d.id)
-                 ORDER BY d.next_attempt_at, d.id LIMIT $3{}
+                 SELECT id FROM webhook_deliveries
+                 WHERE state = 'pending' AND next_attempt_at <= $2
+                   AND webhook_id IN (SELECT id FROM webhooks WHERE active)
+                 ORDER BY next_attempt_at, id LIMIT $3{}
              ) RETURNING id",
             DB::SKIP_LOCKED
         )))
@@ -817,7 +814,7 @@ where
             return Ok(Vec::new());
         }
         let mut select = QueryBuilder::<DB>::new(
-            "SELECT d.id, d.event_id, d.attempts, d.body, w.url, w.secret
+            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id IN (",
         );
         let mut ids = select.separated(", ");
@@ -856,27 +853,50 @@ where
         Ok(Some((ticket, event, comment)))
     }
 
-    async fn record_attempt(&self, delivery: DeliveryId, outcome: &AttemptOutcome) -> Result<()> {
+    async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()> {
         let now = now();
         let (state, next_attempt_at, delivered_at) = match outcome.next {
             NextStep::Delivered => (DeliveryState::Delivered, None, Some(now)),
             NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at), None),
             NextStep::GiveUp => (DeliveryState::Failed, None, None),
         };
-        // One statement, so no transaction around it: one round trip per attempt.
+        let mut tx = self.begin_write().await?;
+        let done = state != DeliveryState::Pending;
+        if done {
+            // The ticket's writes queue deliveries with its row locked: locked here too, a
+            // delivery queued meanwhile is either seen below or sees this one done.
+            sqlx::query(Self::locking("SELECT id FROM tickets WHERE id = $1"))
+                .bind(delivery.ticket_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, body = $2, last_status = $3,
              last_error = $4, state = $5, next_attempt_at = $6, delivered_at = $7 WHERE id = $1",
         )
-        .bind(delivery)
+        .bind(delivery.id)
         .bind(outcome.body.as_str())
         .bind(outcome.status.map(i32::from))
         .bind(outcome.error.as_deref())
         .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(delivered_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done {
+            // The ticket's next delivery to this webhook, if any, is due now.
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at = $3 WHERE id = (
+                     SELECT min(id) FROM webhook_deliveries
+                     WHERE webhook_id = $1 AND ticket_id = $2 AND state = 'pending')",
+            )
+            .bind(delivery.webhook_id)
+            .bind(delivery.ticket_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

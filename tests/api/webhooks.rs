@@ -24,6 +24,7 @@ crate::on_both_backends!(
     two_servers_deliver_each_event_once,
     redirects_are_not_followed,
     a_slow_receiver_times_out_without_holding_up_the_api,
+    a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent,
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
@@ -581,4 +582,37 @@ async fn a_slow_receiver_times_out_without_holding_up_the_api(AppWith(app, _): A
     }
     assert!(delivery["last_error"].as_str().unwrap_or_default().contains("timed out"), "{delivery}");
     assert!(delivery["last_status"].is_null() && delivery["state"] == "pending", "{delivery}");
+}
+
+/// Changes to one ticket keep coming while its deliveries are being sent and finished, from two
+/// servers: each delivery queued behind another is made due exactly when that one is done.
+async fn a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent(AppWith(app, _): AppWith<Receiving>) {
+    let receiver = Receiver::start(0).await;
+    let other = app.replica().await;
+    let tokens = app.demo_tokens().await;
+    register(&app, &tokens.carol, &receiver.url, &["ticket.priority_changed"]).await;
+    let id = app.create_ticket_id(&tokens.alice, "Busy").await;
+    let priorities = ["high", "low", "urgent", "normal"];
+    for n in 0..24 {
+        let server = if n % 2 == 0 { &app } else { &other };
+        let body = json!({"priority": priorities[n % 4]});
+        let changed =
+            server.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), Some(body)).await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    }
+    let received = receiver.wait_for(24).await;
+    let steps: Vec<(String, String)> = received
+        .iter()
+        .map(|r| {
+            let event = &r.json()["data"]["event"];
+            (event["from"].as_str().unwrap().to_owned(), event["to"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let mut expected = Vec::new();
+    let mut before = "normal";
+    for n in 0..24 {
+        expected.push((before.to_owned(), priorities[n % 4].to_owned()));
+        before = priorities[n % 4];
+    }
+    assert_eq!(steps, expected, "every change, once, in order");
 }
