@@ -27,6 +27,10 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a claim lasts beyond the attempt's own timeout: if this server is gone by then,
 /// another claims the delivery again.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Attempts recorded at once. Recording takes a write connection from the pool the API's
+/// writes use; with the claims (one at a time), delivery holds at most three of them, however
+/// many attempts are in flight.
+const RECORDING_AT_ONCE: usize = 2;
 /// How long resolving a webhook's host at registration may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -103,6 +107,7 @@ async fn attempt(store: Arc<dyn Store>, sender: Arc<Sender>, delivery: DueDelive
         }
     };
     sender.attempts.count(&outcome.next);
+    let _recording = sender.recording.acquire().await;
     if let Err(error) = store.record_attempt(&delivery, &outcome).await {
         tracing::warn!(delivery = delivery.id, %error, "could not record a webhook attempt; it will be made again");
     }
@@ -151,6 +156,7 @@ struct Sender {
     retry: crate::domain::RetrySchedule,
     allow_private_networks: bool,
     attempts: WebhookAttempts,
+    recording: tokio::sync::Semaphore,
 }
 
 impl Sender {
@@ -170,6 +176,7 @@ impl Sender {
             retry: settings.retry.clone(),
             allow_private_networks: settings.allow_private_networks,
             attempts,
+            recording: tokio::sync::Semaphore::new(RECORDING_AT_ONCE),
         })
     }
 
