@@ -89,7 +89,7 @@ async fn listen(url: &str) -> sqlx::Result<PgListener> {
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const LOCK_ROW: &'static str = " FOR UPDATE";
-    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE OF d SKIP LOCKED";
     // Migration 0009's triggers NOTIFY on commit; `relay_notifications` passes them on.
     const ANNOUNCES_CHANGES: bool = true;
 

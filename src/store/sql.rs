@@ -114,7 +114,7 @@ pub trait Dialect: Database {
     const BEGIN_WRITE: &'static str;
     /// Appended to a `SELECT` of the row a write transaction reads and then changes, to lock it.
     const LOCK_ROW: &'static str;
-    /// Appended to the `SELECT` of the deliveries a server claims: rows another server is
+    /// Appended to the `SELECT` of the deliveries (`d`) a server claims: rows another server is
     /// claiming are passed over, not waited for.
     const SKIP_LOCKED: &'static str;
     /// Whether the database announces committed changes itself (PostgreSQL: triggers and
@@ -793,36 +793,32 @@ where
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        // The claim moves `next_attempt_at` to the lease's end: a server that dies mid-attempt
-        // leaves the delivery due again then. Only a ticket's first pending delivery to a
-        // webhook is ever due (see migration 0009), so this reads `limit` rows of one index.
-        let claimed: Vec<DeliveryId> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id IN (
-                 SELECT id FROM webhook_deliveries
-                 WHERE state = 'pending' AND next_attempt_at <= $2
-                   AND webhook_id IN (SELECT id FROM webhooks WHERE active)
-                 ORDER BY next_attempt_at, id LIMIT $3{}
-             ) RETURNING id",
+        // Only a ticket's first pending delivery to a webhook is ever due (see migration 0009),
+        // so this reads `limit` rows of one index, however long the queue.
+        let due: Vec<DueDelivery> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND w.active
+             ORDER BY d.next_attempt_at, d.id LIMIT $2{}",
             DB::SKIP_LOCKED
         )))
-        .bind(lease_until)
         .bind(now())
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        if claimed.is_empty() {
-            return Ok(Vec::new());
+        if due.is_empty() {
+            return Ok(due);
         }
-        let mut select = QueryBuilder::<DB>::new(
-            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret
-             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id IN (",
-        );
-        let mut ids = select.separated(", ");
-        for id in claimed {
-            ids.push_bind(id);
+        // Claimed until the lease ends: a server that dies mid-attempt leaves the delivery due
+        // again then. The ids are listed, so the update reads them by primary key.
+        let mut claim = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
+        claim.push_bind(lease_until).push(" WHERE id IN (");
+        let mut ids = claim.separated(", ");
+        for delivery in &due {
+            ids.push_bind(delivery.id);
         }
-        select.push(") ORDER BY d.id");
-        let due = select.build_query_as().fetch_all(&mut *tx).await?;
+        claim.push(")");
+        claim.build().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(due)
     }
