@@ -154,13 +154,14 @@ pub struct ChangeOutcome {
     pub comment: Option<Comment>,
 }
 
-/// A change the store announces to whoever listens (live embed streams, webhook delivery), on
-/// every replica: by PostgreSQL's LISTEN/NOTIFY, or in process on SQLite.
+/// A change the store announces to whoever listens (live embed streams, webhook delivery):
+/// ticket changes to every server (PostgreSQL's LISTEN/NOTIFY; in process on SQLite), new
+/// deliveries to the server that made them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// What the embed shows of this ticket may have changed (or its embed token was rotated).
     Ticket(TicketId),
-    /// New webhook deliveries are due.
+    /// New webhook deliveries may be due (announced by the server that queued them).
     Deliveries,
     /// Announcements may have been lost (the connection to the database was, or a listener fell
     /// behind): listeners read again whatever they follow.
@@ -243,7 +244,7 @@ pub trait Store: Send + Sync + 'static {
     /// The ticket's history, oldest first; events about internal notes only if asked for.
     async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>>;
 
-    /// Changes as they are committed, from every server on this database.
+    /// Changes as they are committed (see [`Change`]).
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
     async fn create_webhook(&self, webhook: &NewWebhook) -> Result<Webhook>;

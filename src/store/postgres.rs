@@ -37,9 +37,8 @@ impl SqlStore<Postgres> {
     }
 }
 
-/// The channels migration 0009's triggers notify on.
+/// The channel migration 0009's trigger notifies on, with the changed ticket's id.
 const TICKETS_CHANNEL: &str = "ticketdesk_tickets";
-const DELIVERIES_CHANNEL: &str = "ticketdesk_deliveries";
 
 /// Listens (on a connection of its own) to what every server's commits announce and passes it
 /// on to this server's listeners. When the connection is lost, notifications sent meanwhile are
@@ -54,12 +53,8 @@ async fn relay_notifications(url: String, changes: broadcast::Sender<Change>) {
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(notification)) => {
-                            let change = match notification.channel() {
-                                DELIVERIES_CHANNEL => Some(Change::Deliveries),
-                                _ => notification.payload().parse().ok().map(Change::Ticket),
-                            };
-                            if let Some(change) = change {
-                                let _ = changes.send(change);
+                            if let Ok(ticket) = notification.payload().parse() {
+                                let _ = changes.send(Change::Ticket(ticket));
                             }
                         }
                         // Reconnected (sqlx listens again by itself): some may have been missed.
@@ -82,7 +77,7 @@ async fn relay_notifications(url: String, changes: broadcast::Sender<Change>) {
 
 async fn listen(url: &str) -> sqlx::Result<PgListener> {
     let mut listener = PgListener::connect(url).await?;
-    listener.listen_all([TICKETS_CHANNEL, DELIVERIES_CHANNEL]).await?;
+    listener.listen(TICKETS_CHANNEL).await?;
     Ok(listener)
 }
 
@@ -90,8 +85,8 @@ impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF d SKIP LOCKED";
-    // Migration 0009's triggers NOTIFY on commit; `relay_notifications` passes them on.
-    const ANNOUNCES_CHANGES: bool = true;
+    // Migration 0009's trigger NOTIFYs on commit; `relay_notifications` passes it on.
+    const ANNOUNCES_TICKET_CHANGES: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

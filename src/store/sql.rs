@@ -117,9 +117,9 @@ pub trait Dialect: Database {
     /// Appended to the `SELECT` of the deliveries (`d`) a server claims: rows another server is
     /// claiming are passed over, not waited for.
     const SKIP_LOCKED: &'static str;
-    /// Whether the database announces committed changes itself (PostgreSQL: triggers and
-    /// NOTIFY); if not, the store does after each commit.
-    const ANNOUNCES_CHANGES: bool;
+    /// Whether the database announces committed ticket changes to every server itself
+    /// (PostgreSQL: a trigger and NOTIFY); if not, the store does, in process, after each commit.
+    const ANNOUNCES_TICKET_CHANGES: bool;
     /// This database's migrations.
     fn migrator() -> &'static Migrator;
     /// Pushes ` AND <condition>` keeping the tickets whose subject, description and public
@@ -376,7 +376,7 @@ where
         };
         Self::record_event(&mut tx, created.id, ticket.created_by, &event, None, now).await?;
         Self::commit_keeping(tx, key, &created).await?;
-        self.announce(Change::Deliveries);
+        self.announce_deliveries();
         Ok(Write::Written(created))
     }
 
@@ -719,7 +719,7 @@ where
         .ok_or(Error::NotFound("webhook not found"))?;
         tx.commit().await?;
         // Deliveries held back while it was inactive are due again.
-        self.announce(Change::Deliveries);
+        self.announce_deliveries();
         Ok(updated)
     }
 
@@ -916,18 +916,19 @@ where
     Option<DateTime<Utc>>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
-    /// Tells this server's listeners of a committed change, where the database does not.
-    fn announce(&self, change: Change) {
-        if !DB::ANNOUNCES_CHANGES {
-            // No listener is no failure.
-            let _ = self.changes.send(change);
-        }
+    /// Tells this server's listeners that new deliveries may be due (other servers poll).
+    fn announce_deliveries(&self) {
+        // No listener is no failure.
+        let _ = self.changes.send(Change::Deliveries);
     }
 
-    /// After a ticket's change: its embed may show something new, and deliveries may be due.
+    /// After a ticket's change: its embed may show something new (where the database does not
+    /// say so itself), and deliveries may be due.
     fn announce_change_to(&self, ticket: TicketId) {
-        self.announce(Change::Ticket(ticket));
-        self.announce(Change::Deliveries);
+        if !DB::ANNOUNCES_TICKET_CHANGES {
+            let _ = self.changes.send(Change::Ticket(ticket));
+        }
+        self.announce_deliveries();
     }
 
     async fn page(&self, query: &TicketQuery, span: Span) -> Result<Vec<Ticket>> {

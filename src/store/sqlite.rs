@@ -143,7 +143,7 @@ impl Dialect for Sqlite {
     const LOCK_ROW: &'static str = "";
     // The write lock serializes claims.
     const SKIP_LOCKED: &'static str = "";
-    const ANNOUNCES_CHANGES: bool = false;
+    const ANNOUNCES_TICKET_CHANGES: bool = false;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
