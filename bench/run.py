@@ -383,16 +383,24 @@ class Receiver:
         self.received = 0
 
         class Handler(BaseHTTPRequestHandler):
+            # Keeps connections open between deliveries, as a real receiver would.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 self.send_response(204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 receiver.received += 1
 
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default, 5, drops connections beyond it
+            daemon_threads = True
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
