@@ -158,6 +158,18 @@ async fn deliveries(app: &TestApp, carol: &str, webhook: &Value) -> Vec<Value> {
     response.json.as_array().unwrap().clone()
 }
 
+/// Waits (4 s at most) until the webhook's newest delivery has been attempted once; returns it.
+async fn after_first_attempt(app: &TestApp, carol: &str, webhook: &Value) -> Value {
+    for _ in 0..200 {
+        let newest = deliveries(app, carol, webhook).await[0].clone();
+        if newest["attempts"] == 1 {
+            return newest;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never attempted: {:#?}", deliveries(app, carol, webhook).await);
+}
+
 /// Waits (10 s at most) until every delivery of the webhook is in `state`.
 async fn wait_until_all(app: &TestApp, carol: &str, webhook: &Value, state: &str) -> Vec<Value> {
     for _ in 0..500 {
@@ -297,13 +309,7 @@ async fn private_addresses_are_refused_at_registration_and_at_delivery(app: Test
     let alice = app.login("alice", "alice123").await;
     app.create_ticket(&alice, "Aimed inside").await;
     let listed = wait_until_all(&app, &carol, &created, "pending").await;
-    for _ in 0..200 {
-        if deliveries(&app, &carol, &created).await[0]["attempts"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let delivery = &deliveries(&app, &carol, &created).await[0];
+    let delivery = &after_first_attempt(&app, &carol, &created).await;
     assert_eq!(delivery["attempts"], 1, "{listed:?}");
     assert!(delivery["last_error"].as_str().unwrap().contains("refused"), "{delivery}");
     assert!(delivery["last_status"].is_null());
@@ -312,14 +318,7 @@ async fn private_addresses_are_refused_at_registration_and_at_delivery(app: Test
     let by_name = receiver.url.replace("127.0.0.1", "localhost");
     app.execute(&format!("UPDATE webhooks SET url = '{by_name}' WHERE id = {}", created["id"])).await;
     app.create_ticket(&alice, "Aimed inside by name").await;
-    let mut named = Value::Null;
-    for _ in 0..200 {
-        named = deliveries(&app, &carol, &created).await[0].clone();
-        if named["attempts"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let named = after_first_attempt(&app, &carol, &created).await;
     let error = named["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("localhost resolves to no public address"), "{named}");
     assert!(receiver.received().is_empty(), "nothing may reach the private address");
@@ -476,12 +475,7 @@ async fn the_outbox_survives_a_restart(AppWith(app, _): AppWith<ReceivingSlowly>
     let webhook = register(&app, &tokens.carol, &receiver.url, &["ticket.created"]).await;
     app.create_ticket(&tokens.alice, "Across a restart").await;
     let first = receiver.wait_for(1).await;
-    for _ in 0..100 {
-        if deliveries(&app, &tokens.carol, &webhook).await[0]["attempts"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    after_first_attempt(&app, &tokens.carol, &webhook).await;
     let config = app.config.clone();
     drop(app);
     // While no server runs, the receiver comes back; the retry is due two seconds after the
@@ -534,14 +528,7 @@ async fn redirects_are_not_followed(AppWith(app, _): AppWith<Receiving>) {
     let webhook = register(&app, &carol, &moved, &["ticket.created"]).await;
     let alice = app.login("alice", "alice123").await;
     app.create_ticket(&alice, "Redirected").await;
-    let mut delivery = Value::Null;
-    for _ in 0..200 {
-        delivery = deliveries(&app, &carol, &webhook).await[0].clone();
-        if delivery["attempts"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivery = after_first_attempt(&app, &carol, &webhook).await;
     assert_eq!(
         (&delivery["last_status"], &delivery["state"]),
         (&json!(307), &json!("pending")),
@@ -572,14 +559,7 @@ async fn a_slow_receiver_times_out_without_holding_up_the_api(AppWith(app, _): A
         assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut delivery = Value::Null;
-    for _ in 0..200 {
-        delivery = deliveries(&app, &carol, &webhook).await[0].clone();
-        if delivery["attempts"] == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivery = after_first_attempt(&app, &carol, &webhook).await;
     assert!(delivery["last_error"].as_str().unwrap_or_default().contains("timed out"), "{delivery}");
     assert!(delivery["last_status"].is_null() && delivery["state"] == "pending", "{delivery}");
 }
