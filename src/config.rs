@@ -19,6 +19,9 @@ pub const DEFAULT_PASSWORD_HASH_QUEUE: usize = 32;
 pub const DEFAULT_WEBHOOK_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_WEBHOOK_MAX_CONCURRENT: usize = 16;
 pub const DEFAULT_EMBED_STREAMS_MAX: usize = 1000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+pub const DEFAULT_EMBED_STREAMS_PER_CLIENT: usize = 16;
+pub const DEFAULT_EMBED_STREAM_MAX_SECS: u64 = 3600;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -43,8 +46,11 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// Where `/metrics` is served, apart from the API; `None` serves it nowhere.
     pub metrics_addr: Option<SocketAddr>,
-    /// Open client connections at most; more are answered 503 and closed.
+    /// Open client connections at most (live streams not counted); beyond it the oldest idle
+    /// one is closed, or, with none idle, the new one is answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections per client address (not counting trusted proxies); more get 429.
+    pub max_connections_per_client: usize,
     /// How long writing a response may make no progress (a client that stops reading) before the
     /// connection is closed.
     pub send_timeout: Duration,
@@ -53,6 +59,10 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     /// Live embed streams open at once, at most; more are answered 503.
     pub embed_streams_max: usize,
+    /// Live embed streams one client address may hold open; more are answered 429.
+    pub embed_streams_per_client: usize,
+    /// How long a live embed stream lasts before the server ends it (the client reconnects).
+    pub embed_stream_max_lifetime: Duration,
 }
 
 /// How webhook deliveries are sent.
@@ -260,7 +270,10 @@ impl Config {
         let trusted_proxies = list("TRUSTED_PROXIES")
             .into_iter()
             .map(|ip| {
-                ip.parse().map_err(|_| invalid("TRUSTED_PROXIES", format!("{ip:?} is not an IP address")))
+                // `::ffff:10.0.0.2` is the IPv4 proxy 10.0.0.2, however a listener hears it.
+                ip.parse::<IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|_| invalid("TRUSTED_PROXIES", format!("{ip:?} is not an IP address")))
             })
             .collect::<Result<Vec<IpAddr>, _>>()?;
         let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS");
@@ -297,6 +310,12 @@ impl Config {
         };
         let embed_streams_max =
             number("EMBED_STREAMS_MAX", 0, 1_000_000)?.unwrap_or(DEFAULT_EMBED_STREAMS_MAX);
+        let embed_streams_per_client =
+            number("EMBED_STREAMS_PER_CLIENT", 0, 1_000_000)?.unwrap_or(DEFAULT_EMBED_STREAMS_PER_CLIENT);
+        let embed_stream_max_lifetime =
+            seconds("EMBED_STREAM_MAX_SECS", DEFAULT_EMBED_STREAM_MAX_SECS, 7 * 86_400)?;
+        let max_connections_per_client =
+            number("MAX_CONNECTIONS_PER_CLIENT", 1, 1_000_000)?.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
 
         Ok(Config {
             bind_addr,
@@ -313,10 +332,13 @@ impl Config {
             cors_allowed_origins,
             metrics_addr,
             max_connections: max_client_connections,
+            max_connections_per_client,
             send_timeout,
             password_hash_queue,
             webhooks,
             embed_streams_max,
+            embed_streams_per_client,
+            embed_stream_max_lifetime,
         })
     }
 }

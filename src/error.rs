@@ -52,6 +52,10 @@ pub enum Error {
     #[error("the server is busy; try again in {retry_after} s")]
     Overloaded { retry_after: u64 },
 
+    /// This client holds as many of something (live streams) as one client may.
+    #[error("{0}")]
+    ClientLimit(&'static str),
+
     /// A dependency is down (readiness probe); the detail says which and is safe to show.
     #[error("{0}")]
     Unavailable(String),
@@ -84,7 +88,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Rejected { status, .. } => *status,
-            Error::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Throttled { .. } | Error::ClientLimit(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) | Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(error) if database_unavailable(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -120,7 +120,7 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
             let listener = tokio::net::TcpListener::bind(address).await?;
             tracing::info!("metrics at http://{address}/metrics");
             let app = api::metrics_router(state.clone());
-            Some(tokio::spawn(server::serve(listener, app, stopped(), options)))
+            Some(tokio::spawn(server::serve(listener, app, stopped(), options.clone())))
         }
         None => None,
     };

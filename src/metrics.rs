@@ -72,7 +72,6 @@ impl Drop for OpenStream {
 pub struct Metrics {
     registry: Registry,
     embed_streams: Gauge,
-    embed_streams_max: i64,
     webhook_attempts: WebhookAttempts,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
@@ -156,7 +155,6 @@ impl Metrics {
         Self {
             registry,
             embed_streams,
-            embed_streams_max,
             webhook_attempts,
             requests,
             latency,
@@ -167,11 +165,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a new live embed stream, or `None` if as many as allowed are open.
-    pub fn open_embed_stream(&self) -> Option<OpenStream> {
-        let before = self.embed_streams.inc();
-        let stream = OpenStream(self.embed_streams.clone());
-        (before < self.embed_streams_max).then_some(stream)
+    /// Counts a new live embed stream until the guard is dropped.
+    pub fn open_embed_stream(&self) -> OpenStream {
+        self.embed_streams.inc();
+        OpenStream(self.embed_streams.clone())
     }
 
     pub fn webhook_attempts(&self) -> WebhookAttempts {

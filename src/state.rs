@@ -47,6 +47,10 @@ pub struct Shared {
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// Origins allowed to call the API from a browser page.
     pub cors_allowed_origins: Arc<[String]>,
+    /// Live embed streams open, in all and per client address.
+    pub embed_streams: Arc<crate::server::Budget>,
+    /// How long a live embed stream lasts before the server ends it.
+    pub embed_stream_max_lifetime: std::time::Duration,
     /// Whether webhooks may point at non-public addresses.
     pub webhooks_may_reach_private_networks: bool,
     /// Delivers webhooks from this server while the state lives (`None` with
@@ -73,6 +77,11 @@ impl AppState {
             refresh_token_ttl: config.refresh_token_ttl,
             trusted_proxies: config.trusted_proxies.clone().into(),
             cors_allowed_origins: config.cors_allowed_origins.clone().into(),
+            embed_streams: crate::server::Budget::new(
+                config.embed_streams_max,
+                config.embed_streams_per_client,
+            ),
+            embed_stream_max_lifetime: config.embed_stream_max_lifetime,
             webhooks_may_reach_private_networks: config.webhooks.allow_private_networks,
             _delivery: delivery,
             streams_stop: tokio::sync::watch::Sender::new(false),

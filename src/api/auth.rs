@@ -107,7 +107,7 @@ async fn login(
     }
     // Counted before the password is checked, so a burst of parallel guesses is counted too,
     // and a locked key costs no hashing.
-    let throttle_keys = throttle::keys_for(&form.username, &address);
+    let throttle_keys = throttle::keys_for(&form.username, &address.to_string());
     state.store.admit_login(&throttle_keys).await??;
     let credentials = state.store.user_credentials(&form.username).await?;
     let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
@@ -226,6 +226,6 @@ async fn register(
         super::users::CreateUser { username: body.username, password: body.password, role: Role::Customer }
             .validate()?;
     // Counted before the name is looked up, and never taken back.
-    state.store.admit_login(&throttle::sign_up_keys(&address)).await??;
+    state.store.admit_login(&throttle::sign_up_keys(&address.to_string())).await??;
     super::users::add_user(&state, new).await
 }

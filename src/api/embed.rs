@@ -3,7 +3,7 @@
 //! can put in an iframe. Both carry an ETag, so pollers get `304 Not Modified`. Widgets that
 //! want changes as they happen hold `/stream` open instead (server-sent events).
 
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -14,10 +14,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{Json, Path};
+use super::extract::{ClientAddress, Json, Path};
 use crate::domain::{PublicTicket, TicketStatus};
 use crate::error::{Error, Result};
-use crate::metrics::OpenStream;
+use crate::server::{ConnectionHandle, Refusal, Share};
 use crate::state::AppState;
 use crate::store::Change;
 
@@ -148,7 +148,8 @@ const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// First the embed view as it is now, then a new one (same fields as `GET /tickets/embed/{token}`)
 /// each time what it shows changes, from whichever server made the change; a `:` comment line
 /// every 15 s while nothing does. When the embed token is rotated, an `event: gone` ends the
-/// stream. A browser's `EventSource` reconnects by itself after a network break.
+/// stream. A stream lasts at most `EMBED_STREAM_MAX_SECS` (less up to a tenth); a browser's
+/// `EventSource` reconnects by itself after that or a network break.
 #[utoipa::path(
     get,
     path = "/tickets/embed/{token}/stream",
@@ -160,22 +161,38 @@ const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
             body = String,
             example = "data: {\"subject\":\"App crashes on start\",\"status\":\"Open\",\"last_updated\":\"2026-07-23T12:30:00Z\",\"link\":\"https://support.example.com/tickets/9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90\"}\n\n"),
         (status = 404, response = super::docs::NotFound),
+        (status = 429, description = "This client address holds `EMBED_STREAMS_PER_CLIENT` streams already",
+            content_type = "application/problem+json", body = crate::error::Problem),
         (status = 503, description = "As many streams are open as `EMBED_STREAMS_MAX` allows; poll instead",
             content_type = "application/problem+json", body = crate::error::Problem),
     )
 )]
-async fn stream(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response> {
+async fn stream(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    ClientAddress(client): ClientAddress,
+    connection: Option<Extension<ConnectionHandle>>,
+) -> Result<Response> {
     let token = embed_token(&token)?;
     // Subscribed before the first read, so no change between the two goes unseen.
     let changes = state.store.changes();
     let ticket = state.store.public_ticket(token).await?.ok_or_else(not_found)?;
-    let slot = state.metrics.open_embed_stream().ok_or_else(|| {
-        Error::Unavailable(
+    let share = state.embed_streams.take(Some(client)).map_err(|refusal| match refusal {
+        Refusal::Full => Error::Unavailable(
             "too many live embed streams are open; poll GET /tickets/embed/{token} instead".into(),
-        )
+        ),
+        Refusal::ClientFull => Error::ClientLimit(
+            "this address holds as many live embed streams as one client may; close one or poll instead",
+        ),
     })?;
+    // From here the connection counts as a stream, not among ordinary connections, so streams
+    // can never crowd out logins and reads.
+    if let Some(Extension(connection)) = connection {
+        connection.become_stream();
+    }
+    let held = OpenStream { _share: share, _gauge: state.metrics.open_embed_stream() };
     let (events, received) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(follow(state.clone(), ticket, changes, events, slot));
+    tokio::spawn(follow(state.clone(), ticket, changes, events, held));
     let stream = futures_util::stream::unfold(received, |mut received| async move {
         received.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(event), received))
     });
@@ -184,14 +201,20 @@ async fn stream(State(state): State<AppState>, Path(token): Path<String>) -> Res
     Ok(response)
 }
 
+/// What an open stream holds until it ends: its place in the streams' budget and the gauge.
+struct OpenStream {
+    _share: Share,
+    _gauge: crate::metrics::OpenStream,
+}
+
 /// Sends the view as it is, then again whenever it changes, until the client goes, the token
-/// is rotated (`gone`) or the server stops.
+/// is rotated (`gone`), the stream has lasted its lifetime or the server stops.
 async fn follow(
     state: AppState,
     mut shown: PublicTicket,
     mut changes: tokio::sync::broadcast::Receiver<Change>,
     events: tokio::sync::mpsc::Sender<Event>,
-    _slot: OpenStream,
+    _held: OpenStream,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     let view = |ticket: &PublicTicket| Event::default().json_data(EmbedView::of(ticket, &state));
@@ -200,6 +223,7 @@ async fn follow(
         return;
     }
     let mut stopping = state.streams_stopping();
+    let mut lifetime = std::pin::pin!(tokio::time::sleep(lifetime(state.embed_stream_max_lifetime)));
     loop {
         let read_again = tokio::select! {
             change = changes.recv() => match change {
@@ -210,6 +234,8 @@ async fn follow(
             },
             () = events.closed() => return,
             _ = stopping.wait_for(|stop| *stop) => return,
+            // The browser's EventSource reconnects by itself, to whichever server is least busy.
+            () = &mut lifetime => return,
         };
         if !read_again {
             continue;
@@ -232,6 +258,16 @@ async fn follow(
             Err(error) => tracing::warn!(%error, "a live embed stream could not read its ticket"),
         }
     }
+}
+
+/// `max` less up to a tenth, at random, so streams opened together do not all reconnect at once.
+fn lifetime(max: std::time::Duration) -> std::time::Duration {
+    let mut random = [0u8; 2];
+    let fraction = match getrandom::fill(&mut random) {
+        Ok(()) => f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX),
+        Err(_) => 0.0,
+    };
+    max.mul_f64(1.0 - fraction / 10.0)
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {

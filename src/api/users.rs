@@ -256,7 +256,7 @@ async fn change_own_password(
 ) -> Result<StatusCode> {
     let new_password = NewPassword::parse(&body.new_password, &user.username).map_err(Error::Validation)?;
     // Counted before the password is checked, exactly as a login is.
-    let throttle_keys = throttle::keys_for(&user.username, &address);
+    let throttle_keys = throttle::keys_for(&user.username, &address.to_string());
     state.store.admit_login(&throttle_keys).await??;
     let stored = state.store.user_credentials(&user.username).await?.map(|c| c.password_hash);
     if !state.passwords.verify(&body.current_password, stored).await? {

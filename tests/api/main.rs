@@ -9,6 +9,7 @@ mod embed;
 mod finding;
 mod hardening;
 mod history;
+mod hostile;
 mod idempotency;
 mod lifecycle;
 mod logs;

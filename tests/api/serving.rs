@@ -18,18 +18,24 @@ crate::on_both_backends!(
     a_client_that_stalls_in_its_headers_is_disconnected,
     oversized_request_heads_are_refused,
     a_client_that_stops_reading_is_disconnected,
-    connections_beyond_the_cap_get_503_and_the_rest_are_served,
+    connections_beyond_the_cap_displace_idle_ones_and_busy_ones_get_503,
 );
 
-struct RunningServer {
-    address: SocketAddr,
+/// The app served on a real socket by the real server loop.
+pub struct RunningServer {
+    pub address: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl RunningServer {
-    async fn start(app: &TestApp, options: ServeOptions) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    pub async fn start(app: &TestApp, options: ServeOptions) -> Self {
+        Self::start_at(app, options, "127.0.0.1:0").await
+    }
+
+    /// Listening on `bind` (e.g. `[::]:0`, which hears IPv4 clients as `::ffff:a.b.c.d`).
+    pub async fn start_at(app: &TestApp, options: ServeOptions, bind: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve(
@@ -47,7 +53,7 @@ impl RunningServer {
         let _ = self.stop.take().unwrap().send(());
     }
 
-    async fn connect(&self) -> TcpStream {
+    pub async fn connect(&self) -> TcpStream {
         TcpStream::connect(self.address).await.unwrap()
     }
 }
@@ -57,13 +63,15 @@ fn options(header_read_timeout: u64, drain_deadline: u64) -> ServeOptions {
         header_read_timeout: Duration::from_secs(header_read_timeout),
         send_timeout: Duration::from_secs(10),
         max_connections: 100,
+        max_connections_per_client: 100,
+        trusted_proxies: Vec::new().into(),
         drain_deadline: Duration::from_secs(drain_deadline),
     }
 }
 
 /// Reads one response: the head, then as many body bytes as Content-Length says. Empty if the
 /// server closed the connection first.
-async fn read_response(stream: &mut TcpStream) -> String {
+pub async fn read_response(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
@@ -229,7 +237,8 @@ async fn a_client_that_stops_reading_is_disconnected(app: TestApp) {
     assert!(read_response(&mut next).await.starts_with("HTTP/1.1 200"));
 }
 
-async fn connections_beyond_the_cap_get_503_and_the_rest_are_served(app: TestApp) {
+async fn connections_beyond_the_cap_displace_idle_ones_and_busy_ones_get_503(app: TestApp) {
+    let alice = app.login("alice", "alice123").await;
     let server = RunningServer::start(&app, ServeOptions { max_connections: 2, ..options(5, 1) }).await;
     let healthz = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n";
     let mut first = server.connect().await;
@@ -238,30 +247,60 @@ async fn connections_beyond_the_cap_get_503_and_the_rest_are_served(app: TestApp
         open.write_all(healthz).await.unwrap();
         assert!(read_response(open).await.starts_with("HTTP/1.1 200"));
     }
-    // Both stay open (keep-alive): a third is answered 503 and closed.
+    // Both stay open, idle (keep-alive): a third closes the oldest idle one and is served.
     let mut third = server.connect().await;
     third.write_all(healthz).await.unwrap();
-    let refused = read_response(&mut third).await;
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(read_response(&mut third).await.starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(3), read_response(&mut first)).await;
+    assert_eq!(closed.expect("the oldest idle connection was closed"), "");
+    second.write_all(healthz).await.unwrap();
+    assert!(read_response(&mut second).await.starts_with("HTTP/1.1 200"), "the younger one is kept");
+    drop((second, third));
+
+    // Two connections busy with a request (its body half sent): nothing to displace, so a
+    // third is answered 503 and closed.
+    let head = format!(
+        "POST /tickets/ HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"subject\""
+    );
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = server.connect().await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        busy.push(stream);
+    }
+    wait_for_requests_in_flight(&app, 2).await;
+    // Both requests have arrived, so neither connection is idle.
+    let refused = answer_once_it_starts_with(&server, "HTTP/1.1 503").await;
     assert!(refused.contains("application/problem+json") && refused.contains("retry-after: 1"), "{refused}");
     assert!(refused.contains("too many open connections"), "{refused}");
-    let closed = tokio::time::timeout(Duration::from_secs(3), read_response(&mut third)).await;
-    assert_eq!(closed.expect("the refused connection was closed"), "");
-    // The open ones keep working; once one closes, a new connection is served.
-    second.write_all(healthz).await.unwrap();
-    assert!(read_response(&mut second).await.starts_with("HTTP/1.1 200"));
-    drop(first);
-    let mut served = None;
+    // Once one closes (the server may take a moment to see it), a new connection is served.
+    drop(busy.pop());
+    answer_once_it_starts_with(&server, "HTTP/1.1 200").await;
+}
+
+/// `GET /healthz` on new connections until the answer starts with `prefix`, for up to a second.
+async fn answer_once_it_starts_with(server: &RunningServer, prefix: &str) -> String {
     for _ in 0..50 {
-        let mut fourth = server.connect().await;
-        fourth.write_all(healthz).await.unwrap();
-        let answer = read_response(&mut fourth).await;
-        if answer.starts_with("HTTP/1.1 200") {
-            served = Some(answer);
-            break;
+        let mut connection = server.connect().await;
+        connection.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n").await.unwrap();
+        let answer = read_response(&mut connection).await;
+        if answer.starts_with(prefix) {
+            return answer;
         }
-        // The server may not have seen the first close yet.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(served.is_some(), "a freed slot was never reused");
+    panic!("no answer starting {prefix:?}");
+}
+
+/// Waits until the app is answering `count` requests (their heads have arrived).
+pub async fn wait_for_requests_in_flight(app: &TestApp, count: usize) {
+    let expected = format!("\nhttp_requests_in_flight {count}\n");
+    for _ in 0..200 {
+        if app.metrics().await.contains(&expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never {count} requests in flight");
 }

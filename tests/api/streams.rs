@@ -15,6 +15,7 @@ use crate::outage::{CuttableLink, through};
 crate::on_both_backends!(
     the_stream_shows_the_ticket_then_each_change_then_gone,
     unknown_tokens_are_404_and_open_streams_are_capped,
+    a_stream_ends_after_its_lifetime,
 );
 
 #[tokio::test]
@@ -213,4 +214,24 @@ async fn stream_after_an_outage(database: EmptyDatabase) {
     // Listening again, it reads what it may have missed.
     let seen = stream.next(Duration::from_secs(10)).await.unwrap();
     assert_eq!(seen.json()["status"], "Closed");
+}
+
+pub struct OneSecondStreams;
+
+impl Settings for OneSecondStreams {
+    const SETTINGS: &'static [(&'static str, &'static str)] = &[("EMBED_STREAM_MAX_SECS", "1")];
+}
+
+async fn a_stream_ends_after_its_lifetime(AppWith(app, _): AppWith<OneSecondStreams>) {
+    let alice = app.login("alice", "alice123").await;
+    let ticket = app.create_ticket(&alice, "Watched for a while").await;
+    let started = std::time::Instant::now();
+    let mut stream = EventStream::open(&app, ticket["embed_token"].as_str().unwrap()).await.unwrap();
+    stream.next(Duration::from_secs(2)).await.expect("the view as it is");
+    assert!(stream.next(Duration::from_secs(3)).await.is_none(), "the stream ends by itself");
+    let lasted = started.elapsed();
+    // Its lifetime less up to a tenth, so streams opened together do not reconnect together.
+    assert!(lasted >= Duration::from_millis(850) && lasted < Duration::from_millis(1500), "{lasted:?}");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("\nembed_streams_open 0\n"), "its place is given back: {metrics}");
 }
