@@ -195,7 +195,9 @@ class Server:
         env = {**os.environ, "DATABASE_URL": backend.url, "BIND_ADDR": f"127.0.0.1:{self.port}",
                "JWT_SECRET": JWT_SECRET, "RUST_LOG": "warn",
                # The --webhooks receiver listens on loopback.
-               "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+               "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+               # wrk is one client address however many connections it opens.
+               "MAX_CONNECTIONS_PER_CLIENT": "1000000"}
         started = time.monotonic()
         self.log = backend.workdir / f"{backend.kind}-{'floor' if floor else 'server'}.log"
         command = [str(FLOOR)] if floor else [str(BINARY), "serve"]
