@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 pub const DEFAULT_PASSWORD_HASH_QUEUE: usize = 32;
 pub const DEFAULT_WEBHOOK_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_WEBHOOK_MAX_CONCURRENT: usize = 16;
+pub const DEFAULT_WEBHOOK_MAX_CONCURRENT_PER_WEBHOOK: usize = 4;
 pub const DEFAULT_EMBED_STREAMS_MAX: usize = 1000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 pub const DEFAULT_EMBED_STREAMS_PER_CLIENT: usize = 16;
@@ -78,6 +79,8 @@ pub struct WebhookSettings {
     /// Attempts in flight at once, per server; 0 for a server that delivers none (others on the
     /// same database do).
     pub max_concurrent: usize,
+    /// Attempts in flight at once to one webhook, per server: a stalled receiver holds no more.
+    pub max_concurrent_per_webhook: usize,
 }
 
 /// The database connection pool's limits.
@@ -307,6 +310,8 @@ impl Config {
             timeout: seconds("WEBHOOK_TIMEOUT_SECS", DEFAULT_WEBHOOK_TIMEOUT_SECS, 300)?,
             max_concurrent: number("WEBHOOK_MAX_CONCURRENT", 0, 10_000)?
                 .unwrap_or(DEFAULT_WEBHOOK_MAX_CONCURRENT),
+            max_concurrent_per_webhook: number("WEBHOOK_MAX_CONCURRENT_PER_WEBHOOK", 1, 10_000)?
+                .unwrap_or(DEFAULT_WEBHOOK_MAX_CONCURRENT_PER_WEBHOOK),
         };
         let embed_streams_max =
             number("EMBED_STREAMS_MAX", 0, 1_000_000)?.unwrap_or(DEFAULT_EMBED_STREAMS_MAX);

@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use crate::config::WebhookSettings;
 use crate::domain::webhook::{is_public_address, message_id};
 use crate::domain::{
-    AttemptOutcome, Comment, DueDelivery, EventType, NextStep, Ticket, TicketEvent, WebhookSecret, WebhookUrl,
+    AttemptOutcome, Comment, DueDelivery, EventType, InFlight, NextStep, TicketEvent, WebhookId,
+    WebhookSecret, WebhookUrl,
 };
 use crate::metrics::WebhookAttempts;
 use crate::store::{Change, Store};
@@ -50,20 +51,23 @@ impl Drop for Delivery {
 /// Starts delivering this database's webhooks from this server.
 pub fn start(store: Arc<dyn Store>, settings: &WebhookSettings, attempts: WebhookAttempts) -> Delivery {
     let sender = Sender::new(settings, attempts);
-    let task = tokio::spawn(run(store, sender, settings.max_concurrent)).abort_handle();
+    let per_webhook = u32::try_from(settings.max_concurrent_per_webhook).unwrap_or(u32::MAX);
+    let task = tokio::spawn(run(store, sender, settings.max_concurrent, per_webhook)).abort_handle();
     Delivery { task }
 }
 
-async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize) {
+async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize, per_webhook: u32) {
     let mut changes = store.changes();
     let mut in_flight = JoinSet::new();
+    let mut per_webhook = InFlight::new(per_webhook);
     let lease = chrono::Duration::from_std(sender.timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
     loop {
         let free = u32::try_from(max_concurrent.saturating_sub(in_flight.len())).unwrap_or(u32::MAX);
         if free > 0 {
-            match store.claim_deliveries(free, Utc::now() + lease).await {
+            match store.claim_deliveries(free, Utc::now() + lease, &per_webhook).await {
                 Ok(due) => {
                     for delivery in due {
+                        per_webhook.started(delivery.webhook_id);
                         in_flight.spawn(attempt(store.clone(), sender.clone(), delivery));
                     }
                 }
@@ -81,7 +85,10 @@ async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize) 
         loop {
             tokio::select! {
                 // An attempt ended: a slot is free, and the ticket's next delivery may be due.
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok(webhook) = ended {
+                        per_webhook.finished(webhook);
+                    }
                     if worth_a_look(in_flight.len()) {
                         break;
                     }
@@ -102,13 +109,14 @@ async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize) 
     }
 }
 
-async fn attempt(store: Arc<dyn Store>, sender: Arc<Sender>, delivery: DueDelivery) {
+/// One attempt; returns its webhook, whose attempts in flight it no longer counts among.
+async fn attempt(store: Arc<dyn Store>, sender: Arc<Sender>, delivery: DueDelivery) -> WebhookId {
     let outcome = match body(store.as_ref(), &delivery).await {
         Ok(body) => sender.send(&delivery, body).await,
         Err(error) => {
             // Left claimed: the lease runs out and the attempt is made again then.
             tracing::warn!(delivery = delivery.id, %error, "could not build a webhook delivery");
-            return;
+            return delivery.webhook_id;
         }
     };
     sender.attempts.count(&outcome.next);
@@ -116,6 +124,7 @@ async fn attempt(store: Arc<dyn Store>, sender: Arc<Sender>, delivery: DueDelive
     if let Err(error) = store.record_attempt(&delivery, &outcome).await {
         tracing::warn!(delivery = delivery.id, %error, "could not record a webhook attempt; it will be made again");
     }
+    delivery.webhook_id
 }
 
 /// What a delivery's body holds.
@@ -129,7 +138,8 @@ struct Payload<'a> {
 
 #[derive(Serialize)]
 struct PayloadData<'a> {
-    ticket: &'a Ticket,
+    /// The ticket, its `embed_token` only for webhooks that ask for it.
+    ticket: serde_json::Value,
     event: &'a TicketEvent,
     #[serde(skip_serializing_if = "Option::is_none")]
     comment: Option<&'a Comment>,
@@ -144,10 +154,17 @@ async fn body(store: &dyn Store, delivery: &DueDelivery) -> crate::error::Result
         .event_in_context(delivery.event_id)
         .await?
         .ok_or_else(|| crate::error::Error::Internal(format!("event {} is missing", delivery.event_id)))?;
+    let mut ticket = serde_json::to_value(&ticket)
+        .map_err(|e| crate::error::Error::Internal(format!("a payload's ticket: {e}")))?;
+    if !delivery.include_embed_token
+        && let Some(fields) = ticket.as_object_mut()
+    {
+        fields.remove("embed_token");
+    }
     let payload = Payload {
         event_type: EventType::of(&event),
         timestamp: event.created_at,
-        data: PayloadData { ticket: &ticket, event: &event, comment: comment.as_ref() },
+        data: PayloadData { ticket, event: &event, comment: comment.as_ref() },
     };
     serde_json::to_string(&payload).map_err(|e| crate::error::Error::Internal(format!("a payload: {e}")))
 }
@@ -265,6 +282,12 @@ impl Resolve for PublicAddressesOnly {
     }
 }
 
+/// Why a registration is refused when its URL's host is not public. One answer whether the host
+/// does not resolve or resolves inside, naming no address: otherwise registering URLs would be a
+/// way to ask what internal names exist and what they resolve to.
+pub const NOT_PUBLIC: &str = "url must resolve to public internet addresses only: webhooks are never \
+                              sent to loopback, private, link-local or other special-purpose addresses";
+
 /// The check at registration: unless private networks are allowed, the URL's host must resolve,
 /// and only to public addresses. (Delivery checks again: DNS answers change.)
 pub async fn check_destination(url: &WebhookUrl, allow_private_networks: bool) -> Result<(), String> {
@@ -278,17 +301,13 @@ pub async fn check_destination(url: &WebhookUrl, allow_private_networks: bool) -
             let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await;
             match lookup {
                 Ok(Ok(found)) => found.map(|address| address.ip()).collect(),
-                Ok(Err(_)) | Err(_) => return Err(format!("url's host {host} does not resolve")),
+                Ok(Err(_)) | Err(_) => Vec::new(),
             }
         }
         (None, None) => return Err("url must name a host".into()),
     };
-    match addresses.iter().find(|address| !is_public_address(**address)) {
-        Some(address) => Err(format!(
-            "url points at {address}, a loopback, private, link-local or otherwise non-public address; \
-             webhooks go to public addresses only"
-        )),
-        None if addresses.is_empty() => Err("url's host resolves to no address".into()),
-        None => Ok(()),
+    if addresses.is_empty() || !addresses.iter().all(|address| is_public_address(*address)) {
+        return Err(NOT_PUBLIC.into());
     }
+    Ok(())
 }

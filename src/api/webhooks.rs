@@ -41,12 +41,17 @@ struct CreateWebhook {
     /// The event types to deliver; at least one.
     #[schema(min_items = 1)]
     events: Vec<EventType>,
+    /// Whether payloads carry the ticket's `embed_token` (default `false`). Anyone holding it can
+    /// read the ticket's public status, and a leaky receiver would defeat every rotation.
+    #[serde(default)]
+    include_embed_token: bool,
 }
 
-/// A webhook with its signing secret: only in the answer that makes the secret.
+/// A webhook with its signing secret: only in the answer that makes the secret, which no cache
+/// may keep (`Cache-Control: no-store`).
 #[derive(Serialize, ToSchema)]
 #[schema(example = json!({"id": 1, "url": "https://hooks.example.com/ticketdesk",
-    "events": ["ticket.created", "ticket.status_changed"], "active": true,
+    "events": ["ticket.created", "ticket.status_changed"], "active": true, "include_embed_token": false,
     "created_at": "2026-07-23T12:30:00Z", "updated_at": "2026-07-23T12:30:00Z",
     "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwzZ3lK7NvQ4E="}))]
 struct WebhookWithSecret {
@@ -55,6 +60,12 @@ struct WebhookWithSecret {
     /// `whsec_` and the base64 of 32 random bytes: the HMAC-SHA256 key of `webhook-signature`.
     /// Shown only now; keep it.
     secret: String,
+}
+
+impl IntoResponse for WebhookWithSecret {
+    fn into_response(self) -> Response {
+        ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(self)).into_response()
+    }
 }
 
 /// A URL that parses and, unless private networks are allowed, points at public addresses.
@@ -80,7 +91,10 @@ async fn checked_url(state: &AppState, raw: &str) -> Result<WebhookUrl> {
     security(("oauth2" = [])),
     responses(
         (status = 201, description = "Registered; the secret is shown only now", body = WebhookWithSecret,
-            headers(("Location" = String, description = "`/webhooks/{id}`"))),
+            headers(
+                ("Location" = String, description = "`/webhooks/{id}`"),
+                ("Cache-Control" = String, description = "`no-store`: the secret must not be cached"),
+            )),
         super::docs::BodyErrors,
         (status = 401, response = super::docs::Unauthorized),
         (status = 403, response = super::docs::Forbidden),
@@ -95,10 +109,12 @@ async fn create_webhook(
     let events = EventTypes::new(body.events).map_err(Error::Validation)?;
     let url = checked_url(&state, &body.url).await?;
     let secret = WebhookSecret::generate();
-    let webhook = state.store.create_webhook(&NewWebhook { url, events, secret: secret.clone() }).await?;
+    let include_embed_token = body.include_embed_token;
+    let new = NewWebhook { url, events, secret: secret.clone(), include_embed_token };
+    let webhook = state.store.create_webhook(&new).await?;
     let location = format!("/webhooks/{}", webhook.id);
     let body = WebhookWithSecret { webhook, secret: secret.expose().to_owned() };
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], body).into_response())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -178,6 +194,10 @@ struct UpdateWebhook {
     #[schema(nullable = false)]
     #[serde(default, deserialize_with = "super::extract::not_null")]
     active: Option<bool>,
+    /// Whether payloads built from now on carry the ticket's `embed_token`.
+    #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "super::extract::not_null")]
+    include_embed_token: Option<bool>,
 }
 
 /// Change a webhook's URL, event types or whether it is active (admins).
@@ -203,15 +223,22 @@ async fn update_webhook(
     Json(body): Json<UpdateWebhook>,
 ) -> Result<Json<Webhook>> {
     admins_only(&user)?;
-    if body.url.is_none() && body.events.is_none() && body.active.is_none() {
-        return Err(Error::Validation("nothing to change: give url, events and/or active".into()));
+    if body.url.is_none()
+        && body.events.is_none()
+        && body.active.is_none()
+        && body.include_embed_token.is_none()
+    {
+        return Err(Error::Validation(
+            "nothing to change: give url, events, active and/or include_embed_token".into(),
+        ));
     }
     let url = match &body.url {
         Some(raw) => Some(checked_url(&state, raw).await?),
         None => None,
     };
     let events = body.events.map(EventTypes::new).transpose().map_err(Error::Validation)?;
-    let change = WebhookChange { url, events, active: body.active };
+    let change =
+        WebhookChange { url, events, active: body.active, include_embed_token: body.include_embed_token };
     Ok(Json(state.store.update_webhook(id, &change).await?))
 }
 
@@ -247,7 +274,8 @@ async fn delete_webhook(
     params(("id" = WebhookId, Path, description = "Webhook id")),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "The webhook with its new secret", body = WebhookWithSecret),
+        (status = 200, description = "The webhook with its new secret", body = WebhookWithSecret,
+            headers(("Cache-Control" = String, description = "`no-store`: the secret must not be cached"))),
         super::docs::LookupErrors,
         (status = 403, response = super::docs::Forbidden),
     )
@@ -256,11 +284,11 @@ async fn rotate_secret(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<WebhookId>,
-) -> Result<Json<WebhookWithSecret>> {
+) -> Result<WebhookWithSecret> {
     admins_only(&user)?;
     let secret = WebhookSecret::generate();
     let webhook = state.store.set_webhook_secret(id, &secret).await?;
-    Ok(Json(WebhookWithSecret { webhook, secret: secret.expose().to_owned() }))
+    Ok(WebhookWithSecret { webhook, secret: secret.expose().to_owned() })
 }
 
 /// What was sent to a webhook, newest first (admins): each event's delivery, its attempts, the

@@ -79,8 +79,8 @@ pub use ticket::{
 };
 pub use user::{NewPassword, NewUser, Role, User, UserChange, UserCredentials, UserId, Username};
 pub use webhook::{
-    AttemptOutcome, Delivery, DeliveryId, DeliveryState, DueDelivery, EventType, EventTypes, NewWebhook,
-    NextStep, RetrySchedule, Webhook, WebhookChange, WebhookId, WebhookSecret, WebhookUrl,
+    AttemptOutcome, Delivery, DeliveryId, DeliveryState, DueDelivery, EventType, EventTypes, InFlight,
+    NewWebhook, NextStep, RetrySchedule, Webhook, WebhookChange, WebhookId, WebhookSecret, WebhookUrl,
 };
 
 /// NUL is no text anyone types, and Postgres cannot store it in a text column.

@@ -126,6 +126,8 @@ pub struct Webhook {
     pub events: EventTypes,
     /// An inactive webhook gets nothing; its pending deliveries wait until it is active again.
     pub active: bool,
+    /// Whether payloads carry the ticket's `embed_token` (left out unless asked for).
+    pub include_embed_token: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -136,6 +138,7 @@ pub struct NewWebhook {
     pub url: WebhookUrl,
     pub events: EventTypes,
     pub secret: WebhookSecret,
+    pub include_embed_token: bool,
 }
 
 /// What a `PATCH` changes; `None` keeps the current value.
@@ -144,6 +147,7 @@ pub struct WebhookChange {
     pub url: Option<WebhookUrl>,
     pub events: Option<EventTypes>,
     pub active: Option<bool>,
+    pub include_embed_token: Option<bool>,
 }
 
 /// An absolute `http` or `https` URL with a host and no credentials, at most 2,048 characters.
@@ -292,6 +296,58 @@ pub struct DueDelivery {
     pub body: Option<String>,
     pub url: String,
     pub secret: String,
+    pub include_embed_token: bool,
+}
+
+/// Attempts this server has in flight, per webhook, against the per-webhook cap: one stalled
+/// receiver can hold no more than its share of the delivery slots.
+#[derive(Debug)]
+pub struct InFlight {
+    per_webhook: u32,
+    by_webhook: std::collections::HashMap<WebhookId, u32>,
+}
+
+impl InFlight {
+    pub fn new(per_webhook: u32) -> Self {
+        Self { per_webhook, by_webhook: std::collections::HashMap::new() }
+    }
+
+    pub fn started(&mut self, webhook: WebhookId) {
+        *self.by_webhook.entry(webhook).or_default() += 1;
+    }
+
+    pub fn finished(&mut self, webhook: WebhookId) {
+        if let Some(count) = self.by_webhook.get_mut(&webhook) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_webhook.remove(&webhook);
+            }
+        }
+    }
+
+    /// Webhooks with as many attempts in flight as one may have: claim nothing for them.
+    pub fn full(&self) -> Vec<WebhookId> {
+        self.by_webhook.iter().filter(|&(_, &count)| count >= self.per_webhook).map(|(&id, _)| id).collect()
+    }
+
+    /// Of `candidates` (due, oldest first), those to claim: at most `limit`, and no more per
+    /// webhook than its share leaves room for.
+    pub fn choose(&self, candidates: Vec<DueDelivery>, limit: u32) -> Vec<DueDelivery> {
+        let mut taken: std::collections::HashMap<WebhookId, u32> = std::collections::HashMap::new();
+        let mut chosen = Vec::new();
+        for delivery in candidates {
+            if chosen.len() >= limit as usize {
+                break;
+            }
+            let busy = self.by_webhook.get(&delivery.webhook_id).copied().unwrap_or(0);
+            let taken = taken.entry(delivery.webhook_id).or_default();
+            if busy + *taken < self.per_webhook {
+                *taken += 1;
+                chosen.push(delivery);
+            }
+        }
+        chosen
+    }
 }
 
 /// How one attempt went, and what happens next.
@@ -341,9 +397,11 @@ impl RetrySchedule {
     }
 }
 
-/// Whether a delivery may go to `address`: not loopback, private, link-local (which holds the
-/// cloud metadata service, 169.254.169.254), shared, multicast, reserved or unspecified, in
-/// IPv4 or IPv6, nor an IPv6 address wrapping such an IPv4 one.
+/// Whether a delivery may go to `address`: only to addresses the internet routes, judged by
+/// IANA's special-purpose address registries (IPv4 and IPv6): never loopback, private, shared,
+/// link-local (which holds the cloud metadata service, 169.254.169.254), documentation,
+/// benchmarking, multicast or reserved ranges, and never an IPv6 address that carries or reaches
+/// a non-public IPv4 one (mapped, NAT64, 6to4, Teredo).
 pub fn is_public_address(address: IpAddr) -> bool {
     match address {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -351,40 +409,63 @@ pub fn is_public_address(address: IpAddr) -> bool {
     }
 }
 
+/// IPv4 ranges that are not globally reachable (RFC 6890 and its registry), with multicast and
+/// the reserved 240.0.0.0/4, which holds the broadcast address.
+const NON_GLOBAL_V4: [(Ipv4Addr, u32); 15] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8),       // "this network"
+    (Ipv4Addr::new(10, 0, 0, 0), 8),      // private
+    (Ipv4Addr::new(100, 64, 0, 0), 10),   // shared address space (carrier NAT)
+    (Ipv4Addr::new(127, 0, 0, 0), 8),     // loopback
+    (Ipv4Addr::new(169, 254, 0, 0), 16),  // link-local, cloud metadata
+    (Ipv4Addr::new(172, 16, 0, 0), 12),   // private
+    (Ipv4Addr::new(192, 0, 0, 0), 24),    // IETF protocol assignments
+    (Ipv4Addr::new(192, 0, 2, 0), 24),    // documentation
+    (Ipv4Addr::new(192, 88, 99, 0), 24),  // 6to4 relay anycast (deprecated)
+    (Ipv4Addr::new(192, 168, 0, 0), 16),  // private
+    (Ipv4Addr::new(198, 18, 0, 0), 15),   // benchmarking
+    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation
+    (Ipv4Addr::new(203, 0, 113, 0), 24),  // documentation
+    (Ipv4Addr::new(224, 0, 0, 0), 4),     // multicast
+    (Ipv4Addr::new(240, 0, 0, 0), 4),     // reserved, broadcast
+];
+
+/// Special-purpose ranges inside global unicast (2000::/3); everything outside it (loopback,
+/// unspecified, IPv4-compatible, discard-only 100::/64, local-use NAT64 64:ff9b:1::/48, unique
+/// local, link-local, multicast, ...) is refused already.
+const NON_GLOBAL_V6: [(Ipv6Addr, u32); 5] = [
+    // IETF protocol assignments, whole: Teredo (2001::/32, reaches IPv4 through a relay),
+    // benchmarking (2001:2::/48), ORCHID and the few anycast services no webhook lives on.
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32), // documentation
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),     // 6to4: reaches the IPv4 address inside
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),     // documentation
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16),     // segment routing (SRv6) SIDs
+];
+
 fn is_public_v4(address: Ipv4Addr) -> bool {
-    let [a, b, c, _] = address.octets();
-    !(address.is_unspecified()
-        || address.is_loopback()
-        || address.is_private()
-        || address.is_link_local()
-        || address.is_multicast()
-        || address.is_broadcast()
-        || address.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (carrier NAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking
-        || a >= 240) // reserved
+    let bits = address.to_bits();
+    !NON_GLOBAL_V4.iter().any(|&(network, length)| {
+        let mask = u32::MAX << (32 - length);
+        bits & mask == network.to_bits()
+    })
 }
 
 fn is_public_v6(address: Ipv6Addr) -> bool {
+    // Addresses that carry an IPv4 address reach that one: IPv4-mapped (::ffff:0:0/96) and the
+    // well-known NAT64 prefix (64:ff9b::/96).
     if let Some(v4) = address.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
-    let segments = address.segments();
-    // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96) addresses reach the IPv4 address inside.
-    if (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2..6] == [0; 4]) || segments[..6] == [0; 6] {
-        let [.., high, low] = segments;
-        let embedded = Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
-        return !address.is_unspecified() && !address.is_loopback() && is_public_v4(embedded);
+    let bits = address.to_bits();
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 {
+        return is_public_v4(Ipv4Addr::from_bits(bits as u32));
     }
-    !(address.is_unspecified()
-        || address.is_loopback()
-        || address.is_multicast()
-        || (segments[0] & 0xfe00) == 0xfc00 // unique local, e.g. fd00:ec2::254 (metadata)
-        || (segments[0] & 0xffc0) == 0xfe80 // link-local
-        || (segments[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)) // documentation
+    let global_unicast = bits >> 125 == 0b001;
+    global_unicast
+        && !NON_GLOBAL_V6.iter().any(|&(network, length)| {
+            let mask = u128::MAX << (128 - length);
+            bits & mask == network.to_bits()
+        })
 }
 
 #[cfg(test)]
@@ -459,29 +540,92 @@ mod tests {
             "127.9.9.9",
             "10.1.2.3",
             "172.16.0.1",
+            "172.31.255.255",
             "192.168.1.1",
             "169.254.169.254",
             "0.0.0.0",
+            "0.1.2.3",
             "100.64.0.1",
+            "100.127.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.1",
+            "203.0.113.1",
             "255.255.255.255",
+            "240.0.0.1",
             "224.0.0.1",
             "::1",
             "::",
             "fe80::1",
             "fd00:ec2::254",
             "fc00::1",
+            "ff02::1",
+            "fec0::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "::7f00:1",
+            "::808:808", // IPv4-compatible (deprecated): refused whatever it carries
+            // The ranges the security review named:
+            "64:ff9b:1::a9fe:a9fe", // local-use NAT64
+            "64:ff9b:1::808:808",
+            "::ffff:0:7f00:1", // IPv4-translated
+            "::ffff:0:808:808",
+            "2002:7f00:1::1", // 6to4 around 127.0.0.1
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "100::1",                               // discard-only
+            "2001:2::1",                            // benchmarking
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
         ] {
             assert!(!is_public_address(inside.parse().unwrap()), "{inside}");
         }
-        for outside in
-            ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
-        {
+        for outside in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "198.20.0.1",
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public_address(outside.parse().unwrap()), "{outside}");
         }
+    }
+
+    #[test]
+    fn a_webhook_gets_no_more_than_its_share_of_attempts() {
+        let due = |id: DeliveryId, webhook_id: WebhookId| DueDelivery {
+            id,
+            webhook_id,
+            ticket_id: id,
+            event_id: id,
+            attempts: 0,
+            body: None,
+            url: String::new(),
+            secret: String::new(),
+            include_embed_token: false,
+        };
+        let mut in_flight = InFlight::new(2);
+        in_flight.started(1);
+        // Webhook 1 has one in flight: one more of its five; webhook 2 gets two; the limit is 4.
+        let candidates = vec![due(1, 1), due(2, 1), due(3, 1), due(4, 2), due(5, 1), due(6, 2), due(7, 2)];
+        let chosen: Vec<_> = in_flight.choose(candidates, 4).iter().map(|d| d.id).collect();
+        assert_eq!(chosen, [1, 4, 6]);
+        in_flight.started(1);
+        assert_eq!(in_flight.full(), [1]);
+        in_flight.finished(1);
+        in_flight.finished(1);
+        assert!(in_flight.full().is_empty() && in_flight.by_webhook.is_empty());
     }
 
     #[test]

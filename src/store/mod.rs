@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::throttle::Locked;
 use crate::domain::{
-    AttemptOutcome, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, NewRefreshToken, NewTicket,
-    NewUser, NewWebhook, PublicTicket, ThrottleKey, Ticket, TicketChange, TicketEvent, TicketId, TicketScope,
-    User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId, WebhookSecret,
+    AttemptOutcome, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, InFlight, NewRefreshToken,
+    NewTicket, NewUser, NewWebhook, PublicTicket, ThrottleKey, Ticket, TicketChange, TicketEvent, TicketId,
+    TicketScope, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId, WebhookSecret,
 };
 use crate::domain::{Priority, Role, TicketStatus};
 use crate::error::{Error, Result};
@@ -267,7 +267,12 @@ pub trait Store: Send + Sync + 'static {
     /// `lease_until` (when another may claim them again), oldest first; a delivery is due only
     /// once the ones before it for the same ticket and webhook are done. Servers on one
     /// database each claim different ones.
-    async fn claim_deliveries(&self, limit: u32, lease_until: DateTime<Utc>) -> Result<Vec<DueDelivery>>;
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+        in_flight: &InFlight,
+    ) -> Result<Vec<DueDelivery>>;
     /// A history event with its ticket as it is now and its comment, if any.
     async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>>;
     /// Records how an attempt went; once the delivery is done (delivered or failed for good),

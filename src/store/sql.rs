@@ -28,10 +28,10 @@ use super::{
 use crate::domain::throttle::{self, Counter, Locked, OnSuccess};
 use crate::domain::{
     AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, EventKind, IdempotencyKey,
-    NewEvent, NewRefreshToken, NewTicket, NewUser, NewWebhook, NextStep, PublicTicket, RefreshVerdict, Role,
-    StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope, TicketStatus, User,
-    UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId, WebhookSecret, access,
-    idempotency, webhook,
+    InFlight, NewEvent, NewRefreshToken, NewTicket, NewUser, NewWebhook, NextStep, PublicTicket,
+    RefreshVerdict, Role, StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope,
+    TicketStatus, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId,
+    WebhookSecret, access, idempotency, webhook,
 };
 use crate::error::{Error, Result};
 
@@ -68,7 +68,7 @@ macro_rules! event_columns {
 }
 macro_rules! webhook_columns {
     () => {
-        "id, url, events, active, created_at, updated_at"
+        "id, url, events, active, include_embed_token, created_at, updated_at"
     };
 }
 
@@ -662,14 +662,15 @@ where
     async fn create_webhook(&self, webhook: &NewWebhook) -> Result<Webhook> {
         let mut tx = self.begin_write().await?;
         let created = sqlx::query_as(concat!(
-            "INSERT INTO webhooks (url, events, secret, active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $5) RETURNING ",
+            "INSERT INTO webhooks (url, events, secret, active, include_embed_token, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
             webhook_columns!()
         ))
         .bind(webhook.url.as_str())
         .bind(webhook.events.to_column())
         .bind(webhook.secret.expose())
         .bind(true)
+        .bind(webhook.include_embed_token)
         .bind(now())
         .fetch_one(&mut *tx)
         .await?;
@@ -706,13 +707,15 @@ where
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query_as(concat!(
             "UPDATE webhooks SET url = coalesce($2, url), events = coalesce($3, events),
-             active = coalesce($4, active), updated_at = $5 WHERE id = $1 RETURNING ",
+             active = coalesce($4, active), include_embed_token = coalesce($5, include_embed_token),
+             updated_at = $6 WHERE id = $1 RETURNING ",
             webhook_columns!()
         ))
         .bind(id)
         .bind(change.url.as_ref().map(|url| url.as_str()))
         .bind(change.events.as_ref().map(|events| events.to_column()))
         .bind(change.active)
+        .bind(change.include_embed_token)
         .bind(now())
         .fetch_optional(&mut *tx)
         .await?
@@ -777,7 +780,12 @@ where
         Ok(deliveries)
     }
 
-    async fn claim_deliveries(&self, limit: u32, lease_until: DateTime<Utc>) -> Result<Vec<DueDelivery>> {
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+        in_flight: &InFlight,
+    ) -> Result<Vec<DueDelivery>> {
         // Looked for first on a read connection: most polls find nothing, and take no write lock.
         let any_due: bool = self
             .read(async move |connection| {
@@ -794,18 +802,30 @@ where
         }
         let mut tx = self.begin_write().await?;
         // Only a ticket's first pending delivery to a webhook is ever due (see migration 0009),
-        // so this reads `limit` rows of one index, however long the queue.
-        let due: Vec<DueDelivery> = sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret
+        // so this reads `limit` rows of one index, however long the queue. Webhooks with their
+        // share of attempts in flight here are left out.
+        let mut select = QueryBuilder::<DB>::new(
+            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret,
+                    w.include_embed_token
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND w.active
-             ORDER BY d.next_attempt_at, d.id LIMIT $2{}",
-            DB::SKIP_LOCKED
-        )))
-        .bind(now())
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ",
+        );
+        select.push_bind(now()).push(" AND w.active");
+        let full = in_flight.full();
+        if !full.is_empty() {
+            select.push(" AND d.webhook_id NOT IN (");
+            let mut ids = select.separated(", ");
+            for id in full {
+                ids.push_bind(id);
+            }
+            select.push(")");
+        }
+        select
+            .push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(DB::SKIP_LOCKED);
+        let candidates: Vec<DueDelivery> = select.build_query_as().fetch_all(&mut *tx).await?;
+        let due = in_flight.choose(candidates, limit);
         if due.is_empty() {
             return Ok(due);
         }
