@@ -58,9 +58,14 @@ struct RefreshRequest {
     refresh_token: String,
 }
 
-/// The token response: a new access token for `user`, and `refresh`, already stored.
-fn issue_tokens(state: &AppState, user: &User, refresh: RefreshSecret) -> Result<impl IntoResponse + use<>> {
-    let access = state.jwt.issue(user)?;
+/// The token response: a new access token for `user` in `session`, and `refresh`, already stored.
+fn issue_tokens(
+    state: &AppState,
+    user: &User,
+    session: uuid::Uuid,
+    refresh: RefreshSecret,
+) -> Result<impl IntoResponse + use<>> {
+    let access = state.jwt.issue(user, session)?;
     Ok((
         [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
         Json(TokenResponse {
@@ -132,7 +137,7 @@ async fn login(
     };
     state.store.start_session(&throttle_keys, &session).await?;
     tracing::info!(user_id = user.id, "logged in");
-    issue_tokens(&state, &user, refresh)
+    issue_tokens(&state, &user, session.family, refresh)
 }
 
 /// Trade a refresh token for a new access token and a new refresh token.
@@ -156,7 +161,7 @@ async fn refresh(
     Json(body): Json<RefreshRequest>,
 ) -> Result<impl IntoResponse> {
     let next = RefreshSecret::generate();
-    let user = state
+    let (user, session) = state
         .store
         .rotate_refresh_token(&hash_refresh_token(&body.refresh_token), &next.hash, refresh_expiry(&state)?)
         .await?
@@ -164,13 +169,13 @@ async fn refresh(
             detail: "the refresh token is invalid, expired or revoked; log in again",
             invalid_token: false,
         })?;
-    issue_tokens(&state, &user, next)
+    issue_tokens(&state, &user, session, next)
 }
 
 /// Log out: revoke the session the refresh token belongs to.
 ///
-/// Its refresh tokens stop working at once; access tokens already issued expire on their own
-/// (they are short-lived). Unknown tokens are accepted silently, as RFC 7009 asks.
+/// Its refresh tokens and the access tokens issued in it stop working at once. Unknown tokens are
+/// accepted silently, as RFC 7009 asks.
 #[utoipa::path(
     post,
     path = "/auth/logout",

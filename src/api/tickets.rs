@@ -283,8 +283,8 @@ async fn get_ticket(
 ) -> Result<TicketWithEtag> {
     // The hottest authenticated read: one database round trip, authentication included (the
     // caller's user row comes back with the ticket), so deactivation still applies at once.
-    let (user, ticket) = state.store.user_and_ticket(token.user_id, id).await?;
-    let user = token.admit(user)?;
+    let (caller, ticket) = state.store.caller_and_ticket(token.user_id, token.session, id).await?;
+    let user = token.admit(caller)?;
     ticket.filter(|ticket| access::can_view(&user, ticket)).map(TicketWithEtag).ok_or(NOT_FOUND)
 }
 

@@ -5,14 +5,17 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::JwtKeys;
-use crate::domain::{User, UserId};
+use uuid::Uuid;
+
+use crate::domain::{Caller, User, UserId};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
 /// The authenticated caller. A handler that takes it cannot run without a valid bearer token.
 ///
-/// JWTs cannot be revoked, so the user is reloaded on every request: a deactivated user, or a
-/// token issued before the last password change or deactivation, is refused at once, and the
+/// JWTs cannot be revoked, so the user and the token's session are reloaded on every request (in
+/// one query): a deactivated user, a token issued before the last password change or
+/// deactivation, or one whose session was logged out or revoked, is refused at once, and the
 /// role comes from the database, not from the token.
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub User);
@@ -27,8 +30,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
         let token = VerifiedToken::from_request_parts(parts, state).await?;
-        let user = Arc::<dyn Store>::from_ref(state).user(token.user_id).await?;
-        Ok(CurrentUser(token.admit(user)?))
+        let caller = Arc::<dyn Store>::from_ref(state).caller(token.user_id, token.session).await?;
+        Ok(CurrentUser(token.admit(caller)?))
     }
 }
 
@@ -38,19 +41,28 @@ where
 pub struct VerifiedToken {
     pub user_id: UserId,
     token_version: i32,
+    /// The login session (refresh token family) the token was issued in.
+    pub session: Uuid,
 }
 
 impl VerifiedToken {
-    /// The token's user, if they may still act: they exist, are active, and the token is not
-    /// older than their last password change or deactivation.
-    pub fn admit(self, user: Option<User>) -> Result<User> {
-        let user = user.ok_or(Error::invalid_token("the access token's user no longer exists"))?;
+    /// The token's user, if they may still act: they exist, are active, the token is not older
+    /// than their last password change or deactivation, and its session is still open.
+    pub fn admit(self, caller: Option<Caller>) -> Result<User> {
+        let Caller { user, session_open } =
+            caller.ok_or(Error::invalid_token("the access token's user no longer exists"))?;
         if !user.active {
             return Err(Error::invalid_token("this account is deactivated"));
         }
         if user.token_version != self.token_version {
             return Err(Error::invalid_token(
                 "the access token was issued before the account's last password change or deactivation",
+            ));
+        }
+        if !session_open {
+            return Err(Error::invalid_token(
+                "the access token's session has ended (logged out, or revoked because a refresh token \
+                 was used twice); log in again",
             ));
         }
         Ok(user)
@@ -65,8 +77,9 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        let (user_id, token_version) = Arc::<JwtKeys>::from_ref(state).verify(bearer_token(parts)?)?;
-        Ok(VerifiedToken { user_id, token_version })
+        let (user_id, token_version, session) =
+            Arc::<JwtKeys>::from_ref(state).verify(bearer_token(parts)?)?;
+        Ok(VerifiedToken { user_id, token_version, session })
     }
 }
 

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::domain::{Role, User, UserId};
 use crate::error::{Error, Result};
@@ -21,6 +22,9 @@ pub struct Claims {
     pub role: Role,
     /// The user's token version when issued; a password change bumps it and retires the token.
     pub ver: i32,
+    /// The login session (refresh token family) it was issued in: logging out or a revoked
+    /// session retires it.
+    pub sid: Uuid,
     pub iss: String,
     pub iat: u64,
     pub exp: u64,
@@ -60,12 +64,14 @@ impl JwtKeys {
         }
     }
 
-    pub fn issue(&self, user: &User) -> Result<AccessToken> {
+    /// An access token for `user` in the login session `session`.
+    pub fn issue(&self, user: &User, session: Uuid) -> Result<AccessToken> {
         let iat = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.id.to_string(),
             role: user.role,
             ver: user.token_version,
+            sid: session,
             iss: ISSUER.to_owned(),
             iat,
             exp: iat + self.ttl.as_secs(),
@@ -76,9 +82,9 @@ impl JwtKeys {
         Ok(AccessToken { token, expires_in: self.ttl.as_secs() })
     }
 
-    /// The user id and token version of a valid token. Every failure gets the same vague answer
-    /// on purpose.
-    pub fn verify(&self, token: &str) -> Result<(UserId, i32)> {
+    /// The user id, token version and session of a valid token. Every failure gets the same vague
+    /// answer on purpose.
+    pub fn verify(&self, token: &str) -> Result<(UserId, i32, Uuid)> {
         let invalid = || Error::invalid_token("the access token is invalid or has expired");
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| invalid())?
@@ -87,6 +93,6 @@ impl JwtKeys {
         if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
             return Err(invalid());
         }
-        Ok((claims.sub.parse().map_err(|_| invalid())?, claims.ver))
+        Ok((claims.sub.parse().map_err(|_| invalid())?, claims.ver, claims.sid))
     }
 }

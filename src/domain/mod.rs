@@ -71,7 +71,7 @@ pub mod webhook;
 pub use comment::{Comment, CommentBody, NewComment};
 pub use event::{EventKind, NewEvent, TicketEvent};
 pub use idempotency::IdempotencyKey;
-pub use session::{NewRefreshToken, RefreshVerdict, StoredRefreshToken};
+pub use session::{Caller, NewRefreshToken, RefreshVerdict, StoredRefreshToken};
 pub use throttle::ThrottleKey;
 pub use ticket::{
     ChangedFields, Description, NewTicket, Priority, PublicTicket, Subject, Ticket, TicketChange, TicketId,

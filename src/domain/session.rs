@@ -18,6 +18,16 @@ pub struct StoredRefreshToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// Who an access token speaks for, as the database has it now: the user, and whether the login
+/// session (refresh token family) the token was issued in is still open.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Caller {
+    #[sqlx(flatten)]
+    pub user: User,
+    /// False once the session was logged out or revoked (a refresh token used twice).
+    pub session_open: bool,
+}
+
 /// A refresh token to store: its hash, family, owner and expiry.
 #[derive(Debug, Clone)]
 pub struct NewRefreshToken {

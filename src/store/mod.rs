@@ -17,9 +17,10 @@ use uuid::Uuid;
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::throttle::Locked;
 use crate::domain::{
-    AttemptOutcome, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, InFlight, NewRefreshToken,
-    NewTicket, NewUser, NewWebhook, PublicTicket, ThrottleKey, Ticket, TicketChange, TicketEvent, TicketId,
-    TicketScope, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId, WebhookSecret,
+    AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, InFlight,
+    NewRefreshToken, NewTicket, NewUser, NewWebhook, PublicTicket, ThrottleKey, Ticket, TicketChange,
+    TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange,
+    WebhookId, WebhookSecret,
 };
 use crate::domain::{Priority, Role, TicketStatus};
 use crate::error::{Error, Result};
@@ -43,9 +44,9 @@ pub enum Write<T, Created = T> {
 /// A row of `users LEFT JOIN tickets`: the user, and the ticket's columns (null when there is no
 /// such ticket), prefixed `t_`.
 #[derive(sqlx::FromRow)]
-struct UserAndTicketRow {
+struct CallerAndTicketRow {
     #[sqlx(flatten)]
-    user: User,
+    caller: Caller,
     t_id: Option<TicketId>,
     t_subject: Option<String>,
     t_description: Option<String>,
@@ -58,8 +59,8 @@ struct UserAndTicketRow {
     t_updated_at: Option<DateTime<Utc>>,
 }
 
-impl UserAndTicketRow {
-    fn split(self) -> Result<(User, Option<Ticket>)> {
+impl CallerAndTicketRow {
+    fn split(self) -> Result<(Caller, Option<Ticket>)> {
         let ticket = match (self.t_id, self.t_subject, self.t_description, self.t_status, self.t_priority) {
             (Some(id), Some(subject), Some(description), Some(status), Some(priority)) => {
                 let missing = || Error::Internal(format!("ticket {id} has a null column"));
@@ -78,7 +79,7 @@ impl UserAndTicketRow {
             }
             _ => None,
         };
-        Ok((self.user, ticket))
+        Ok((self.caller, ticket))
     }
 }
 
@@ -179,6 +180,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>>;
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// The user an access token names, and whether its login session is still open: what
+    /// authenticates a request, in one query.
+    async fn caller(&self, id: UserId, session: Uuid) -> Result<Option<Caller>>;
     /// Up to `limit` users matching `filter` with ids above `after`, by id.
     async fn users(&self, filter: &UserFilter, after: Option<UserId>, limit: u32) -> Result<Vec<User>>;
     /// A taken username is a `Conflict`.
@@ -199,24 +203,29 @@ pub trait Store: Send + Sync + 'static {
     async fn start_session(&self, keys: &[ThrottleKey], token: &NewRefreshToken) -> Result<()>;
     /// Uses the refresh token whose hash is `presented`, in one transaction: if it may be used,
     /// marks it used, stores `next_hash` as the next token of its family (expiring at
-    /// `expires_at`) and returns the user to issue for; `None` if it may not be used (unknown,
-    /// expired, revoked, its user deactivated or logged out everywhere). A used token revokes its
-    /// family.
+    /// `expires_at`) and returns the user to issue for, with the session (family) it continues;
+    /// `None` if it may not be used (unknown, expired, revoked, its user deactivated or logged out
+    /// everywhere). A used token revokes its family.
     async fn rotate_refresh_token(
         &self,
         presented: &str,
         next_hash: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<Option<User>>;
+    ) -> Result<Option<(User, Uuid)>>;
     /// Revokes the family of the refresh token whose hash is `presented`; unknown ones are ignored.
     async fn revoke_refresh_family(&self, presented: &str) -> Result<()>;
 
     /// Creates the ticket and its `created` event; at most once per `key`.
     async fn create_ticket(&self, ticket: &NewTicket, key: Option<&IdempotencyKey>) -> Result<Write<Ticket>>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
-    /// A user and a ticket in one query (one round trip), for the hottest read path.
-    async fn user_and_ticket(&self, user: UserId, ticket: TicketId)
-    -> Result<(Option<User>, Option<Ticket>)>;
+    /// A caller (as [`Store::caller`]) and a ticket in one query (one round trip), for the
+    /// hottest read path.
+    async fn caller_and_ticket(
+        &self,
+        user: UserId,
+        session: Uuid,
+        ticket: TicketId,
+    ) -> Result<(Option<Caller>, Option<Ticket>)>;
     /// What the embed shows of the ticket whose embed token is `token`.
     async fn public_ticket(&self, token: Uuid) -> Result<Option<PublicTicket>>;
     /// One page of the tickets `query` selects, in its order.

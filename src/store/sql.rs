@@ -22,15 +22,15 @@ use uuid::Uuid;
 
 use super::reads::ReadConnections;
 use super::{
-    Change, ChangeOutcome, PoolStats, SortKey, Store, TicketCursor, TicketEdit, TicketQuery, TicketSort,
-    UserAndTicketRow, UserFilter, Write, conflict_if_unique, now,
+    CallerAndTicketRow, Change, ChangeOutcome, PoolStats, SortKey, Store, TicketCursor, TicketEdit,
+    TicketQuery, TicketSort, UserFilter, Write, conflict_if_unique, now,
 };
 use crate::domain::throttle::{self, Counter, Locked, OnSuccess};
 use crate::domain::{
-    AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, EventKind, IdempotencyKey,
-    InFlight, NewEvent, NewRefreshToken, NewTicket, NewUser, NewWebhook, NextStep, PublicTicket,
-    RefreshVerdict, Role, StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId, TicketScope,
-    TicketStatus, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId,
+    AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, EventKind,
+    IdempotencyKey, InFlight, NewEvent, NewRefreshToken, NewTicket, NewUser, NewWebhook, NextStep,
+    PublicTicket, RefreshVerdict, Role, StoredRefreshToken, ThrottleKey, Ticket, TicketEvent, TicketId,
+    TicketScope, TicketStatus, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange, WebhookId,
     WebhookSecret, access, idempotency, webhook,
 };
 use crate::error::{Error, Result};
@@ -51,6 +51,14 @@ macro_rules! ticket_columns {
         "id, subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at"
     };
 }
+/// Whether the login session `$2` names (a refresh token family) is open: some token of it is
+/// not revoked. Logging out and a reused refresh token revoke them all.
+macro_rules! session_open {
+    () => {
+        "EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family = $2 AND r.revoked_at IS NULL) AS session_open"
+    };
+}
+
 macro_rules! user_columns {
     () => {
         "id, username, role, active, token_version"
@@ -252,6 +260,23 @@ where
         Ok(credentials)
     }
 
+    async fn caller(&self, id: UserId, session: Uuid) -> Result<Option<Caller>> {
+        self.read(async move |connection| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                user_columns!(),
+                ", ",
+                session_open!(),
+                " FROM users WHERE id = $1"
+            ))
+            .bind(id)
+            .bind(session)
+            .fetch_optional(connection)
+            .await
+        })
+        .await
+    }
+
     async fn user(&self, id: UserId) -> Result<Option<User>> {
         let user = self
             .read(async move |connection| {
@@ -426,29 +451,32 @@ where
         Ok(ticket)
     }
 
-    async fn user_and_ticket(
+    async fn caller_and_ticket(
         &self,
         user: UserId,
+        session: Uuid,
         ticket: TicketId,
-    ) -> Result<(Option<User>, Option<Ticket>)> {
-        let row: Option<UserAndTicketRow> = self
+    ) -> Result<(Option<Caller>, Option<Ticket>)> {
+        let row: Option<CallerAndTicketRow> = self
             .read(async move |connection| {
-                sqlx::query_as(
-                    "SELECT u.id, u.username, u.role, u.active, u.token_version,
-                    t.id AS t_id, t.subject AS t_subject, t.description AS t_description,
+                sqlx::query_as(concat!(
+                    "SELECT u.id, u.username, u.role, u.active, u.token_version, ",
+                    session_open!(),
+                    ", t.id AS t_id, t.subject AS t_subject, t.description AS t_description,
                     t.status AS t_status, t.priority AS t_priority, t.created_by AS t_created_by,
                     t.assigned_to AS t_assigned_to, t.embed_token AS t_embed_token,
                     t.created_at AS t_created_at, t.updated_at AS t_updated_at
-             FROM users u LEFT JOIN tickets t ON t.id = $2 WHERE u.id = $1",
-                )
+             FROM users u LEFT JOIN tickets t ON t.id = $3 WHERE u.id = $1",
+                ))
                 .bind(user)
+                .bind(session)
                 .bind(ticket)
                 .fetch_optional(connection)
                 .await
             })
             .await?;
         match row {
-            Some(row) => row.split().map(|(user, ticket)| (Some(user), ticket)),
+            Some(row) => row.split().map(|(caller, ticket)| (Some(caller), ticket)),
             None => Ok((None, None)),
         }
     }
@@ -594,7 +622,7 @@ where
         presented: &str,
         next_hash: &str,
         expires_at: DateTime<Utc>,
-    ) -> Result<Option<User>> {
+    ) -> Result<Option<(User, Uuid)>> {
         let now = now();
         let mut tx = self.begin_write().await?;
         let stored: Option<StoredRefreshToken> = sqlx::query_as(Self::locking(
@@ -625,7 +653,7 @@ where
                 };
                 Self::insert_refresh_token(&mut tx, &next, now).await?;
                 tx.commit().await?;
-                Ok(Some(user))
+                Ok(Some((user, stored.family)))
             }
             (RefreshVerdict::RevokeFamily, _) => {
                 Self::revoke_family(&mut tx, stored.family, now).await?;

@@ -57,8 +57,28 @@ async fn a_reused_refresh_token_revokes_the_whole_session(app: TestApp) {
         refresh(&app, &session["refresh_token"]).await.assert_problem(StatusCode::UNAUTHORIZED).to_owned();
     assert!(detail.contains("log in again"), "{detail}");
     refresh(&app, &legitimate.json["refresh_token"]).await.assert_problem(StatusCode::UNAUTHORIZED);
+    // Its access tokens, the thief's and the legitimate client's, stop working with it.
+    for access in [&session["access_token"], &legitimate.json["access_token"]] {
+        assert_session_ended(&app, access.as_str().unwrap()).await;
+    }
     // Another login of the same user is another session, untouched.
     assert_eq!(refresh(&app, &other_session["refresh_token"]).await.status, StatusCode::OK);
+    assert_session_open(&app, other_session["access_token"].as_str().unwrap()).await;
+}
+
+/// The access token is refused on the routes that load the caller alone and on the hot ticket
+/// read, which loads it with the ticket.
+async fn assert_session_ended(app: &TestApp, access: &str) {
+    for path in ["/users/me", "/tickets/999"] {
+        let refused = app.get(path, Some(access)).await;
+        let detail = refused.assert_problem(StatusCode::UNAUTHORIZED);
+        assert!(detail.contains("session has ended"), "{path}: {detail}");
+    }
+}
+
+async fn assert_session_open(app: &TestApp, access: &str) {
+    assert_eq!(app.get("/users/me", Some(access)).await.status, StatusCode::OK);
+    app.get("/tickets/999", Some(access)).await.assert_problem(StatusCode::NOT_FOUND);
 }
 
 async fn two_clients_racing_with_one_refresh_token_cannot_both_win(app: TestApp) {
@@ -101,6 +121,11 @@ async fn logout_revokes_the_session_and_only_that_one(app: TestApp) {
         .await;
     assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
     refresh(&app, &renewed["refresh_token"]).await.assert_problem(StatusCode::UNAUTHORIZED);
+    // Every access token of that session is refused at once, not only once it expires.
+    for access in [&session["access_token"], &renewed["access_token"]] {
+        assert_session_ended(&app, access.as_str().unwrap()).await;
+    }
+    assert_session_open(&app, other["access_token"].as_str().unwrap()).await;
     assert_eq!(refresh(&app, &other["refresh_token"]).await.status, StatusCode::OK);
 
     // Unknown tokens are accepted silently (RFC 7009): nothing to learn from the answer.

@@ -66,23 +66,31 @@ fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
+/// A token's claims, read without checking anything.
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
 async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let alice_id = app.user_id("alice").await;
+    // The login session (refresh token family) alice's token was issued in.
+    let sid = claims_of(&alice)["sid"].as_str().expect("a session id").to_owned();
     let carol_id = app.user_id("carol").await;
-    let claims = |sub: i64, exp: u64| json!({"sub": sub.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": exp});
+    let claims = |sub: i64, exp: u64| json!({"sub": sub.to_string(), "role": "customer", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now(), "exp": exp});
     let secret = JWT_SECRET.as_bytes();
 
     // Sanity: a token we sign like the server does is accepted, so refusals below mean something.
     let genuine = sign(&claims(alice_id, now() + 600), secret, Algorithm::HS256);
     assert_eq!(app.get("/users/me", Some(&genuine)).await.status, StatusCode::OK);
     // A few seconds of clock skew between servers are allowed (CLOCK_SKEW_SECS), no more.
-    let skewed = json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now() + 5, "nbf": now() + 5, "exp": now() + 600});
+    let skewed = json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now() + 5, "nbf": now() + 5, "exp": now() + 600});
     let skewed = sign(&skewed, secret, Algorithm::HS256);
     assert_eq!(app.get("/users/me", Some(&skewed)).await.status, StatusCode::OK, "within the skew");
 
     let [header, _, signature]: [&str; 3] = alice.split('.').collect::<Vec<_>>().try_into().unwrap();
-    let as_carol = json!({"sub": carol_id.to_string(), "role": "admin", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
+    let as_carol = json!({"sub": carol_id.to_string(), "role": "admin", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now(), "exp": now() + 600});
     let attacks: Vec<(&str, String)> = vec![
         ("alg none", format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&as_carol))),
         ("tampered payload", format!("{header}.{}.{signature}", b64(&as_carol))),
@@ -118,7 +126,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "issued in the future",
             sign(
-                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now() + 60, "exp": now() + 600}),
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now() + 60, "exp": now() + 600}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -126,7 +134,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "not valid before a future time",
             sign(
-                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "nbf": now() + 60, "exp": now() + 600}),
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now(), "nbf": now() + 60, "exp": now() + 600}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -135,7 +143,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "no exp",
             sign(
-                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now()}),
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now()}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -143,7 +151,7 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "other issuer",
             sign(
-                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "evil", "iat": now(), "exp": now() + 600}),
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "sid": sid, "iss": "evil", "iat": now(), "exp": now() + 600}),
                 secret,
                 Algorithm::HS256,
             ),
@@ -151,7 +159,23 @@ async fn forged_expired_and_malformed_tokens_are_refused(app: TestApp) {
         (
             "non-numeric sub",
             sign(
-                &json!({"sub": "alice", "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600}),
+                &json!({"sub": "alice", "role": "customer", "ver": 0, "sid": sid, "iss": "ticketdesk", "iat": now(), "exp": now() + 600}),
+                secret,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "no session",
+            sign(
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "iss": "ticketdesk", "iat": now(), "exp": now() + 600}),
+                secret,
+                Algorithm::HS256,
+            ),
+        ),
+        (
+            "a session that does not exist",
+            sign(
+                &json!({"sub": alice_id.to_string(), "role": "customer", "ver": 0, "sid": uuid::Uuid::new_v4(), "iss": "ticketdesk", "iat": now(), "exp": now() + 600}),
                 secret,
                 Algorithm::HS256,
             ),
