@@ -6,14 +6,27 @@ use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 
 use super::extract::Json;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
+
+/// The query parameters of a plain listing: its page size and where to continue.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
+    #[param(min_length = 1)]
+    pub cursor: Option<String>,
+}
 
 /// A page request: the key to continue after (from the cursor), and how many rows.
 #[derive(Debug)]

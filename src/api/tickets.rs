@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::allow;
 use super::extract::{IdempotencyKeyHeader, Json, Path, Query};
-use super::paging::Page;
+use super::paging::{Page, PageQuery};
 use crate::auth::{CurrentUser, VerifiedToken};
 use crate::domain::{
     Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketChange,
@@ -503,15 +503,18 @@ fn added_comment(outcome: ChangeOutcome) -> Result<Comment> {
     outcome.comment.ok_or_else(|| Error::Internal("the comment was not stored".into()))
 }
 
-/// A ticket's conversation, oldest first; customers do not see internal notes.
+/// A ticket's conversation, oldest first, paged like every listing; customers do not see
+/// internal notes.
 #[utoipa::path(
     get,
     path = "/tickets/{id}/comments",
     tag = "conversation",
-    params(("id" = TicketId, Path, description = "Ticket id")),
+    params(("id" = TicketId, Path, description = "Ticket id"), PageQuery),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "Comments, oldest first", body = [Comment]),
+        (status = 200, description = "Comments, oldest first", body = [Comment],
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
+        (status = 400, response = super::docs::BadRequest),
         super::docs::LookupErrors,
     )
 )]
@@ -519,21 +522,29 @@ async fn list_comments(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<TicketId>,
-) -> Result<Json<Vec<Comment>>> {
+    uri: Uri,
+    Query(query): Query<PageQuery>,
+) -> Result<Response> {
+    let page = Page::<i64>::from_query(query.limit, query.cursor.as_deref())?;
     let ticket = visible_ticket(&state, &user, id).await?;
-    Ok(Json(state.store.comments(ticket.id, access::can_see_internal_notes(&user)).await?))
+    let internal = access::can_see_internal_notes(&user);
+    let comments = state.store.comments(ticket.id, internal, page.after, page.fetch()).await?;
+    Ok(page.respond(&uri, comments, |comment| comment.id))
 }
 
 /// A ticket's history, oldest first: created, assigned/unassigned, status and priority changes,
-/// comments, embed token rotations, each with who and when. Customers do not see internal notes.
+/// comments, embed token rotations, each with who and when, paged like every listing.
+/// Customers do not see internal notes.
 #[utoipa::path(
     get,
     path = "/tickets/{id}/events",
     tag = "tickets",
-    params(("id" = TicketId, Path, description = "Ticket id")),
+    params(("id" = TicketId, Path, description = "Ticket id"), PageQuery),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "Events, oldest first", body = [TicketEvent]),
+        (status = 200, description = "Events, oldest first", body = [TicketEvent],
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when another page follows"))),
+        (status = 400, response = super::docs::BadRequest),
         super::docs::LookupErrors,
     )
 )]
@@ -541,9 +552,14 @@ async fn list_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<TicketId>,
-) -> Result<Json<Vec<TicketEvent>>> {
+    uri: Uri,
+    Query(query): Query<PageQuery>,
+) -> Result<Response> {
+    let page = Page::<i64>::from_query(query.limit, query.cursor.as_deref())?;
     let ticket = visible_ticket(&state, &user, id).await?;
-    Ok(Json(state.store.events(ticket.id, access::can_see_internal_notes(&user)).await?))
+    let internal = access::can_see_internal_notes(&user);
+    let events = state.store.events(ticket.id, internal, page.after, page.fetch()).await?;
+    Ok(page.respond(&uri, events, |event| event.id))
 }
 
 /// Give a ticket a new embed token; the old one answers 404 at once (its customer, or an admin).

@@ -5,12 +5,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::allow;
 use super::extract::{Json, Path, Query};
-use super::paging::Page;
+use super::paging::{Page, PageQuery};
 use crate::auth::CurrentUser;
 use crate::domain::{
     DeliveryId, EventType, EventTypes, NewWebhook, User, Webhook, WebhookChange, WebhookId, WebhookSecret,
@@ -115,17 +115,6 @@ async fn create_webhook(
     let location = format!("/webhooks/{}", webhook.id);
     let body = WebhookWithSecret { webhook, secret: secret.expose().to_owned() };
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], body).into_response())
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct PageQuery {
-    /// Page size, 1 to 200 (default 50).
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
-    #[param(min_length = 1)]
-    cursor: Option<String>,
 }
 
 /// List webhooks by id (admins).

@@ -248,10 +248,24 @@ pub trait Store: Send + Sync + 'static {
         edit: &TicketEdit<'_>,
         key: &IdempotencyKey,
     ) -> Result<Write<ChangeOutcome, Comment>>;
-    /// The ticket's comments, oldest first; internal notes only if asked for.
-    async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>>;
-    /// The ticket's history, oldest first; events about internal notes only if asked for.
-    async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>>;
+    /// Up to `limit` of the ticket's comments with ids above `after`, oldest first; internal
+    /// notes only if asked for.
+    async fn comments(
+        &self,
+        ticket: TicketId,
+        include_internal: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Comment>>;
+    /// Up to `limit` of the ticket's history events with ids above `after`, oldest first;
+    /// events about internal notes only if asked for.
+    async fn events(
+        &self,
+        ticket: TicketId,
+        include_internal: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TicketEvent>>;
 
     /// Changes as they are committed (see [`Change`]).
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;

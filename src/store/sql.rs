@@ -405,16 +405,24 @@ where
         Ok(Write::Written(created))
     }
 
-    async fn comments(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<Comment>> {
+    async fn comments(
+        &self,
+        ticket: TicketId,
+        include_internal: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Comment>> {
         let comments = self
             .read(async move |connection| {
                 sqlx::query_as(concat!(
                     "SELECT ",
                     comment_columns!(),
-                    " FROM comments WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
+                    " FROM comments WHERE ticket_id = $1 AND ($2 OR NOT internal) AND id > $3 ORDER BY id LIMIT $4"
                 ))
                 .bind(ticket)
                 .bind(include_internal)
+                .bind(after.unwrap_or(0))
+                .bind(i64::from(limit))
                 .fetch_all(connection)
                 .await
             })
@@ -422,16 +430,24 @@ where
         Ok(comments)
     }
 
-    async fn events(&self, ticket: TicketId, include_internal: bool) -> Result<Vec<TicketEvent>> {
+    async fn events(
+        &self,
+        ticket: TicketId,
+        include_internal: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TicketEvent>> {
         let events = self
             .read(async move |connection| {
                 sqlx::query_as(concat!(
                     "SELECT ",
                     event_columns!(),
-                    " FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) ORDER BY id"
+                    " FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) AND id > $3 ORDER BY id LIMIT $4"
                 ))
                 .bind(ticket)
                 .bind(include_internal)
+                .bind(after.unwrap_or(0))
+                .bind(i64::from(limit))
                 .fetch_all(connection)
                 .await
             })

@@ -9,6 +9,7 @@ crate::on_both_backends!(
     nobody_comments_on_a_closed_ticket,
     strangers_cannot_read_or_write_a_conversation,
     an_internal_note_changes_nothing_customers_or_the_embed_can_see,
+    the_conversation_and_the_history_are_paged,
 );
 
 async fn comment(app: &TestApp, token: &str, id: i64, body: Value) -> crate::helpers::TestResponse {
@@ -149,4 +150,54 @@ async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: Te
     let customer_after = seen(Some(tokens.alice.clone())).await;
     assert!(customer_after.0 > customer_before.0 && customer_after.1 != customer_before.1);
     assert_ne!(seen(None).await, embed_before);
+}
+
+async fn the_conversation_and_the_history_are_paged(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "Long story").await;
+    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    for n in 1..=7 {
+        let reply = comment(&app, &tokens.bob, id, json!({"body": format!("reply {n}")})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        if n % 3 == 0 {
+            comment(&app, &tokens.bob, id, json!({"body": format!("note {n}"), "internal": true})).await;
+        }
+    }
+    // Pages of three, oldest first, each announcing the next; customers never see a note.
+    let pages = app.pages(&format!("/tickets/{id}/comments?limit=3"), &tokens.alice).await;
+    let sizes: Vec<usize> = pages.iter().map(|page| page.as_array().unwrap().len()).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    let seen: Vec<&str> = pages.iter().flat_map(bodies).collect();
+    let replies: Vec<String> = (1..=7).map(|n| format!("reply {n}")).collect();
+    assert_eq!(seen, replies);
+    let staff = app.pages(&format!("/tickets/{id}/comments?limit=4"), &tokens.bob).await;
+    let seen: Vec<&str> = staff.iter().flat_map(bodies).collect();
+    assert_eq!(seen.len(), 9, "{seen:?}");
+    assert_eq!(seen[3], "note 3");
+
+    // The first page keeps its shape: a plain array, 50 by default.
+    let first = app.get(&format!("/tickets/{id}/events"), Some(&tokens.carol)).await;
+    assert!(first.json.is_array() && first.header("link").is_none(), "{}", first.text);
+    let events = first.json.as_array().unwrap().len();
+    let paged = app.pages(&format!("/tickets/{id}/events?limit=2"), &tokens.carol).await;
+    let ids: Vec<i64> = paged
+        .iter()
+        .flat_map(|page| page.as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(ids.len(), events);
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "oldest first, once each: {ids:?}");
+    let customer: usize = app
+        .pages(&format!("/tickets/{id}/events?limit=2"), &tokens.alice)
+        .await
+        .iter()
+        .map(|page| page.as_array().unwrap().len())
+        .sum();
+    assert_eq!(customer, events - 2, "the two notes' events are staff only");
+
+    for bad in ["limit=0", "limit=201", "cursor=nonsense"] {
+        for listing in ["comments", "events"] {
+            let refused = app.get(&format!("/tickets/{id}/{listing}?{bad}"), Some(&tokens.alice)).await;
+            refused.assert_problem(StatusCode::BAD_REQUEST);
+        }
+    }
 }

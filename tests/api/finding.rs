@@ -33,17 +33,8 @@ async fn create(app: &TestApp, token: &str, subject: &str, description: &str, pr
 
 /// Follows `Link: rel="next"` from `url` to the end; returns every id and the number of pages.
 async fn all_pages(app: &TestApp, token: &str, url: &str) -> (Vec<i64>, usize) {
-    let (mut all, mut pages, mut next) = (Vec::new(), 0, Some(url.to_owned()));
-    while let Some(url) = next.take() {
-        let page = app.get(&url, Some(token)).await;
-        assert_eq!(page.status, StatusCode::OK, "{url}: {}", page.text);
-        all.extend(ids(&page.json));
-        pages += 1;
-        next = page
-            .header("link")
-            .map(|link| link.trim_start_matches('<').split('>').next().unwrap().to_owned());
-    }
-    (all, pages)
+    let pages = app.pages(url, token).await;
+    (pages.iter().flat_map(ids).collect(), pages.len())
 }
 
 async fn filters_combine(app: TestApp) {

@@ -347,6 +347,20 @@ impl TestApp {
         self.call(Method::GET, path, token, None).await
     }
 
+    /// Each page of a listing, following `Link: rel="next"` from `url` to the end.
+    pub async fn pages(&self, url: &str, token: &str) -> Vec<Value> {
+        let (mut pages, mut next) = (Vec::new(), Some(url.to_owned()));
+        while let Some(url) = next.take() {
+            let page = self.get(&url, Some(token)).await;
+            assert_eq!(page.status, StatusCode::OK, "{url}: {}", page.text);
+            next = page
+                .header("link")
+                .map(|link| link.trim_start_matches('<').split('>').next().unwrap().to_owned());
+            pages.push(page.json);
+        }
+        pages
+    }
+
     pub async fn post_form(&self, path: &str, form: &str) -> TestResponse {
         let request = Request::post(path)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
