@@ -92,18 +92,29 @@ impl Dialect for Postgres {
         &MIGRATOR
     }
 
-    /// Tests the stored document of migration 0007. A walk tests it row by row (`coalesce`
-    /// keeps the planner from trading the bounded walk for the GIN index); the index way reads the
-    /// match set first, as an InitPlan, then fetches those rows by primary key (left to itself,
-    /// the planner may misjudge a rare word and walk the whole table for it).
+    /// Tests the ticket's own document and its chunks (migrations 0007 and 0011). A walk tests
+    /// them row by row (`coalesce` keeps the planner from trading the bounded walk for the GIN
+    /// indexes); the index way reads the match set first, as an InitPlan, then fetches those rows
+    /// by primary key (left to itself, the planner may misjudge a rare word and walk the whole
+    /// table for it).
     fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, how: TextMatch) {
-        let condition = match how {
-            TextMatch::Walk { .. } => " AND coalesce(search @@ websearch_to_tsquery('english', ",
-            TextMatch::Index => {
-                " AND id = ANY(ARRAY(SELECT id FROM tickets WHERE search @@ websearch_to_tsquery('english', "
+        let query = "websearch_to_tsquery('english', ";
+        match how {
+            TextMatch::Walk { .. } => {
+                sql.push(format_args!(" AND coalesce(search @@ {query}")).push_bind(text.to_owned());
+                sql.push(") OR EXISTS (SELECT 1 FROM ticket_search_chunks c WHERE c.ticket_id = tickets.id");
+                sql.push(format_args!(" AND c.document @@ {query}"))
+                    .push_bind(text.to_owned())
+                    .push(")), false)");
             }
-        };
-        sql.push(condition).push_bind(text.to_owned());
-        sql.push(if matches!(how, TextMatch::Index) { ")))" } else { "), false)" });
+            TextMatch::Index => {
+                sql.push(format_args!(" AND id = ANY(ARRAY(SELECT id FROM tickets WHERE search @@ {query}"));
+                sql.push_bind(text.to_owned());
+                sql.push(format_args!(
+                    ") UNION SELECT ticket_id FROM ticket_search_chunks WHERE document @@ {query}"
+                ));
+                sql.push_bind(text.to_owned()).push(")))");
+            }
+        }
     }
 }

@@ -149,14 +149,26 @@ impl Dialect for Sqlite {
         &MIGRATOR
     }
 
-    /// FTS5 with the porter stemmer (like Postgres' English configuration), one row per ticket
-    /// (migration 0007). The match list is read first and the tickets fetched by id; a walk
-    /// reads only the matches among the ids it walks (FTS5 seeks to a rowid range).
+    /// FTS5 with the porter stemmer (like Postgres' English configuration): the ticket's own row
+    /// (migration 0007) or one of its chunks (migration 0011) must match. The match lists are
+    /// read first and the tickets fetched by id; a walk reads only the matches among the ids it
+    /// walks (FTS5 seeks to a rowid range, which for the ticket's own row is its id).
     fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str, how: TextMatch) {
+        let terms = fts5_terms(text);
         sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
-            .push_bind(fts5_terms(text));
-        if let TextMatch::Walk { ids: (lowest, highest) } = how {
+            .push_bind(terms.clone());
+        let walked = match how {
+            TextMatch::Walk { ids } => Some(ids),
+            TextMatch::Index => None,
+        };
+        if let Some((lowest, highest)) = walked {
             sql.push(" AND rowid BETWEEN ").push_bind(lowest).push(" AND ").push_bind(highest);
+        }
+        sql.push(" UNION SELECT c.ticket_id FROM ticket_search_chunks c WHERE c.id IN");
+        sql.push(" (SELECT rowid FROM ticket_search_chunks_fts WHERE ticket_search_chunks_fts MATCH ");
+        sql.push_bind(terms).push(")");
+        if let Some((lowest, highest)) = walked {
+            sql.push(" AND c.ticket_id BETWEEN ").push_bind(lowest).push(" AND ").push_bind(highest);
         }
         sql.push(")");
     }

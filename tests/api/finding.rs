@@ -11,6 +11,7 @@ crate::on_both_backends!(
     full_text_search_covers_subject_description_and_public_comments,
     search_takes_any_text_without_error,
     search_past_the_walk_finds_and_pages_what_a_full_scan_would,
+    a_long_history_keeps_every_document_bounded_and_stays_searchable,
     bad_listing_parameters_are_400_and_created_by_is_for_admins,
 );
 
@@ -314,4 +315,78 @@ async fn search_past_the_walk_finds_and_pages_what_a_full_scan_would(app: TestAp
     let mut want = expected(None, false).await;
     want.reverse();
     assert_eq!(oldest_first, want, "ascending too");
+}
+
+/// `count` made-up words, different for each `seed`: text a search index cannot compress.
+fn distinct_words(seed: u64, count: usize) -> String {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut words = Vec::with_capacity(count);
+    for _ in 0..count {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let word: String = (0..9).map(|i| (b'a' + ((state >> (8 + 5 * i)) % 26) as u8) as char).collect();
+        words.push(word);
+    }
+    words.join(" ")
+}
+
+async fn a_long_history_keeps_every_document_bounded_and_stays_searchable(app: TestApp) {
+    let DemoTokens { alice, bob, carol } = app.demo_tokens().await;
+    let id = create(&app, &alice, "Plotter saga", "It jams", "normal").await;
+    app.assign(&carol, id, app.user_id("bob").await).await;
+    let comment = |token: &str, body: String, internal: bool| {
+        let path = format!("/tickets/{id}/comments");
+        let body = json!({"body": body, "internal": internal});
+        let token = token.to_owned();
+        let app = &app;
+        async move { app.call(Method::POST, &path, Some(&token), Some(body)).await }
+    };
+    let first = comment(&bob, "Try the aardvarkish reset first".into(), false).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    // 130 comments of 1,000 different words each: more than one tsvector may hold (1 MB of
+    // lexemes), so a single document per ticket failed here with a 500.
+    for n in 0..130 {
+        let reply = comment(&bob, distinct_words(n, 1_000), false).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "comment {n}: {}", reply.text);
+    }
+    let last = comment(&alice, "Still jammed: zebrafied paper everywhere".into(), false).await;
+    assert_eq!(last.status, StatusCode::CREATED, "{}", last.text);
+    comment(&bob, "Internal: wombatry suspected".into(), true).await;
+
+    for (words, why) in [
+        ("aardvarkish", "the first comment"),
+        ("zebrafied", "the last comment"),
+        ("plotter%20zebrafied", "the subject with the last comment"),
+        ("jammed%20zebrafied", "two words of the last comment"),
+    ] {
+        assert_eq!(list(&app, &carol, &format!("/tickets/?q={words}")).await, [id], "{why}");
+    }
+    assert_eq!(
+        list(&app, &carol, "/tickets/?q=wombatry").await,
+        Vec::<i64>::new(),
+        "internal notes stay out"
+    );
+
+    // The ticket's own document stopped growing after its first 8,192 characters of comments;
+    // the rest lies in chunks of about that size, each rewritten only while it is the newest.
+    let chunks = app
+        .texts(&format!("SELECT CAST(count(*) AS TEXT) FROM ticket_search_chunks WHERE ticket_id = {id}"))
+        .await;
+    let chunks: usize = chunks[0].parse().unwrap();
+    // Each 10,000-character comment starts in a window of its own.
+    assert_eq!(chunks, 130, "chunks for the long comments past the first window and the last");
+    let own_document = if app.config.database_url.expose().starts_with("sqlite") {
+        format!("SELECT CAST(length(comments) AS TEXT) FROM tickets_fts WHERE rowid = {id}")
+    } else {
+        // Its lexemes: the subject's, the description's and those of the first comments.
+        format!("SELECT CAST(length(search) AS TEXT) FROM tickets WHERE id = {id}")
+    };
+    let own: usize = app.texts(&own_document).await[0].parse().unwrap();
+    assert!(own < 8_192 + 10_000, "the ticket's own document holds {own}");
+    let largest = if app.config.database_url.expose().starts_with("sqlite") {
+        "SELECT CAST(max(length(body)) AS TEXT) FROM ticket_search_chunks"
+    } else {
+        "SELECT CAST(max(length(document)) AS TEXT) FROM ticket_search_chunks"
+    };
+    let largest: usize = app.texts(largest).await[0].parse().unwrap();
+    assert!(largest < 8_192 + 10_000 + 200, "a chunk holds {largest}");
 }

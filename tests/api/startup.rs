@@ -10,6 +10,7 @@ crate::on_both_backends!(
     demo_users_exist_only_when_asked_for_and_once,
     a_database_with_names_differing_only_in_case_is_not_migrated,
     idempotency_keys_stored_before_the_upgrade_still_replay,
+    long_conversations_are_split_into_search_chunks_on_upgrade,
 );
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
@@ -135,6 +136,57 @@ async fn idempotency_keys_stored_before_the_upgrade_still_replay(database: Empty
         Write::Written(ticket) => panic!("the retry created ticket {}", ticket.id),
     }
     assert_eq!(store.ticket_counts().await.unwrap().iter().map(|(_, n)| n).sum::<i64>(), 1);
+}
+
+/// A ticket whose public comments run past the first 8,192 characters, indexed as one document
+/// before migration 0011: after the upgrade its comments are in bounded chunks and each word is
+/// still found; the internal note still is not.
+async fn long_conversations_are_split_into_search_chunks_on_upgrade(database: EmptyDatabase) {
+    let filler = "filler ".repeat(714);
+    let marks = ["firstmark", "secondmark", "thirdmark", "fourthmark", "lastmark"];
+    let comments: Vec<String> = marks
+        .iter()
+        .map(|mark| {
+            format!(
+                "INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+                 VALUES (1, 1, '{mark} {filler}', FALSE, '2026-07-23T12:00:00Z');"
+            )
+        })
+        .collect();
+    let embed_token = if database.url.starts_with("sqlite") {
+        "X'9f40cb916a0e4b7e9d3c2f1e5a7b8c90'"
+    } else {
+        "'9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90'"
+    };
+    let stored = format!(
+        "INSERT INTO users (username, password_hash, role, created_at)
+         VALUES ('dana', 'x', 'customer', '2026-01-01T00:00:00Z');
+         INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
+         VALUES ('Scanner saga', 'It jams.', 'open', 'normal', 1, {embed_token},
+                 '2026-07-23T12:00:00Z', '2026-07-23T12:00:00Z');
+         {}
+         INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+         VALUES (1, 1, 'hiddenmark', TRUE, '2026-07-23T12:00:00Z');",
+        comments.concat()
+    );
+    as_an_earlier_release_left_it(&database, 10, &stored).await;
+
+    let app = crate::helpers::TestApp::at(&database.url, &[]).await;
+    let carol = app.login("carol", "carol123").await;
+    let found = |word: &'static str| {
+        let (app, carol) = (&app, &carol);
+        async move { app.get(&format!("/tickets/?q={word}"), Some(carol)).await.json }
+    };
+    for word in ["firstmark", "secondmark", "thirdmark", "fourthmark", "lastmark", "scanner%20lastmark"] {
+        assert_eq!(found(word).await[0]["id"], 1, "{word}");
+    }
+    assert_eq!(found("hiddenmark").await, serde_json::json!([]));
+    // Comments 3 and 4 start in the second 8,192 characters, comment 5 in the third.
+    let chunks = app.texts("SELECT CAST(chunk AS TEXT) FROM ticket_search_chunks ORDER BY chunk").await;
+    assert_eq!(chunks, ["1", "2"]);
+    // Each comment's characters and the space that joins it to the next.
+    let expected: usize = marks.iter().map(|mark| mark.len() + 1 + filler.len() + 1).sum();
+    assert_eq!(app.texts("SELECT CAST(search_length AS TEXT) FROM tickets").await, [expected.to_string()]);
 }
 
 /// Applies the first `migrations` of this backend's folder to the empty database, then runs `sql`.
