@@ -1,5 +1,6 @@
 //! The reference floor for bench/run.py: the least axum + sqlx + jsonwebtoken code that does the
-//! work of `GET /tickets/{id}` (verify the JWT, one SELECT of the user joined to the ticket, the
+//! work of `GET /tickets/{id}` (verify the JWT, one SELECT of the user, whether the token's session
+//! is still open and the ticket, the
 //! access rule, JSON out) and of `GET /tickets/embed/{token}` (one SELECT, JSON out), and nothing
 //! else: no middleware, no metrics, no limits, no problem+json. The server's throughput divided
 //! by this one's, measured in the same run, is what the server's own work costs.
@@ -24,6 +25,7 @@ use sqlx::{Database, Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
 const USER_AND_TICKET: &str = "SELECT u.role, u.active, u.token_version,
+        EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family = $3 AND r.revoked_at IS NULL) AS session_open,
         t.id, t.subject, t.description, t.status, t.priority, t.created_by, t.assigned_to,
         t.embed_token, t.created_at, t.updated_at
     FROM users u JOIN tickets t ON t.id = $2 WHERE u.id = $1";
@@ -35,6 +37,7 @@ struct Row {
     role: String,
     active: bool,
     token_version: i32,
+    session_open: bool,
     #[sqlx(flatten)]
     ticket: Ticket,
 }
@@ -74,6 +77,7 @@ struct EmbedView {
 struct Claims {
     sub: String,
     ver: i32,
+    sid: Uuid,
 }
 
 struct App<DB: Database> {
@@ -127,6 +131,7 @@ where
     DB::Arguments: sqlx::IntoArguments<DB>,
     for<'r> Row: sqlx::FromRow<'r, DB::Row>,
     i64: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB>,
+    Uuid: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB>,
 {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -139,12 +144,19 @@ where
     let Ok(user_id) = claims.claims.sub.parse::<i64>() else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let row: Option<Row> =
-        match sqlx::query_as(USER_AND_TICKET).bind(user_id).bind(id).fetch_optional(&app.pool).await {
-            Ok(row) => row,
-            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        };
-    let Some(row) = row.filter(|row| row.active && row.token_version == claims.claims.ver) else {
+    let row: Option<Row> = match sqlx::query_as(USER_AND_TICKET)
+        .bind(user_id)
+        .bind(id)
+        .bind(claims.claims.sid)
+        .fetch_optional(&app.pool)
+        .await
+    {
+        Ok(row) => row,
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let Some(row) =
+        row.filter(|row| row.active && row.token_version == claims.claims.ver && row.session_open)
+    else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let visible = |t: &Ticket| match row.role.as_str() {

@@ -189,7 +189,7 @@ class Backend:
 class Server:
     """The server (`floor=False`), or the reference floor (bench/floor.rs) on the same database."""
 
-    def __init__(self, backend, floor=False):
+    def __init__(self, backend, floor=False, **settings):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "DATABASE_URL": backend.url, "BIND_ADDR": f"127.0.0.1:{self.port}",
@@ -197,7 +197,7 @@ class Server:
                # The --webhooks receiver listens on loopback.
                "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
                # wrk is one client address however many connections it opens.
-               "MAX_CONNECTIONS_PER_CLIENT": "1000000"}
+               "MAX_CONNECTIONS_PER_CLIENT": "1000000", **settings}
         started = time.monotonic()
         self.log = backend.workdir / f"{backend.kind}-{'floor' if floor else 'server'}.log"
         command = [str(FLOOR)] if floor else [str(BINARY), "serve"]
@@ -479,11 +479,17 @@ def query_plans(backend):
     # sqlite.rs): the walk over the newest 2,000 tickets, then the index below them.
     edge = n - 1999
     if backend.kind == "postgres":
-        walk_match = "coalesce(search @@ websearch_to_tsquery('english', '{q}'), false)"
-        index_match = "id = ANY(ARRAY(SELECT id FROM tickets WHERE search @@ websearch_to_tsquery('english', '{q}')))"
+        query = "websearch_to_tsquery('english', '{q}')"
+        walk_match = (f"coalesce(search @@ {query} OR EXISTS (SELECT 1 FROM ticket_search_chunks c"
+                      f" WHERE c.ticket_id = tickets.id AND c.document @@ {query}), false)")
+        index_match = (f"id = ANY(ARRAY(SELECT id FROM tickets WHERE search @@ {query}"
+                       f" UNION SELECT ticket_id FROM ticket_search_chunks WHERE document @@ {query}))")
     else:
-        walk_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' AND rowid BETWEEN " + f"{edge} AND {n})"
-        index_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"')"
+        chunks = ("SELECT c.ticket_id FROM ticket_search_chunks c WHERE c.id IN (SELECT rowid FROM"
+                  " ticket_search_chunks_fts WHERE ticket_search_chunks_fts MATCH '\"{q}\"')")
+        walk_match = ("id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' AND rowid BETWEEN "
+                      f"{edge} AND {n} UNION {chunks} AND c.ticket_id BETWEEN {edge} AND {n})")
+        index_match = "id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH '\"{q}\"' UNION " + chunks + ")"
     rare = n // 2 + 3
     embed = backend.query("SELECT embed_token FROM tickets WHERE id = 7" if backend.kind == "postgres" else "SELECT hex(embed_token) FROM tickets WHERE id = 7")[0]
     embed_literal = f"'{embed}'" if backend.kind == "postgres" else f"x'{embed}'"
