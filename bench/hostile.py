@@ -141,27 +141,23 @@ def siege(server):
             data += chunk
         return data.split(b"\r\n", 1)[0].decode(errors="replace")
 
+    sockets = []
+
+    def hold_until_refused(request):
+        """Opens connections from 127.0.0.2 sending `request` until one is not answered 200:
+        how many were, and what the refusal said."""
+        for held in range(2000):
+            s = connect("127.0.0.2")
+            s.sendall(request)
+            line = first_line(s)
+            sockets.append(s)
+            if " 200 " not in line:
+                return held, line
+        return 2000, "none within 2,000"
+
     before = victim()
-    held_streams, held_connections, sockets = 0, 0, []
-    stream_refusal = connection_refusal = "none within 2,000"
-    for _ in range(2000):
-        s = connect("127.0.0.2")
-        s.sendall(f"GET /tickets/embed/{embed}/stream HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-        line = first_line(s)
-        sockets.append(s)
-        if " 200 " not in line:
-            stream_refusal = line
-            break
-        held_streams += 1
-    for _ in range(2000):
-        s = connect("127.0.0.2")
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        line = first_line(s)
-        sockets.append(s)
-        if " 200 " not in line:
-            connection_refusal = line
-            break
-        held_connections += 1
+    held_streams, stream_refusal = hold_until_refused(f"GET /tickets/embed/{embed}/stream HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    held_connections, connection_refusal = hold_until_refused(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     for n in range(20):
         for _ in range(64):
             sockets.append(connect(f"127.0.1.{n + 1}"))
