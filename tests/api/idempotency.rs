@@ -68,6 +68,7 @@ async fn keys_belong_to_one_user(app: TestApp) {
     let dave = app.login("dave", "dave-passphrase").await;
     let body = json!({"subject": "Same words", "description": ""});
     let alices = submit(&app, &alice, "shared-key", &body).await;
+    assert_eq!(alices.status, StatusCode::CREATED, "{}", alices.text);
     let daves = submit(&app, &dave, "shared-key", &body).await;
     assert_eq!(daves.status, StatusCode::CREATED);
     assert_eq!(daves.header("idempotent-replayed"), None, "dave never sees alice's response");

@@ -72,13 +72,25 @@ async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret
     let change = json!({"current_password": "alice123", "new_password": "secret passphrase 42"});
     let changed = app.call(Method::PUT, "/users/me/password", Some(&alice), Some(change)).await;
     assert_eq!(changed.status, StatusCode::NO_CONTENT);
-    let fresh = app.login("alice", "secret passphrase 42").await;
+    let session = app.post_form("/auth/token", "username=alice&password=secret+passphrase+42").await.json;
+    let fresh = session["access_token"].as_str().unwrap().to_owned();
     let request = Request::get(format!("/tickets/{id}"))
         .header("authorization", format!("Bearer {fresh}"))
         .header("x-request-id", "trace-me-123")
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(request).await.status, StatusCode::OK);
+    // Refresh tokens travel in bodies: used, rotated and revoked, none may reach the logs.
+    let refresh = json!({"refresh_token": session["refresh_token"]});
+    let renewed = app.call(Method::POST, "/auth/refresh", None, Some(refresh)).await;
+    assert_eq!(renewed.status, StatusCode::OK, "{}", renewed.text);
+    let logout = json!({"refresh_token": renewed.json["refresh_token"]});
+    assert_eq!(
+        app.call(Method::POST, "/auth/logout", None, Some(logout)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let refresh_tokens =
+        [session["refresh_token"].as_str().unwrap(), renewed.json["refresh_token"].as_str().unwrap()];
     let carol = app.login("carol", "carol123").await;
     let hook = json!({"url": "https://203.0.114.7/hook", "events": ["ticket.created"]});
     let webhook = app.call(Method::POST, "/webhooks", Some(&carol), Some(hook)).await.json;
@@ -115,6 +127,8 @@ async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret
         salt.as_str(),
         webhook_secrets[0],
         webhook_secrets[1],
+        refresh_tokens[0],
+        refresh_tokens[1],
     ] {
         assert!(!logged.contains(secret), "{secret:?} was logged:\n{logged}");
     }

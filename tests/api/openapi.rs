@@ -134,7 +134,12 @@ async fn the_document_describes_what_the_server_accepts(app: TestApp) {
             for parameter in operation["parameters"].as_array().into_iter().flatten() {
                 let optional = parameter["required"] != true;
                 let named = format!("{method} {path} {}", parameter["name"]);
-                assert!(!(optional && parameter.get("example").is_some()), "{named} would be pre-filled");
+                // Swagger UI pre-fills from any of these.
+                for prefill in
+                    [&parameter["example"], &parameter["examples"], &parameter["schema"]["default"]]
+                {
+                    assert!(!(optional && !prefill.is_null()), "{named} would be pre-filled with {prefill}");
+                }
                 if parameter["name"] == "cursor" {
                     assert_eq!(parameter["schema"]["minLength"], 1, "{named}: an empty cursor is refused");
                 }

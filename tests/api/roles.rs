@@ -72,10 +72,23 @@ async fn every_role_against_every_route(app: TestApp) {
     }
     assert!(mismatches.is_empty(), "role matrix mismatches:\n{}", mismatches.join("\n"));
 
-    // The denied writes changed nothing: still bob's, and erin was never assigned.
-    let after = app.get(&ticket_path, Some(&tokens.carol)).await;
-    assert_eq!(after.json["assigned_to"], bob_id);
-    assert_ne!(after.json["assigned_to"], erin_id);
+    // Denied writes that would each change something change nothing: not the ticket, not its
+    // history.
+    let before = app.get(&ticket_path, Some(&tokens.carol)).await.json;
+    let history = app.get(&events_path, Some(&tokens.carol)).await.json;
+    let reassign = json!({"agent_id": erin_id});
+    let close = json!({"status": "closed", "priority": "urgent"});
+    for (caller, token) in callers.iter().filter(|(caller, _)| *caller != "carol") {
+        let refused = app.call(Method::PATCH, &assign_path, *token, Some(reassign.clone())).await;
+        assert!(refused.status.is_client_error(), "{caller} reassigned: {}", refused.text);
+        if *caller != "bob" {
+            let refused = app.call(Method::PATCH, &ticket_path, *token, Some(close.clone())).await;
+            assert!(refused.status.is_client_error(), "{caller} closed: {}", refused.text);
+        }
+    }
+    assert_eq!(app.get(&ticket_path, Some(&tokens.carol)).await.json, before);
+    assert_eq!(before["assigned_to"], bob_id);
+    assert_eq!(app.get(&events_path, Some(&tokens.carol)).await.json, history);
 }
 
 async fn customer_cannot_see_another_customers_ticket(app: TestApp) {

@@ -32,12 +32,22 @@ await page.click('.auth-btn-wrapper button.btn-done');
 
 // What "Try it out" puts in each optional parameter's input before anyone types: must be nothing.
 const prefilled = [];
+const documented = await (await page.request.get(`${base}/openapi.json`)).json();
+const operations = Object.values(documented.paths).flatMap((path) => Object.values(path));
 
 async function tryOut(opblockId) {
   const block = page.locator(`#${opblockId}`);
   await block.locator('.opblock-summary').first().click();
   await block.locator('button.try-out__btn').click();
-  for (const input of await block.locator('.parameters input[type=text], .parameters select').all()) {
+  // Every documented parameter gets an input; wait for the last before reading them, so that no
+  // input goes unread (`all()` does not wait).
+  const operationId = opblockId.split('-').slice(2).join('-');
+  const expected = (operations.find((o) => o.operationId === operationId)?.parameters ?? []).length;
+  const inputs = block.locator('.parameters input[type=text], .parameters select');
+  if (expected > 0) await inputs.nth(expected - 1).waitFor({ timeout: 10000 });
+  const shown = await inputs.all();
+  if (shown.length !== expected) failures.push(`${opblockId}: ${shown.length} inputs for ${expected} parameters`);
+  for (const input of shown) {
     const value = await input.inputValue();
     if (value !== '') prefilled.push(`${opblockId}: ${await input.getAttribute('placeholder') ?? 'a select'} = ${value}`);
   }

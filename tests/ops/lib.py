@@ -149,6 +149,8 @@ def request(method, port, path, body=None, headers=None, form=False, source=None
             connection.connect()
         except ConnectionRefusedError:
             return Outcome.REFUSED, None, {}, None
+        except socket.timeout:
+            return Outcome.TIMEOUT, None, {}, None
         try:
             connection.request(method, path, body=data, headers=headers)
             response = connection.getresponse()
