@@ -138,7 +138,7 @@ async fn the_document_describes_what_the_server_accepts(app: TestApp) {
                 for prefill in
                     [&parameter["example"], &parameter["examples"], &parameter["schema"]["default"]]
                 {
-                    assert!(!(optional && !prefill.is_null()), "{named} would be pre-filled with {prefill}");
+                    assert!(!optional || prefill.is_null(), "{named} would be pre-filled with {prefill}");
                 }
                 if parameter["name"] == "cursor" {
                     assert_eq!(parameter["schema"]["minLength"], 1, "{named}: an empty cursor is refused");
