@@ -5,7 +5,8 @@ use clap::Parser;
 use ticketdesk::cli::{Cli, Command};
 use ticketdesk::config::{self, Config, JwtSecret};
 use ticketdesk::state::AppState;
-use ticketdesk::{api, demo, server, store, telemetry};
+use ticketdesk::{api, demo, server, store, telemetry, webhooks};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     return_large_allocations_to_the_os();
@@ -93,7 +94,10 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
     }
     tracing::info!(database = %config.database_url.redacted(), "opening the database");
     let store = store::connect(&config.database_url, &config.database_pool).await?;
-    let state = AppState::new(&config, store);
+    // The one stop signal: the listeners stop accepting, live streams end, the delivery worker
+    // claims no more.
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(&config, store.clone(), shutdown.clone());
     if demo_users {
         let created = demo::ensure_demo_users(state.store.as_ref(), &state.passwords).await?;
         tracing::info!(?created, "demo users alice/alice123, bob/bob123 and carol/carol123 are ready");
@@ -105,34 +109,37 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
         config.bind_addr,
         config.bind_addr
     );
-    let store = state.store.clone();
     let options = server::ServeOptions::new(&config);
-    // One signal stops both listeners.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }
-    };
     let metrics = match config.metrics_addr {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address).await?;
             tracing::info!("metrics at http://{address}/metrics");
             let app = api::metrics_router(state.clone());
-            Some(tokio::spawn(server::serve(listener, app, stopped(), options.clone())))
+            Some(tokio::spawn(server::serve(
+                listener,
+                app,
+                shutdown.clone().cancelled_owned(),
+                options.clone(),
+            )))
         }
         None => None,
     };
-    let api = server::serve(listener, api::router(state.clone()), stopped(), options);
+    // `WEBHOOK_MAX_CONCURRENT=0`: this server delivers none (others on the database do).
+    let delivery = (config.webhooks.max_concurrent > 0).then(|| {
+        webhooks::start(store.clone(), &config.webhooks, state.metrics.webhook_attempts(), shutdown.clone())
+    });
+    let api = server::serve(listener, api::router(state), shutdown.clone().cancelled_owned(), options);
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = stop.send(true);
-        state.end_streams();
+        shutdown.cancel();
     });
     api.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
+    }
+    // The worker records its last attempts before the store closes.
+    if let Some(delivery) = delivery {
+        let _ = delivery.await;
     }
     store.close().await;
     tracing::info!("stopped");

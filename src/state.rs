@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{JwtKeys, Passwords};
 use crate::config::Config;
@@ -53,19 +54,15 @@ pub struct Shared {
     pub embed_stream_max_lifetime: std::time::Duration,
     /// Whether webhooks may point at non-public addresses.
     pub webhooks_may_reach_private_networks: bool,
-    /// Delivers webhooks from this server while the state lives (`None` with
-    /// `WEBHOOK_MAX_CONCURRENT=0`: other servers deliver).
-    _delivery: Option<crate::webhooks::Delivery>,
-    /// Set when the server stops: live embed streams end, so they do not hold the stop up.
-    streams_stop: tokio::sync::watch::Sender<bool>,
+    /// Cancelled when the server stops: live embed streams end at once, so they do not hold the
+    /// stop up (their clients reconnect elsewhere).
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Self {
+    pub fn new(config: &Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
         let passwords = Passwords::for_this_machine(config.password_hash_queue);
         let metrics = Arc::new(Metrics::new(passwords.metrics(), config.embed_streams_max));
-        let delivery = (config.webhooks.max_concurrent > 0)
-            .then(|| crate::webhooks::start(store.clone(), &config.webhooks, metrics.webhook_attempts()));
         Self(Arc::new(Shared {
             store,
             jwt: Arc::new(JwtKeys::new(config.jwt_secret.bytes(), config.access_token_ttl)),
@@ -83,18 +80,8 @@ impl AppState {
             ),
             embed_stream_max_lifetime: config.embed_stream_max_lifetime,
             webhooks_may_reach_private_networks: config.webhooks.allow_private_networks,
-            _delivery: delivery,
-            streams_stop: tokio::sync::watch::Sender::new(false),
+            shutdown,
         }))
-    }
-
-    /// Ends every live embed stream (the server is stopping; clients reconnect elsewhere).
-    pub fn end_streams(&self) {
-        self.streams_stop.send_replace(true);
-    }
-
-    pub fn streams_stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.streams_stop.subscribe()
     }
 }
 

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhookSettings;
 use crate::domain::webhook::{is_public_address, message_id};
@@ -37,31 +38,32 @@ const RECORDING_AT_ONCE: usize = 2;
 /// How long resolving a webhook's host at registration may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The delivery loop, running until this is dropped (with the attempts in flight).
-pub struct Delivery {
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Starts delivering this database's webhooks from this server.
-pub fn start(store: Arc<dyn Store>, settings: &WebhookSettings, attempts: WebhookAttempts) -> Delivery {
+/// Starts delivering this database's webhooks from this server, until `shutdown`: then it claims
+/// no more, and the task ends once the attempts in flight are made and recorded (each within its
+/// timeout), so the store may be closed after it.
+pub fn start(
+    store: Arc<dyn Store>,
+    settings: &WebhookSettings,
+    attempts: WebhookAttempts,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     let sender = Sender::new(settings, attempts);
     let per_webhook = u32::try_from(settings.max_concurrent_per_webhook).unwrap_or(u32::MAX);
-    let task = tokio::spawn(run(store, sender, settings.max_concurrent, per_webhook)).abort_handle();
-    Delivery { task }
+    tokio::spawn(run(store, sender, settings.max_concurrent, per_webhook, shutdown))
 }
 
-async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize, per_webhook: u32) {
+async fn run(
+    store: Arc<dyn Store>,
+    sender: Arc<Sender>,
+    max_concurrent: usize,
+    per_webhook: u32,
+    shutdown: CancellationToken,
+) {
     let mut changes = store.changes();
     let mut in_flight = JoinSet::new();
     let mut per_webhook = InFlight::new(per_webhook);
     let lease = chrono::Duration::from_std(sender.timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
-    loop {
+    while !shutdown.is_cancelled() {
         let free = u32::try_from(max_concurrent.saturating_sub(in_flight.len())).unwrap_or(u32::MAX);
         if free > 0 {
             match store.claim_deliveries(free, Utc::now() + lease, &per_webhook).await {
@@ -104,9 +106,11 @@ async fn run(store: Arc<dyn Store>, sender: Arc<Sender>, max_concurrent: usize, 
                     Err(RecvError::Closed) => return,
                 },
                 () = tokio::time::sleep_until(deadline) => break,
+                () = shutdown.cancelled() => break,
             }
         }
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 /// One attempt; returns its webhook, whose attempts in flight it no longer counts among.

@@ -190,13 +190,16 @@ async fn stream(
     if let Some(Extension(connection)) = connection {
         connection.become_stream();
     }
-    let held = OpenStream { _share: share, _gauge: state.metrics.open_embed_stream() };
-    let (events, received) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(follow(state.clone(), ticket, changes, events, held));
-    let stream = futures_util::stream::unfold(received, |mut received| async move {
-        received.recv().await.map(|event| (Ok::<_, std::convert::Infallible>(event), received))
+    let lifetime = Box::pin(tokio::time::sleep(lifetime(state.embed_stream_max_lifetime)));
+    let _held = OpenStream { _share: share, _gauge: state.metrics.open_embed_stream() };
+    let following =
+        Following { state, shown: ticket, changes, lifetime, started: false, ended: false, _held };
+    // A plain stream, polled by the response body: when the client goes, it is dropped with it.
+    let events = futures_util::stream::unfold(following, |mut following| async move {
+        let event = following.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(event), following))
     });
-    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
+    let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
@@ -207,56 +210,62 @@ struct OpenStream {
     _gauge: crate::metrics::OpenStream,
 }
 
-/// Sends the view as it is, then again whenever it changes, until the client goes, the token
-/// is rotated (`gone`), the stream has lasted its lifetime or the server stops.
-async fn follow(
+/// One live stream: the view it showed last, and what ends it.
+struct Following {
     state: AppState,
-    mut shown: PublicTicket,
-    mut changes: tokio::sync::broadcast::Receiver<Change>,
-    events: tokio::sync::mpsc::Sender<Event>,
+    shown: PublicTicket,
+    changes: tokio::sync::broadcast::Receiver<Change>,
+    lifetime: std::pin::Pin<Box<tokio::time::Sleep>>,
+    started: bool,
+    ended: bool,
     _held: OpenStream,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    let view = |ticket: &PublicTicket| Event::default().json_data(EmbedView::of(ticket, &state));
-    let Ok(first) = view(&shown) else { return };
-    if events.send(first).await.is_err() {
-        return;
-    }
-    let mut stopping = state.streams_stopping();
-    let mut lifetime = std::pin::pin!(tokio::time::sleep(lifetime(state.embed_stream_max_lifetime)));
-    loop {
-        let read_again = tokio::select! {
-            change = changes.recv() => match change {
-                Ok(Change::Ticket(id)) => id == shown.id,
-                Ok(Change::Deliveries) => false,
-                Ok(Change::Missed) | Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => return,
-            },
-            () = events.closed() => return,
-            _ = stopping.wait_for(|stop| *stop) => return,
-            // The browser's EventSource reconnects by itself, to whichever server is least busy.
-            () = &mut lifetime => return,
-        };
-        if !read_again {
-            continue;
+}
+
+impl Following {
+    /// The view as it is, then again whenever it changes; `None` once the token was rotated
+    /// (after `gone`), the stream has lasted its lifetime, or the server stops.
+    async fn next(&mut self) -> Option<Event> {
+        use tokio::sync::broadcast::error::RecvError;
+        if self.ended {
+            return None;
         }
-        match state.store.public_ticket(shown.embed_token).await {
-            Ok(Some(now)) if now == shown => {}
-            Ok(Some(now)) => {
-                let Ok(event) = view(&now) else { return };
-                if events.send(event).await.is_err() {
-                    return;
+        if !self.started {
+            self.started = true;
+            return self.view(&self.shown);
+        }
+        loop {
+            let read_again = tokio::select! {
+                change = self.changes.recv() => match change {
+                    Ok(Change::Ticket(id)) => id == self.shown.id,
+                    Ok(Change::Deliveries) => false,
+                    Ok(Change::Missed) | Err(RecvError::Lagged(_)) => true,
+                    Err(RecvError::Closed) => return None,
+                },
+                () = self.state.shutdown.cancelled() => return None,
+                // The browser's EventSource reconnects by itself, to whichever server is least busy.
+                () = &mut self.lifetime => return None,
+            };
+            if !read_again {
+                continue;
+            }
+            match self.state.store.public_ticket(self.shown.embed_token).await {
+                Ok(Some(now)) if now == self.shown => {}
+                Ok(Some(now)) => {
+                    self.shown = now;
+                    return self.view(&self.shown);
                 }
-                shown = now;
+                Ok(None) => {
+                    self.ended = true;
+                    return Some(Event::default().event("gone").data("the embed token was rotated"));
+                }
+                // The database is away: the stream stays; once it is back, `Missed` has it read again.
+                Err(error) => tracing::warn!(%error, "a live embed stream could not read its ticket"),
             }
-            Ok(None) => {
-                let gone = Event::default().event("gone").data("the embed token was rotated");
-                let _ = events.send(gone).await;
-                return;
-            }
-            // The database is away: the stream stays; once it is back, `Missed` has it read again.
-            Err(error) => tracing::warn!(%error, "a live embed stream could not read its ticket"),
         }
+    }
+
+    fn view(&self, ticket: &PublicTicket) -> Option<Event> {
+        Event::default().json_data(EmbedView::of(ticket, &self.state)).ok()
     }
 }
 

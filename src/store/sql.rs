@@ -142,7 +142,7 @@ pub struct SqlStore<DB: Database> {
     reads: ReadConnections<DB>,
     changes: broadcast::Sender<Change>,
     /// The task relaying the database's announcements into `changes`, if it makes any; it stops
-    /// with the store.
+    /// when the store is closed (or dropped unclosed, as tests do).
     relay: Option<tokio::task::AbortHandle>,
 }
 
@@ -212,6 +212,9 @@ where
     }
 
     async fn close(&self) {
+        if let Some(relay) = &self.relay {
+            relay.abort();
+        }
         self.reads.close().await;
         self.pool.close().await;
     }

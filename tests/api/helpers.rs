@@ -188,6 +188,8 @@ pub struct TestApp {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub passwords: Passwords,
+    /// Stops this app's webhook delivery and streams when the app is dropped.
+    _shutdown: tokio_util::sync::DropGuard,
 }
 
 /// A [`TestApp`] with the settings `S` names changed.
@@ -248,11 +250,17 @@ impl TestApp {
         let store = ticketdesk::store::connect(&config.database_url, &config.database_pool)
             .await
             .expect("connecting the store");
-        let state = AppState::new(&config, store);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let state = AppState::new(&config, store.clone(), shutdown.clone());
         ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)
             .await
             .expect("creating demo users");
+        if config.webhooks.max_concurrent > 0 {
+            let attempts = state.metrics.webhook_attempts();
+            ticketdesk::webhooks::start(store, &config.webhooks, attempts, shutdown.clone());
+        }
         Self {
+            _shutdown: shutdown.drop_guard(),
             store: state.store.clone(),
             passwords: state.passwords.clone(),
             metrics: ticketdesk::api::metrics_router(state.clone()),

@@ -35,6 +35,7 @@ async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) 
     let state = AppState::new(
         &config,
         ticketdesk::store::connect(&config.database_url, &config.database_pool).await.unwrap(),
+        tokio_util::sync::CancellationToken::new(),
     );
     assert!(
         state.store.users(&UserFilter::default(), None, 100).await.unwrap().is_empty(),
