@@ -166,7 +166,7 @@ async fn body(store: &dyn Store, delivery: &DueDelivery) -> crate::error::Result
         fields.remove("embed_token");
     }
     let payload = Payload {
-        event_type: EventType::of(&event),
+        event_type: EventType::of(event.kind, event.internal),
         timestamp: event.created_at,
         data: PayloadData { ticket, event: &event, comment: comment.as_ref() },
     };

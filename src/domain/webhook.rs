@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::event::{EventKind, TicketEvent};
+use super::event::EventKind;
 use super::reject_nul;
 use super::ticket::TicketId;
 
@@ -53,16 +53,17 @@ text_enum!(EventType {
 });
 
 impl EventType {
-    /// The type a history event is delivered as. The database's fan-out trigger (migration 0009)
-    /// maps kinds the same way: `ticket.` + the kind, internal comments as internal notes.
-    pub fn of(event: &TicketEvent) -> Self {
-        match event.kind {
+    /// The type a history event of `kind` is delivered as; the only place this is decided: the
+    /// store writes it with the event, and the database's fan-out trigger reads it there
+    /// (migration 0012).
+    pub fn of(kind: EventKind, internal: bool) -> Self {
+        match kind {
             EventKind::Created => EventType::TicketCreated,
             EventKind::Assigned => EventType::TicketAssigned,
             EventKind::Unassigned => EventType::TicketUnassigned,
             EventKind::StatusChanged => EventType::TicketStatusChanged,
             EventKind::PriorityChanged => EventType::TicketPriorityChanged,
-            EventKind::CommentAdded if event.internal => EventType::TicketInternalNoteAdded,
+            EventKind::CommentAdded if internal => EventType::TicketInternalNoteAdded,
             EventKind::CommentAdded => EventType::TicketCommentAdded,
             EventKind::EmbedTokenRotated => EventType::TicketEmbedTokenRotated,
         }
@@ -480,22 +481,11 @@ mod tests {
 
     #[test]
     fn each_history_event_has_its_type_and_internal_notes_their_own() {
-        let event = |kind, internal| TicketEvent {
-            id: 1,
-            ticket_id: 1,
-            actor_id: 1,
-            kind,
-            from: None,
-            to: None,
-            comment_id: None,
-            internal,
-            created_at: Utc::now(),
-        };
         for &kind in EventKind::ALL {
-            // The trigger's rule: `ticket.` and the kind, for everything but internal notes.
-            assert_eq!(EventType::of(&event(kind, false)).as_str(), format!("ticket.{}", kind.as_str()));
+            // `ticket.` and the kind, for everything but internal notes.
+            assert_eq!(EventType::of(kind, false).as_str(), format!("ticket.{}", kind.as_str()));
         }
-        assert_eq!(EventType::of(&event(EventKind::CommentAdded, true)), EventType::TicketInternalNoteAdded);
+        assert_eq!(EventType::of(EventKind::CommentAdded, true), EventType::TicketInternalNoteAdded);
     }
 
     #[test]

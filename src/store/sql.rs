@@ -1402,8 +1402,8 @@ where
         at: DateTime<Utc>,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO ticket_events (ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO ticket_events (ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at, event_type)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(ticket)
         .bind(actor)
@@ -1413,6 +1413,7 @@ where
         .bind(comment_id)
         .bind(event.internal)
         .bind(at)
+        .bind(crate::domain::EventType::of(event.kind, event.internal).as_str())
         .execute(&mut **tx)
         .await?;
         Ok(())

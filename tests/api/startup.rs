@@ -11,6 +11,7 @@ crate::on_both_backends!(
     a_database_with_names_differing_only_in_case_is_not_migrated,
     idempotency_keys_stored_before_the_upgrade_still_replay,
     long_conversations_are_split_into_search_chunks_on_upgrade,
+    events_recorded_before_the_upgrade_get_their_webhook_type,
 );
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
@@ -103,20 +104,11 @@ async fn idempotency_keys_stored_before_the_upgrade_still_replay(database: Empty
     });
     let request = serde_json::json!({"subject": "Printer on fire"});
     let key = IdempotencyKey::new(1, "retry-me", "POST /tickets/", &request).unwrap();
-    // SQLite keeps UUIDs as 16-byte blobs.
-    let embed_token = if database.url.starts_with("sqlite") {
-        "X'9f40cb916a0e4b7e9d3c2f1e5a7b8c90'"
-    } else {
-        "'9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90'"
-    };
     let stored = format!(
-        "INSERT INTO users (username, password_hash, role, created_at)
-         VALUES ('alice', 'x', 'customer', '2026-01-01T00:00:00Z');
-         INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
-         VALUES ('Printer on fire', 'Smoke.', 'open', 'high', 1, {embed_token},
-                 '2026-07-23T12:00:00.123456Z', '2026-07-23T12:00:00.123456Z');
+        "{}
          INSERT INTO idempotency_keys (user_id, key, fingerprint, status, location, body, created_at)
          VALUES (1, 'retry-me', '{}', 201, '/tickets/1', '{first}', '{}');",
+        a_user_and_a_ticket(&database, "alice", "customer", ["Printer on fire", "Smoke.", "high"]),
         key.fingerprint,
         chrono::Utc::now().to_rfc3339(),
     );
@@ -154,20 +146,12 @@ async fn long_conversations_are_split_into_search_chunks_on_upgrade(database: Em
             )
         })
         .collect();
-    let embed_token = if database.url.starts_with("sqlite") {
-        "X'9f40cb916a0e4b7e9d3c2f1e5a7b8c90'"
-    } else {
-        "'9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90'"
-    };
     let stored = format!(
-        "INSERT INTO users (username, password_hash, role, created_at)
-         VALUES ('dana', 'x', 'customer', '2026-01-01T00:00:00Z');
-         INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
-         VALUES ('Scanner saga', 'It jams.', 'open', 'normal', 1, {embed_token},
-                 '2026-07-23T12:00:00Z', '2026-07-23T12:00:00Z');
+        "{}
          {}
          INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
          VALUES (1, 1, 'hiddenmark', TRUE, '2026-07-23T12:00:00Z');",
+        a_user_and_a_ticket(&database, "dana", "customer", ["Scanner saga", "It jams.", "normal"]),
         comments.concat()
     );
     as_an_earlier_release_left_it(&database, 10, &stored).await;
@@ -188,6 +172,41 @@ async fn long_conversations_are_split_into_search_chunks_on_upgrade(database: Em
     // Each comment's characters and the space that joins it to the next.
     let expected: usize = marks.iter().map(|mark| mark.len() + 1 + filler.len() + 1).sum();
     assert_eq!(app.texts("SELECT CAST(search_length AS TEXT) FROM tickets").await, [expected.to_string()]);
+}
+
+/// Migration 0012 writes each event's webhook type with it; events recorded before get theirs.
+async fn events_recorded_before_the_upgrade_get_their_webhook_type(database: EmptyDatabase) {
+    let stored = format!(
+        "{}
+         INSERT INTO ticket_events (ticket_id, actor_id, kind, from_value, to_value, internal, created_at)
+         VALUES (1, 1, 'status_changed', 'open', 'in_progress', FALSE, '2026-07-23T12:00:00Z'),
+                (1, 1, 'comment_added', NULL, NULL, FALSE, '2026-07-23T12:00:00Z'),
+                (1, 1, 'comment_added', NULL, NULL, TRUE, '2026-07-23T12:00:00Z');",
+        a_user_and_a_ticket(&database, "dana", "agent", ["Old", "", "normal"]),
+    );
+    as_an_earlier_release_left_it(&database, 11, &stored).await;
+    let app = crate::helpers::TestApp::at(&database.url, &[]).await;
+    let types = app.texts("SELECT event_type FROM ticket_events ORDER BY id").await;
+    assert_eq!(types, ["ticket.status_changed", "ticket.comment_added", "ticket.internal_note_added"]);
+}
+
+/// SQL for user 1 and their open ticket 1 (`[subject, description, priority]`) as an earlier
+/// release stored them.
+fn a_user_and_a_ticket(database: &EmptyDatabase, username: &str, role: &str, ticket: [&str; 3]) -> String {
+    let [subject, description, priority] = ticket;
+    // SQLite keeps UUIDs as 16-byte blobs.
+    let embed_token = if database.url.starts_with("sqlite") {
+        "X'9f40cb916a0e4b7e9d3c2f1e5a7b8c90'"
+    } else {
+        "'9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90'"
+    };
+    format!(
+        "INSERT INTO users (username, password_hash, role, created_at)
+         VALUES ('{username}', 'x', '{role}', '2026-01-01T00:00:00Z');
+         INSERT INTO tickets (subject, description, priority, status, created_by, embed_token, created_at, updated_at)
+         VALUES ('{subject}', '{description}', '{priority}', 'open', 1, {embed_token},
+                 '2026-07-23T12:00:00.123456Z', '2026-07-23T12:00:00.123456Z');"
+    )
 }
 
 /// Applies the first `migrations` of this backend's folder to the empty database, then runs `sql`.
