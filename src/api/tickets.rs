@@ -93,7 +93,7 @@ struct IdempotencyParam {
     /// Makes a retry safe: a repeat with the same key and body within 24 hours gets the first
     /// response again (with `Idempotent-Replayed: true`) and creates nothing; the same key with
     /// another body is 422. 1 to 255 visible ASCII characters; a fresh UUID per request is ideal.
-    /// (No example: Swagger UI would pre-fill it, and every try would reuse one key.)
+    // No example: Swagger UI would pre-fill it, and every try would reuse one key.
     #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
     #[allow(dead_code)]
     idempotency_key: Option<String>,
@@ -118,8 +118,9 @@ fn created(replayed: bool, location: Option<String>, body: impl IntoResponse) ->
 struct ListTickets {
     status: Option<TicketStatus>,
     priority: Option<Priority>,
-    /// An agent's user id, or `none` for unassigned tickets. (No example: Swagger UI would
-    /// pre-fill it, and a first listing would silently show only unassigned tickets.)
+    /// An agent's user id, or `none` for unassigned tickets.
+    // No example: Swagger UI would pre-fill it, and a first listing would silently show only
+    // unassigned tickets.
     #[param(value_type = Option<String>, pattern = "^([0-9]+|none)$")]
     assigned_to: Option<String>,
     /// Only tickets submitted by this customer (admins).

@@ -1,5 +1,6 @@
 //! Who may see and do what. Pure functions over the caller, unit-tested here and called from
-//! the handlers, so every rule lives in exactly one place.
+//! the handlers (and, for the rules a write must check against the ticket as it is in the
+//! transaction, from the store), so every rule lives in exactly one place.
 
 use super::ticket::{Ticket, TicketScope};
 use super::user::{Role, User, UserChange, UserId};
@@ -34,7 +35,7 @@ pub fn can_create_ticket(user: &User) -> bool {
     user.role == Role::Customer
 }
 
-/// `GET /tickets/mine`: the tickets a customer submitted.
+/// `GET /tickets/my`: the tickets a customer submitted.
 #[must_use]
 pub fn has_own_tickets(user: &User) -> bool {
     user.role == Role::Customer

@@ -121,7 +121,6 @@ pub struct Ticket {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A ticket subject: 1 to 200 characters once surrounding white space is trimmed.
 /// What the public embed shows of a ticket, and all it reads: never its people or its text.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PublicTicket {

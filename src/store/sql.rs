@@ -95,9 +95,8 @@ pub enum TextMatch {
 }
 
 /// How many tickets of the filtered listing a search walks, in the page's order, before it asks
-/// the index instead. A
-/// frequent word fills a page long before; a rare one costs this walk plus an index lookup, and
-/// neither grows with the number of tickets.
+/// the index instead. A frequent word fills a page long before; a rare one costs this walk plus
+/// an index lookup, and neither grows with the number of tickets.
 const SEARCH_WALK: i64 = 2000;
 
 /// The tickets a search walks: their lowest and highest ids, and the last of them in the page's
