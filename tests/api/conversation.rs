@@ -1,4 +1,4 @@
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -12,27 +12,22 @@ crate::on_both_backends!(
     the_conversation_and_the_history_are_paged,
 );
 
-async fn comment(app: &TestApp, token: &str, id: i64, body: Value) -> crate::helpers::TestResponse {
-    app.call(Method::POST, &format!("/tickets/{id}/comments"), Some(token), Some(body)).await
-}
-
 fn bodies(comments: &Value) -> Vec<&str> {
     comments.as_array().unwrap().iter().map(|c| c["body"].as_str().unwrap()).collect()
 }
 
 async fn customer_and_agent_talk_and_internal_notes_stay_internal(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket_id(&tokens.alice, "Chatty").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Chatty").await;
 
-    let question = comment(&app, &tokens.bob, id, json!({"body": "Which version?"})).await;
+    let question = app.comment(&tokens.bob, id, json!({"body": "Which version?"})).await;
     assert_eq!(question.status, StatusCode::CREATED, "{}", question.text);
     assert_eq!(question.json["author_id"], app.user_id("bob").await);
     assert_eq!(question.json["internal"], false);
-    let note = comment(&app, &tokens.bob, id, json!({"body": "Known bug #12", "internal": true})).await;
+    let note = app.comment(&tokens.bob, id, json!({"body": "Known bug #12", "internal": true})).await;
     assert_eq!(note.json["internal"], true);
-    comment(&app, &tokens.alice, id, json!({"body": "Version 2.1"})).await;
-    comment(&app, &tokens.carol, id, json!({"body": "Escalating", "internal": true})).await;
+    app.comment(&tokens.alice, id, json!({"body": "Version 2.1"})).await;
+    app.comment(&tokens.carol, id, json!({"body": "Escalating", "internal": true})).await;
 
     let path = format!("/tickets/{id}/comments");
     let for_staff = app.get(&path, Some(&tokens.bob)).await.json;
@@ -52,23 +47,22 @@ async fn customer_and_agent_talk_and_internal_notes_stay_internal(app: TestApp) 
     assert!(customer_events.as_array().unwrap().iter().all(|e| e["comment_id"] != note_id));
 
     let internal_by_customer =
-        comment(&app, &tokens.alice, id, json!({"body": "sneaky", "internal": true})).await;
+        app.comment(&tokens.alice, id, json!({"body": "sneaky", "internal": true})).await;
     internal_by_customer.assert_problem(StatusCode::FORBIDDEN);
     assert_eq!(bodies(&app.get(&path, Some(&tokens.carol)).await.json).len(), 4, "nothing stored");
 }
 
 async fn a_customer_reply_reopens_a_resolved_ticket(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket_id(&tokens.alice, "Not fixed").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Not fixed").await;
     app.set_status(&tokens.bob, id, "in_progress").await;
     app.set_status(&tokens.bob, id, "resolved").await;
 
     // The agent's own follow-up keeps it resolved.
-    comment(&app, &tokens.bob, id, json!({"body": "Fixed in 2.2"})).await;
+    app.comment(&tokens.bob, id, json!({"body": "Fixed in 2.2"})).await;
     assert_eq!(app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await.json["status"], "resolved");
 
-    let reply = comment(&app, &tokens.alice, id, json!({"body": "Still crashes"})).await;
+    let reply = app.comment(&tokens.alice, id, json!({"body": "Still crashes"})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let ticket = app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await.json;
     assert_eq!(ticket["status"], "open");
@@ -81,11 +75,10 @@ async fn a_customer_reply_reopens_a_resolved_ticket(app: TestApp) {
 
 async fn nobody_comments_on_a_closed_ticket(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket_id(&tokens.alice, "Closed").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Closed").await;
     app.set_status(&tokens.carol, id, "closed").await;
     for token in [&tokens.alice, &tokens.bob, &tokens.carol] {
-        comment(&app, token, id, json!({"body": "hello?"})).await.assert_problem(StatusCode::CONFLICT);
+        app.comment(token, id, json!({"body": "hello?"})).await.assert_problem(StatusCode::CONFLICT);
     }
     assert_eq!(app.get(&format!("/tickets/{id}/comments"), Some(&tokens.carol)).await.json, json!([]));
 }
@@ -94,14 +87,12 @@ async fn strangers_cannot_read_or_write_a_conversation(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let id = app.create_ticket_id(&tokens.alice, "Private talk").await;
     // Bob is not assigned: to him the ticket does not exist.
-    comment(&app, &tokens.bob, id, json!({"body": "hi"})).await.assert_problem(StatusCode::NOT_FOUND);
+    app.comment(&tokens.bob, id, json!({"body": "hi"})).await.assert_problem(StatusCode::NOT_FOUND);
     app.get(&format!("/tickets/{id}/comments"), Some(&tokens.bob))
         .await
         .assert_problem(StatusCode::NOT_FOUND);
     app.get(&format!("/tickets/{id}/events"), Some(&tokens.bob)).await.assert_problem(StatusCode::NOT_FOUND);
-    comment(&app, &tokens.alice, id + 1000, json!({"body": "hi"}))
-        .await
-        .assert_problem(StatusCode::NOT_FOUND);
+    app.comment(&tokens.alice, id + 1000, json!({"body": "hi"})).await.assert_problem(StatusCode::NOT_FOUND);
 }
 
 async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: TestApp) {
@@ -126,7 +117,7 @@ async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: Te
     let staff_before = seen(Some(tokens.bob.clone())).await;
 
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let note = comment(&app, &tokens.bob, id, json!({"body": "Refund fraud?", "internal": true})).await;
+    let note = app.comment(&tokens.bob, id, json!({"body": "Refund fraud?", "internal": true})).await;
     assert_eq!(note.status, StatusCode::CREATED, "{}", note.text);
     assert_eq!(seen(Some(tokens.alice.clone())).await, customer_before, "the customer learns nothing");
     assert_eq!(seen(None).await, embed_before, "nor does anyone with the embed link");
@@ -146,7 +137,7 @@ async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: Te
 
     // A public reply is a visible change: both move.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    comment(&app, &tokens.bob, id, json!({"body": "We are on it"})).await;
+    app.comment(&tokens.bob, id, json!({"body": "We are on it"})).await;
     let customer_after = seen(Some(tokens.alice.clone())).await;
     assert!(customer_after.0 > customer_before.0 && customer_after.1 != customer_before.1);
     assert_ne!(seen(None).await, embed_before);
@@ -154,13 +145,12 @@ async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: Te
 
 async fn the_conversation_and_the_history_are_paged(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket_id(&tokens.alice, "Long story").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Long story").await;
     for n in 1..=7 {
-        let reply = comment(&app, &tokens.bob, id, json!({"body": format!("reply {n}")})).await;
+        let reply = app.comment(&tokens.bob, id, json!({"body": format!("reply {n}")})).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
         if n % 3 == 0 {
-            comment(&app, &tokens.bob, id, json!({"body": format!("note {n}"), "internal": true})).await;
+            app.comment(&tokens.bob, id, json!({"body": format!("note {n}"), "internal": true})).await;
         }
     }
     // Pages of three, oldest first, each announcing the next; customers never see a note.

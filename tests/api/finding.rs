@@ -141,11 +141,7 @@ async fn full_text_search_covers_subject_description_and_public_comments(app: Te
     let billing = create(&app, &alice, "Invoice question", "Why two invoices?", "low").await;
     app.assign(&carol, billing, app.user_id("bob").await).await;
     let comment = |id: i64, body: &str, internal: bool| {
-        let url = format!("/tickets/{id}/comments");
-        let body = json!({"body": body, "internal": internal});
-        let token = bob.clone();
-        let app = &app;
-        async move { app.call(Method::POST, &url, Some(&token), Some(body)).await }
+        app.comment(&bob, id, json!({"body": body, "internal": internal}))
     };
     assert_eq!(comment(billing, "Refund issued via wire transfer", false).await.status, StatusCode::CREATED);
     assert_eq!(
@@ -334,11 +330,8 @@ async fn a_long_history_keeps_every_document_bounded_and_stays_searchable(app: T
     let id = create(&app, &alice, "Plotter saga", "It jams", "normal").await;
     app.assign(&carol, id, app.user_id("bob").await).await;
     let comment = |token: &str, body: String, internal: bool| {
-        let path = format!("/tickets/{id}/comments");
-        let body = json!({"body": body, "internal": internal});
-        let token = token.to_owned();
-        let app = &app;
-        async move { app.call(Method::POST, &path, Some(&token), Some(body)).await }
+        let (app, token) = (&app, token.to_owned());
+        async move { app.comment(&token, id, json!({"body": body, "internal": internal})).await }
     };
     let first = comment(&bob, "Try the aardvarkish reset first".into(), false).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);

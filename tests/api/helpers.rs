@@ -406,6 +406,19 @@ impl TestApp {
         self.create_ticket(token, subject).await["id"].as_i64().expect("an integer id")
     }
 
+    /// A reply (`{"body"}`) or an internal note (`{"body", "internal": true}`) on ticket `id`.
+    pub async fn comment(&self, token: &str, id: i64, body: Value) -> TestResponse {
+        self.call(Method::POST, &format!("/tickets/{id}/comments"), Some(token), Some(body)).await
+    }
+
+    /// Alice submits a ticket and carol assigns it to bob; returns its id.
+    pub async fn bobs_ticket(&self, tokens: &DemoTokens, subject: &str) -> i64 {
+        let id = self.create_ticket_id(&tokens.alice, subject).await;
+        let assigned = self.assign(&tokens.carol, id, self.user_id("bob").await).await;
+        assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.text);
+        id
+    }
+
     pub async fn assign(&self, admin_token: &str, ticket_id: i64, agent_id: UserId) -> TestResponse {
         let body = serde_json::json!({"agent_id": agent_id});
         self.call(Method::PATCH, &format!("/tickets/{ticket_id}/assign"), Some(admin_token), Some(body)).await

@@ -29,18 +29,11 @@ async fn every_change_is_recorded_with_actor_and_before_after(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let (alice, bob, carol) =
         (app.user_id("alice").await, app.user_id("bob").await, app.user_id("carol").await);
-    let id = app.create_ticket_id(&tokens.alice, "History").await;
-    app.assign(&tokens.carol, id, bob).await;
+    let id = app.bobs_ticket(&tokens, "History").await;
     app.set_status(&tokens.bob, id, "in_progress").await;
     app.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.bob), Some(json!({"priority": "high"})))
         .await;
-    app.call(
-        Method::POST,
-        &format!("/tickets/{id}/comments"),
-        Some(&tokens.alice),
-        Some(json!({"body": "thanks"})),
-    )
-    .await;
+    app.comment(&tokens.alice, id, json!({"body": "thanks"})).await;
     app.call(Method::POST, &format!("/tickets/{id}/embed-token"), Some(&tokens.alice), None).await;
     app.call(
         Method::PATCH,

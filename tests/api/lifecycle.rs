@@ -14,8 +14,7 @@ crate::on_both_backends!(
 
 async fn status_follows_the_lifecycle_and_refusals_name_the_allowed_states(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket_id(&tokens.alice, "Lifecycle").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Lifecycle").await;
 
     let skip = app.set_status(&tokens.bob, id, "resolved").await;
     let detail = skip.assert_problem(StatusCode::CONFLICT).to_owned();
@@ -41,10 +40,8 @@ async fn status_follows_the_lifecycle_and_refusals_name_the_allowed_states(app: 
 
 async fn admins_close_from_any_state_and_closed_is_final(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let bob = app.user_id("bob").await;
     for before in ["open", "in_progress"] {
-        let id = app.create_ticket_id(&tokens.alice, before).await;
-        app.assign(&tokens.carol, id, bob).await;
+        let id = app.bobs_ticket(&tokens, before).await;
         if before == "in_progress" {
             app.set_status(&tokens.bob, id, "in_progress").await;
         }
@@ -115,8 +112,7 @@ async fn customers_choose_a_priority_and_staff_change_it(app: TestApp) {
 async fn admins_unassign_with_null_and_an_empty_body_changes_nothing(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let bob = app.user_id("bob").await;
-    let id = app.create_ticket_id(&tokens.alice, "Unassign").await;
-    app.assign(&tokens.carol, id, bob).await;
+    let id = app.bobs_ticket(&tokens, "Unassign").await;
 
     let missing =
         app.call(Method::PATCH, &format!("/tickets/{id}/assign"), Some(&tokens.carol), Some(json!({}))).await;
@@ -133,8 +129,7 @@ async fn admins_unassign_with_null_and_an_empty_body_changes_nothing(app: TestAp
 
 async fn if_match_keeps_two_agents_from_overwriting_each_other(app: TestApp) {
     let tokens = app.demo_tokens().await;
-    let id = app.create_ticket_id(&tokens.alice, "Contested").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Contested").await;
     let path = format!("/tickets/{id}");
     let patch = |token: &str, etag: Option<&str>, body: Value| {
         let mut request = axum::http::Request::patch(&path)

@@ -122,8 +122,7 @@ async fn the_stream_shows_the_ticket_then_each_change_then_gone(app: TestApp) {
 
     // Staff-only changes move nothing the embed shows: the next event is the public change after.
     let note = json!({"body": "psst", "internal": true});
-    let noted =
-        app.call(Method::POST, &format!("/tickets/{id}/comments"), Some(&tokens.bob), Some(note)).await;
+    let noted = app.comment(&tokens.bob, id, note).await;
     assert_eq!(noted.status, StatusCode::CREATED, "{}", noted.text);
     assert_eq!(app.set_status(&tokens.bob, id, "resolved").await.status, StatusCode::OK);
     let next = stream.next(Duration::from_secs(1)).await.unwrap().json();

@@ -371,19 +371,12 @@ async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(AppWith(app,
 
     let ticket = app.create_ticket(&tokens.alice, "Printer on fire").await;
     let (id, embed_token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
-    let comments = format!("/tickets/{id}/comments");
     app.assign(&tokens.carol, id, app.user_id("bob").await).await;
     app.set_status(&tokens.bob, id, "in_progress").await;
     let note = json!({"body": "Known bug #12", "internal": true});
-    assert_eq!(
-        app.call(Method::POST, &comments, Some(&tokens.bob), Some(note)).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.comment(&tokens.bob, id, note).await.status, StatusCode::CREATED);
     let reply = json!({"body": "Fixed in 2.2"});
-    assert_eq!(
-        app.call(Method::POST, &comments, Some(&tokens.bob), Some(reply)).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.comment(&tokens.bob, id, reply).await.status, StatusCode::CREATED);
     let urgent = json!({"priority": "urgent"});
     app.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), Some(urgent)).await;
     app.call(Method::POST, &format!("/tickets/{id}/embed-token"), Some(&tokens.alice), None).await;
@@ -454,8 +447,7 @@ async fn a_failed_delivery_is_retried_with_the_same_id_and_holds_back_the_next(
     let receiver = Receiver::start(2).await;
     let tokens = app.demo_tokens().await;
     let webhook = register(&app, &tokens.carol, &receiver.url, &["ticket.created", "ticket.assigned"]).await;
-    let id = app.create_ticket_id(&tokens.alice, "Retried").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    app.bobs_ticket(&tokens, "Retried").await;
 
     let received = receiver.wait_for(4).await;
     // The assignment waited for the creation, through two failures a second apart.
@@ -476,8 +468,7 @@ async fn a_delivery_that_keeps_failing_is_marked_failed(AppWith(app, _): AppWith
     let tokens = app.demo_tokens().await;
     let webhook =
         register(&app, &tokens.carol, &receiver.url, &["ticket.created", "ticket.status_changed"]).await;
-    let id = app.create_ticket_id(&tokens.alice, "Never heard").await;
-    app.assign(&tokens.carol, id, app.user_id("bob").await).await;
+    let id = app.bobs_ticket(&tokens, "Never heard").await;
     app.set_status(&tokens.bob, id, "in_progress").await;
     // Two retries (WEBHOOK_RETRY_SECS=1,1): three attempts, then the next event's turn.
     let received = receiver.wait_for(4).await;
