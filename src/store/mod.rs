@@ -169,8 +169,15 @@ pub enum Change {
     Missed,
 }
 
+/// Everything the handlers hold: one trait per aggregate, each implemented in its own file of
+/// `store/sql/`. Code names the aggregates it uses (`use crate::store::Tickets`).
+pub trait Store: Operations + Accounts + Tickets + Listing + Webhooks {}
+
+impl<T: Operations + Accounts + Tickets + Listing + Webhooks> Store for T {}
+
+/// The store as a whole: readiness, pool figures, closing, counts, and change announcements.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Operations: Send + Sync + 'static {
     /// Whether the database answers and every migration this build knows is applied.
     async fn ready(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;
@@ -178,6 +185,13 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
     /// How many tickets there are in each status (statuses with none may be left out).
     async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>>;
+    /// Changes as they are committed (see [`Change`]).
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
+}
+
+/// Users, their sessions (refresh token families) and login throttling.
+#[async_trait]
+pub trait Accounts: Send + Sync + 'static {
     async fn user_credentials(&self, username: &str) -> Result<Option<UserCredentials>>;
     async fn user(&self, id: UserId) -> Result<Option<User>>;
     /// The user an access token names, and whether its login session is still open: what
@@ -192,7 +206,6 @@ pub trait Store: Send + Sync + 'static {
     /// settles the throttle keys of the attempt that `proved` the old password (none for an
     /// operator's reset), as a successful login does.
     async fn set_password(&self, id: UserId, password_hash: &str, proved: &[ThrottleKey]) -> Result<()>;
-
     /// Counts a password attempt (a login, a password change) against each key it counts against
     /// (all, or only the pair's own from a known source), in one transaction with the rows
     /// locked, or refuses it with `Locked` while any of them is locked, counting nothing.
@@ -214,7 +227,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(User, Uuid)>>;
     /// Revokes the family of the refresh token whose hash is `presented`; unknown ones are ignored.
     async fn revoke_refresh_family(&self, presented: &str) -> Result<()>;
+}
 
+/// One ticket: creating, reading and changing it, its conversation and history.
+#[async_trait]
+pub trait Tickets: Send + Sync + 'static {
     /// Creates the ticket and its `created` event; at most once per `key`.
     async fn create_ticket(&self, ticket: &NewTicket, key: Option<&IdempotencyKey>) -> Result<Write<Ticket>>;
     async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>>;
@@ -228,8 +245,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(Option<Caller>, Option<Ticket>)>;
     /// What the embed shows of the ticket whose embed token is `token`.
     async fn public_ticket(&self, token: Uuid) -> Result<Option<PublicTicket>>;
-    /// One page of the tickets `query` selects, in its order.
-    async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>>;
     /// Reads the ticket, asks `edit` what to change, writes it with its history events (by
     /// `actor`), all in one transaction with the row locked, so the rules and the write see the
     /// same ticket. A change that changes nothing writes nothing. A missing ticket is `NotFound`.
@@ -266,10 +281,18 @@ pub trait Store: Send + Sync + 'static {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<TicketEvent>>;
+}
 
-    /// Changes as they are committed (see [`Change`]).
-    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
+/// Ticket listings and search.
+#[async_trait]
+pub trait Listing: Send + Sync + 'static {
+    /// One page of the tickets `query` selects, in its order.
+    async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>>;
+}
 
+/// Webhooks and their deliveries.
+#[async_trait]
+pub trait Webhooks: Send + Sync + 'static {
     async fn create_webhook(&self, webhook: &NewWebhook) -> Result<Webhook>;
     /// Up to `limit` webhooks with ids above `after`, by id.
     async fn webhooks(&self, after: Option<WebhookId>, limit: u32) -> Result<Vec<Webhook>>;

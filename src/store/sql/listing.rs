@@ -1,0 +1,223 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use uuid::Uuid;
+
+use super::{Column, Dialect, SqlStore, TextMatch};
+use crate::domain::{Ticket, TicketId, TicketScope};
+use crate::error::Result;
+use crate::store::{Listing, SortKey, TicketCursor, TicketQuery, TicketSort};
+
+/// How many tickets of the filtered listing a search walks, in the page's order, before it asks
+/// the index instead. A frequent word fills a page long before; a rare one costs this walk plus
+/// an index lookup, and neither grows with the number of tickets.
+const SEARCH_WALK: i64 = 2000;
+
+/// The tickets a search walks: their lowest and highest ids, and the last of them in the page's
+/// order if more follow.
+struct Walk {
+    end: Option<TicketCursor>,
+    ids: (TicketId, TicketId),
+}
+
+/// A part of a listing: up to `limit` rows after `after` and up to `until` (inclusive).
+#[derive(Debug, Clone)]
+struct Span {
+    after: Option<TicketCursor>,
+    until: Option<TicketCursor>,
+    text_match: TextMatch,
+    limit: u32,
+}
+
+#[async_trait]
+impl<DB: Dialect> Listing for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Uuid: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<bool>: Column<DB>,
+    Option<DateTime<Utc>>: Column<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    /// A search first walks the next `SEARCH_WALK` tickets of the filtered listing, in the page's
+    /// order, testing each: a frequent word fills the page early, at a cost that does not grow
+    /// with the table. If the walk ends with the page short, the word is rare there, and the
+    /// index finds the rest.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>> {
+        let whole = Span {
+            after: query.after.clone(),
+            until: None,
+            text_match: TextMatch::Index,
+            limit: query.limit,
+        };
+        if query.text.is_none() {
+            return self.page(query, whole).await;
+        }
+        let Some(walk) = self.walk(query).await? else { return Ok(Vec::new()) };
+        let text_match = TextMatch::Walk { ids: walk.ids };
+        let walked = Span { until: walk.end.clone(), text_match, ..whole.clone() };
+        let mut page = self.page(query, walked).await?;
+        let missing = query.limit.saturating_sub(u32::try_from(page.len()).unwrap_or(query.limit));
+        // Without an end, the walk covered every ticket left.
+        if let Some(end) = walk.end.filter(|_| missing > 0) {
+            let rest = Span { after: Some(end), limit: missing, ..whole };
+            page.extend(self.page(query, rest).await?);
+        }
+        Ok(page)
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    Uuid: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+{
+    async fn page(&self, query: &TicketQuery, span: Span) -> Result<Vec<Ticket>> {
+        let query = query.clone();
+        self.read(async move |connection| {
+            Self::listing(&query, &span).build_query_as().fetch_all(connection).await
+        })
+        .await
+    }
+
+    /// The statement for a page of a ticket listing, or a part of one: up to `limit` rows after
+    /// `span.after` and up to `span.until` (inclusive), in the query's order, testing the search
+    /// text, if any, the way `span.text_match` says.
+    fn listing(query: &TicketQuery, span: &Span) -> QueryBuilder<DB> {
+        let mut sql =
+            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
+        Self::push_filters(&mut sql, query);
+        if let Some(text) = &query.text {
+            DB::push_text_search(&mut sql, text, span.text_match);
+        }
+        Self::push_span(&mut sql, query.sort, span.after.as_ref(), span.until.as_ref());
+        sql.push(" LIMIT ").push_bind(i64::from(span.limit));
+        sql
+    }
+
+    /// ` AND` the query's scope and filters, all but the search text.
+    fn push_filters(sql: &mut QueryBuilder<DB>, query: &TicketQuery) {
+        match query.scope {
+            TicketScope::All => {}
+            TicketScope::AssignedTo(agent) => {
+                sql.push(" AND assigned_to = ").push_bind(agent);
+            }
+            TicketScope::CreatedBy(customer) => {
+                sql.push(" AND created_by = ").push_bind(customer);
+            }
+        }
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(priority) = query.priority {
+            sql.push(" AND priority = ").push_bind(priority.as_str());
+        }
+        match query.assignee {
+            Some(Some(agent)) => {
+                sql.push(" AND assigned_to = ").push_bind(agent);
+            }
+            Some(None) => {
+                sql.push(" AND assigned_to IS NULL");
+            }
+            None => {}
+        }
+        if let Some(customer) = query.created_by {
+            sql.push(" AND created_by = ").push_bind(customer);
+        }
+        if let Some(since) = query.updated_since {
+            sql.push(" AND updated_at >= ").push_bind(since);
+        }
+    }
+
+    /// Keyset conditions: rows strictly after `after` and at or before `until`, in `sort`'s order
+    /// (ids break ties between equal update times), then the `ORDER BY`.
+    fn push_span(
+        sql: &mut QueryBuilder<DB>,
+        sort: TicketSort,
+        after: Option<&TicketCursor>,
+        until: Option<&TicketCursor>,
+    ) {
+        let (next, previous_or_same, order) =
+            if sort.descending { ("<", ">=", "DESC") } else { (">", "<=", "ASC") };
+        if let Some(row) = after {
+            Self::push_side_of(sql, sort, row, next);
+        }
+        if let Some(row) = until {
+            Self::push_side_of(sql, sort, row, previous_or_same);
+        }
+        match sort.key {
+            SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
+            SortKey::Updated => sql.push(format_args!(" ORDER BY updated_at {order}, id {order}")),
+        };
+    }
+
+    /// ` AND` the rows on one side of `row` (`op`: `<`, `>=`, ...): by id, or by update time with
+    /// ids among equal times, as one row comparison, which an index on (updated_at, id) serves.
+    fn push_side_of(sql: &mut QueryBuilder<DB>, sort: TicketSort, row: &TicketCursor, op: &str) {
+        match (sort.key, row.updated_at) {
+            (SortKey::Updated, Some(at)) => {
+                sql.push(format_args!(" AND (updated_at, id) {op} (")).push_bind(at);
+                sql.push(", ").push_bind(row.id).push(")");
+            }
+            _ => {
+                sql.push(format_args!(" AND id {op} ")).push_bind(row.id);
+            }
+        }
+    }
+
+    /// The tickets a search walks: the next `SEARCH_WALK` of the filtered listing after the
+    /// query's cursor, whatever their text (so the filters' indexes serve it). `None` when no
+    /// ticket is left.
+    async fn walk(&self, query: &TicketQuery) -> Result<Option<Walk>> {
+        let (sort, after) = (query.sort, query.after.as_ref());
+        let (walked_query, walked_after) = (query.clone(), after.cloned());
+        let (lowest, highest, count): (Option<TicketId>, Option<TicketId>, i64) = self
+            .read(async move |connection| {
+                let mut sql = QueryBuilder::<DB>::new(
+                    "SELECT min(id), max(id), count(*) FROM (SELECT id FROM tickets WHERE 1 = 1",
+                );
+                Self::push_filters(&mut sql, &walked_query);
+                Self::push_span(&mut sql, sort, walked_after.as_ref(), None);
+                sql.push(" LIMIT ").push_bind(SEARCH_WALK).push(") AS walked");
+                sql.build_query_as().fetch_one(connection).await
+            })
+            .await?;
+        let (Some(lowest), Some(highest)) = (lowest, highest) else { return Ok(None) };
+        let end = if count < SEARCH_WALK {
+            None
+        } else if sort.key == SortKey::Created {
+            let id = if sort.descending { lowest } else { highest };
+            Some(TicketCursor { sort, updated_at: None, id })
+        } else {
+            let (query, after) = (query.clone(), after.cloned());
+            let (id, updated_at): (TicketId, DateTime<Utc>) = self
+                .read(async move |connection| {
+                    let mut sql = QueryBuilder::<DB>::new("SELECT id, updated_at FROM tickets WHERE 1 = 1");
+                    Self::push_filters(&mut sql, &query);
+                    Self::push_span(&mut sql, sort, after.as_ref(), None);
+                    sql.push(" LIMIT 1 OFFSET ").push_bind(SEARCH_WALK - 1);
+                    sql.build_query_as().fetch_one(connection).await
+                })
+                .await?;
+            Some(TicketCursor { sort, updated_at: Some(updated_at), id })
+        };
+        Ok(Some(Walk { end, ids: (lowest, highest) }))
+    }
+}

@@ -1,0 +1,301 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Transaction, Type};
+use uuid::Uuid;
+
+use super::{Column, Dialect, SqlStore};
+use crate::domain::{
+    Caller, Comment, EventKind, IdempotencyKey, NewEvent, NewTicket, PublicTicket, Role, Ticket, TicketEvent,
+    TicketId, UserId, access,
+};
+use crate::error::{Error, Result};
+use crate::store::{CallerAndTicketRow, ChangeOutcome, TicketEdit, Tickets, Write, now};
+
+#[async_trait]
+impl<DB: Dialect> Tickets for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Uuid: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Option<i64>: Column<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn create_ticket(&self, ticket: &NewTicket, key: Option<&IdempotencyKey>) -> Result<Write<Ticket>> {
+        let now = now();
+        let mut tx = self.begin_write().await?;
+        if let Some(key) = key
+            && let Some(first) = Self::claim_idempotency_key(&mut tx, key, now).await?
+        {
+            return Ok(Write::Replayed(first));
+        }
+        let created: Ticket = sqlx::query_as(concat!(
+            "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
+             VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) RETURNING ",
+            ticket_columns!()
+        ))
+        .bind(ticket.subject.as_str())
+        .bind(ticket.description.as_str())
+        .bind(ticket.priority.as_str())
+        .bind(ticket.created_by)
+        .bind(Uuid::new_v4())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let event = NewEvent {
+            kind: EventKind::Created,
+            from: None,
+            to: Some(created.status.as_str().to_owned()),
+            internal: false,
+        };
+        Self::record_event(&mut tx, created.id, ticket.created_by, &event, None, now).await?;
+        Self::commit_keeping(tx, key, &created).await?;
+        self.announce_deliveries();
+        Ok(Write::Written(created))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn comments(
+        &self,
+        ticket: TicketId,
+        include_internal: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Comment>> {
+        let comments = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    comment_columns!(),
+                    " FROM comments WHERE ticket_id = $1 AND ($2 OR NOT internal) AND id > $3 ORDER BY id LIMIT $4"
+                ))
+                .bind(ticket)
+                .bind(include_internal)
+                .bind(after.unwrap_or(0))
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
+        Ok(comments)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn events(
+        &self,
+        ticket: TicketId,
+        include_internal: bool,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TicketEvent>> {
+        let events = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM ticket_events WHERE ticket_id = $1 AND ($2 OR NOT internal) AND id > $3 ORDER BY id LIMIT $4"
+                ))
+                .bind(ticket)
+                .bind(include_internal)
+                .bind(after.unwrap_or(0))
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
+        Ok(events)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn ticket(&self, id: TicketId) -> Result<Option<Ticket>> {
+        let ticket = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(connection)
+                    .await
+            })
+            .await?;
+        Ok(ticket)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn caller_and_ticket(
+        &self,
+        user: UserId,
+        session: Uuid,
+        ticket: TicketId,
+    ) -> Result<(Option<Caller>, Option<Ticket>)> {
+        let row: Option<CallerAndTicketRow> = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!(
+                    "SELECT u.id, u.username, u.role, u.active, u.token_version, ",
+                    session_open!(),
+                    ", ",
+                    with_ticket_columns!(joined_column_list),
+                    " FROM users u LEFT JOIN tickets t ON t.id = $3 WHERE u.id = $1",
+                ))
+                .bind(user)
+                .bind(session)
+                .bind(ticket)
+                .fetch_optional(connection)
+                .await
+            })
+            .await?;
+        match row {
+            Some(row) => row.split().map(|(caller, ticket)| (Some(caller), ticket)),
+            None => Ok((None, None)),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn public_ticket(&self, token: Uuid) -> Result<Option<PublicTicket>> {
+        self.read(async move |connection| {
+            sqlx::query_as(
+                "SELECT id, subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1",
+            )
+            .bind(token)
+            .fetch_optional(connection)
+            .await
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn update_ticket(
+        &self,
+        id: TicketId,
+        actor: UserId,
+        edit: &TicketEdit<'_>,
+    ) -> Result<ChangeOutcome> {
+        let mut tx = self.begin_write().await?;
+        let outcome = Self::change_ticket(&mut tx, id, actor, edit).await?;
+        tx.commit().await?;
+        self.announce_change_to(id);
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn add_comment_once(
+        &self,
+        id: TicketId,
+        actor: UserId,
+        edit: &TicketEdit<'_>,
+        key: &IdempotencyKey,
+    ) -> Result<Write<ChangeOutcome, Comment>> {
+        let mut tx = self.begin_write().await?;
+        if let Some(first) = Self::claim_idempotency_key(&mut tx, key, now()).await? {
+            return Ok(Write::Replayed(first));
+        }
+        let outcome = Self::change_ticket(&mut tx, id, actor, edit).await?;
+        let comment =
+            outcome.comment.as_ref().ok_or_else(|| Error::Internal("the change added no comment".into()))?;
+        Self::commit_keeping(tx, Some(key), comment).await?;
+        self.announce_change_to(id);
+        Ok(Write::Written(outcome))
+    }
+}
+
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    bool: Column<DB>,
+    Uuid: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Option<i64>: Column<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    /// Reads the ticket with its row locked, asks `edit` what to change, and writes the change
+    /// with its history events, so the rules and the write see the same ticket.
+    async fn change_ticket(
+        tx: &mut Transaction<'static, DB>,
+        id: TicketId,
+        actor: UserId,
+        edit: &TicketEdit<'_>,
+    ) -> Result<ChangeOutcome> {
+        let now = now();
+        let current: Ticket = sqlx::query_as(Self::locking(concat!(
+            "SELECT ",
+            ticket_columns!(),
+            " FROM tickets WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(Error::NotFound("ticket not found"))?;
+
+        let change = edit(&current)?;
+        if let Some(agent_id) = change.new_assignee(&current) {
+            let agent: Option<(String, bool)> =
+                sqlx::query_as("SELECT role, active FROM users WHERE id = $1")
+                    .bind(agent_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            let agent = agent
+                .map(|(role, active)| Role::try_from(role).map(|role| (role, active)))
+                .transpose()
+                .map_err(Error::Internal)?;
+            access::check_assignable(agent_id, agent).map_err(Error::Validation)?;
+        }
+        let events = crate::domain::event::events_for(&current, &change);
+        if events.is_empty() {
+            return Ok(ChangeOutcome { ticket: current, comment: None });
+        }
+
+        let after = change.apply_to(&current);
+        // `updated_at` (and with it the ETag and the embed's `last_updated`) is what customers and
+        // the embed see move: a change only staff can see leaves it.
+        let updated_at = if events.iter().all(|event| event.internal) { current.updated_at } else { now };
+        let embed_token = if change.rotate_embed_token { Uuid::new_v4() } else { current.embed_token };
+        let ticket = sqlx::query_as(concat!(
+            "UPDATE tickets SET status = $2, priority = $3, assigned_to = $4, embed_token = $5, updated_at = $6
+             WHERE id = $1 RETURNING ",
+            ticket_columns!()
+        ))
+        .bind(id)
+        .bind(after.status.as_str())
+        .bind(after.priority.as_str())
+        .bind(after.assigned_to)
+        .bind(embed_token)
+        .bind(updated_at)
+        .fetch_one(&mut **tx)
+        .await?;
+
+        let comment: Option<Comment> = match &change.comment {
+            Some(comment) => Some(
+                sqlx::query_as(concat!(
+                    "INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                    comment_columns!()
+                ))
+                .bind(id)
+                .bind(comment.author_id)
+                .bind(comment.body.as_str())
+                .bind(comment.internal)
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await?,
+            ),
+            None => None,
+        };
+        for event in &events {
+            let comment_id = comment.as_ref().filter(|_| event.kind == EventKind::CommentAdded).map(|c| c.id);
+            Self::record_event(tx, id, actor, event, comment_id, now).await?;
+        }
+        Ok(ChangeOutcome { ticket, comment })
+    }
+}

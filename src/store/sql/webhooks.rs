@@ -1,0 +1,301 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Type};
+use uuid::Uuid;
+
+use super::{Column, Dialect, SqlStore};
+use crate::domain::{
+    AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, InFlight, NewWebhook,
+    NextStep, Ticket, TicketEvent, Webhook, WebhookChange, WebhookId, WebhookSecret, webhook,
+};
+use crate::error::{Error, Result};
+use crate::store::{Tickets, Webhooks, now};
+
+#[async_trait]
+impl<DB: Dialect> Webhooks for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Uuid: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<bool>: Column<DB>,
+    Option<DateTime<Utc>>: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<i32>: Column<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn create_webhook(&self, webhook: &NewWebhook) -> Result<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let created = sqlx::query_as(concat!(
+            "INSERT INTO webhooks (url, events, secret, active, include_embed_token, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            webhook_columns!()
+        ))
+        .bind(webhook.url.as_str())
+        .bind(webhook.events.to_column())
+        .bind(webhook.secret.expose())
+        .bind(true)
+        .bind(webhook.include_embed_token)
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn webhooks(&self, after: Option<WebhookId>, limit: u32) -> Result<Vec<Webhook>> {
+        self.read(async move |connection| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                webhook_columns!(),
+                " FROM webhooks WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit))
+            .fetch_all(connection)
+            .await
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn webhook(&self, id: WebhookId) -> Result<Option<Webhook>> {
+        self.read(async move |connection| {
+            sqlx::query_as(concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(connection)
+                .await
+        })
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn update_webhook(&self, id: WebhookId, change: &WebhookChange) -> Result<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query_as(concat!(
+            "UPDATE webhooks SET url = coalesce($2, url), events = coalesce($3, events),
+             active = coalesce($4, active), include_embed_token = coalesce($5, include_embed_token),
+             updated_at = $6 WHERE id = $1 RETURNING ",
+            webhook_columns!()
+        ))
+        .bind(id)
+        .bind(change.url.as_ref().map(|url| url.as_str()))
+        .bind(change.events.as_ref().map(|events| events.to_column()))
+        .bind(change.active)
+        .bind(change.include_embed_token)
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("webhook not found"))?;
+        tx.commit().await?;
+        // Deliveries held back while it was inactive are due again.
+        self.announce_deliveries();
+        Ok(updated)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn delete_webhook(&self, id: WebhookId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted: Option<WebhookId> =
+            sqlx::query_scalar("DELETE FROM webhooks WHERE id = $1 RETURNING id")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        deleted.ok_or(Error::NotFound("webhook not found"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn set_webhook_secret(&self, id: WebhookId, secret: &WebhookSecret) -> Result<Webhook> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query_as(concat!(
+            "UPDATE webhooks SET secret = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            webhook_columns!()
+        ))
+        .bind(id)
+        .bind(secret.expose())
+        .bind(now())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("webhook not found"))?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn deliveries(
+        &self,
+        webhook: WebhookId,
+        before: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let mut deliveries: Vec<Delivery> = self
+            .read(async move |connection| {
+                sqlx::query_as(
+                    "SELECT id, event_id, ticket_id, event_type, state, attempts, last_status, last_error,
+                            next_attempt_at, delivered_at, created_at
+                     FROM webhook_deliveries WHERE webhook_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(webhook)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(connection)
+                .await
+            })
+            .await?;
+        for delivery in &mut deliveries {
+            delivery.message_id = webhook::message_id(delivery.id);
+        }
+        Ok(deliveries)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+        in_flight: &InFlight,
+    ) -> Result<Vec<DueDelivery>> {
+        // Looked for first on a read connection: most polls find nothing, and take no write lock.
+        let any_due: bool = self
+            .read(async move |connection| {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1)",
+                )
+                .bind(now())
+                .fetch_one(connection)
+                .await
+            })
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        // Only a ticket's first pending delivery to a webhook is ever due (see migration 0009),
+        // so this reads `limit` rows of one index, however long the queue. Webhooks with their
+        // share of attempts in flight here are left out.
+        let mut select = QueryBuilder::<DB>::new(
+            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret,
+                    w.include_embed_token
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ",
+        );
+        select.push_bind(now()).push(" AND w.active");
+        let full = in_flight.full();
+        if !full.is_empty() {
+            select.push(" AND d.webhook_id NOT IN (");
+            let mut ids = select.separated(", ");
+            for id in full {
+                ids.push_bind(id);
+            }
+            select.push(")");
+        }
+        select
+            .push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
+            .push_bind(i64::from(limit))
+            .push(DB::SKIP_LOCKED);
+        let candidates: Vec<DueDelivery> = select.build_query_as().fetch_all(&mut *tx).await?;
+        let due = in_flight.choose(candidates, limit);
+        if due.is_empty() {
+            return Ok(due);
+        }
+        // Claimed until the lease ends: a server that dies mid-attempt leaves the delivery due
+        // again then. The ids are listed, so the update reads them by primary key.
+        let mut claim = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
+        claim.push_bind(lease_until).push(" WHERE id IN (");
+        let mut ids = claim.separated(", ");
+        for delivery in &due {
+            ids.push_bind(delivery.id);
+        }
+        claim.push(")");
+        claim.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(due)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>> {
+        let event: Option<TicketEvent> = self
+            .read(async move |connection| {
+                sqlx::query_as(concat!("SELECT ", event_columns!(), " FROM ticket_events WHERE id = $1"))
+                    .bind(event)
+                    .fetch_optional(connection)
+                    .await
+            })
+            .await?;
+        let Some(event) = event else { return Ok(None) };
+        let Some(ticket) = self.ticket(event.ticket_id).await? else { return Ok(None) };
+        let comment = match event.comment_id {
+            Some(id) => {
+                self.read(async move |connection| {
+                    sqlx::query_as(concat!("SELECT ", comment_columns!(), " FROM comments WHERE id = $1"))
+                        .bind(id)
+                        .fetch_optional(connection)
+                        .await
+                })
+                .await?
+            }
+            None => None,
+        };
+        Ok(Some((ticket, event, comment)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()> {
+        let now = now();
+        let (state, next_attempt_at, delivered_at) = match outcome.next {
+            NextStep::Delivered => (DeliveryState::Delivered, None, Some(now)),
+            NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at), None),
+            NextStep::GiveUp => (DeliveryState::Failed, None, None),
+        };
+        let mut tx = self.begin_write().await?;
+        let done = state != DeliveryState::Pending;
+        if done {
+            // The ticket's writes queue deliveries with its row locked: locked here too, a
+            // delivery queued meanwhile is either seen below or sees this one done.
+            sqlx::query(Self::locking("SELECT id FROM tickets WHERE id = $1"))
+                .bind(delivery.ticket_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, body = $2, last_status = $3,
+             last_error = $4, state = $5, next_attempt_at = $6, delivered_at = $7 WHERE id = $1",
+        )
+        .bind(delivery.id)
+        .bind(outcome.body.as_str())
+        .bind(outcome.status.map(i32::from))
+        .bind(outcome.error.as_deref())
+        .bind(state.as_str())
+        .bind(next_attempt_at)
+        .bind(delivered_at)
+        .execute(&mut *tx)
+        .await?;
+        if done {
+            // The ticket's next delivery to this webhook, if any, is due now.
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at = $3 WHERE id = (
+                     SELECT min(id) FROM webhook_deliveries
+                     WHERE webhook_id = $1 AND ticket_id = $2 AND state = 'pending')",
+            )
+            .bind(delivery.webhook_id)
+            .bind(delivery.ticket_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
