@@ -93,9 +93,10 @@ impl<'de> serde::Deserialize<'de> for WholeNumber {
     }
 }
 
-/// The client's IP address, for login throttling: the peer's, or, when the peer is a trusted
-/// proxy (`TRUSTED_PROXIES`), the nearest address in `X-Forwarded-For` that is not one. Without
-/// a connection (a request handed to the router in-process) it is `unknown`.
+/// Who the client is, for login throttling and the per-client stream cap: the peer's address,
+/// or, when the peer is a trusted proxy (`TRUSTED_PROXIES`), the nearest address in
+/// `X-Forwarded-For` that is not one (see [`ClientKey::resolve`]). Without a connection (a
+/// request handed to the router in-process) it is `unknown`.
 pub struct ClientAddress(pub ClientKey);
 
 impl FromRequestParts<AppState> for ClientAddress {
