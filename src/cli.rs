@@ -93,7 +93,7 @@ pub async fn run_user_command(
     let passwords = Passwords::for_this_machine(config.password_hash_queue);
     match command {
         UserCommand::Create { username, role } => {
-            let username = Username::parse(&username).map_err(Error::Validation)?;
+            let username = Username::parse(&username)?;
             let password = read_new_password(input, username.as_str())?;
             let user = NewUser {
                 username: username.as_str().to_owned(),
@@ -160,7 +160,7 @@ fn read_new_password(input: &mut dyn BufRead, username: &str) -> Result<NewPassw
     let mut line = String::new();
     input.read_line(&mut line).map_err(|e| Error::Internal(format!("reading the password failed: {e}")))?;
     let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
-    NewPassword::parse(password, username).map_err(Error::Validation)
+    Ok(NewPassword::parse(password, username)?)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use crate::auth::Passwords;
 use crate::domain::{NewUser, Role};
-use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::error::Result;
+use crate::store::{Store, StoreError};
 
 pub const DEMO_USERS: [(&str, &str, Role); 3] = [
     ("alice", "alice123", Role::Customer),
@@ -24,8 +24,8 @@ pub async fn ensure_demo_users(store: &dyn Store, passwords: &Passwords) -> Resu
         match store.create_user(&user).await {
             Ok(_) => created.push(username),
             // Another replica started with --demo at the same moment and created it first.
-            Err(Error::Conflict(_)) => {}
-            Err(error) => return Err(error),
+            Err(StoreError::Taken(_)) => {}
+            Err(error) => return Err(error.into()),
         }
     }
     Ok(created)

@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::Refusal;
+use crate::store::StoreError;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -65,6 +68,35 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What each refusal of the rules means over HTTP.
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Malformed(detail) => Error::BadRequest(detail),
+            Refusal::Invalid(detail) => Error::Validation(detail),
+            Refusal::Forbidden(detail) => Error::Forbidden(detail),
+            Refusal::Hidden(detail) => Error::NotFound(detail),
+            Refusal::Outdated(detail) => Error::PreconditionFailed(detail),
+            Refusal::Conflict(detail) => Error::Conflict(detail),
+        }
+    }
+}
+
+/// What each failure of the store means over HTTP.
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Refused(refusal) => refusal.into(),
+            StoreError::NotFound(detail) => Error::NotFound(detail),
+            StoreError::Taken(detail) => Error::Conflict(detail.to_owned()),
+            StoreError::KeyReused => Error::Validation(error.to_string()),
+            StoreError::Unavailable(detail) => Error::Unavailable(detail),
+            StoreError::Database(error) => Error::Database(error),
+            StoreError::Internal(detail) => Error::Internal(detail),
+        }
+    }
 }
 
 impl From<crate::domain::throttle::Locked> for Error {

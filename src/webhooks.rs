@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::WebhookSettings;
 use crate::domain::webhook::{is_public_address, message_id};
 use crate::domain::{
-    AttemptOutcome, Comment, DueDelivery, EventType, InFlight, NextStep, TicketEvent, WebhookId,
+    AttemptOutcome, Comment, DueDelivery, EventType, InFlight, NextStep, Refusal, TicketEvent, WebhookId,
     WebhookSecret, WebhookUrl,
 };
 use crate::metrics::WebhookAttempts;
@@ -220,7 +220,7 @@ impl Sender {
 
     /// The receiver's status code, or why there is none.
     async fn post(&self, delivery: &DueDelivery, body: &str) -> Result<u16, String> {
-        let url = WebhookUrl::parse(&delivery.url)?;
+        let url = WebhookUrl::parse(&delivery.url).map_err(|refusal| refusal.to_string())?;
         if !self.allow_private_networks {
             // Names are checked as they resolve; addresses written in the URL are checked here.
             if let Some(address) = literal_address(&url).filter(|address| !is_public_address(*address)) {
@@ -294,7 +294,7 @@ pub const NOT_PUBLIC: &str = "url must resolve to public internet addresses only
 
 /// The check at registration: unless private networks are allowed, the URL's host must resolve,
 /// and only to public addresses. (Delivery checks again: DNS answers change.)
-pub async fn check_destination(url: &WebhookUrl, allow_private_networks: bool) -> Result<(), String> {
+pub async fn check_destination(url: &WebhookUrl, allow_private_networks: bool) -> Result<(), Refusal> {
     if allow_private_networks {
         return Ok(());
     }
@@ -308,10 +308,10 @@ pub async fn check_destination(url: &WebhookUrl, allow_private_networks: bool) -
                 Ok(Err(_)) | Err(_) => Vec::new(),
             }
         }
-        (None, None) => return Err("url must name a host".into()),
+        (None, None) => return Err(Refusal::invalid("url must name a host")),
     };
     if addresses.is_empty() || !addresses.iter().all(|address| is_public_address(*address)) {
-        return Err(NOT_PUBLIC.into());
+        return Err(Refusal::invalid(NOT_PUBLIC));
     }
     Ok(())
 }

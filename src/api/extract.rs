@@ -139,9 +139,7 @@ impl IdempotencyKeyHeader {
         operation: &str,
         request: &impl serde::Serialize,
     ) -> Result<Option<IdempotencyKey>, Error> {
-        self.0
-            .map(|key| IdempotencyKey::new(user, &key, operation, request).map_err(Error::BadRequest))
-            .transpose()
+        self.0.map(|key| IdempotencyKey::new(user, &key, operation, request).map_err(Error::from)).transpose()
     }
 }
 

@@ -32,7 +32,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::{Error, Result, problem_for_bare_errors};
+use crate::error::{Error, problem_for_bare_errors};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -102,9 +102,4 @@ fn request_span(request: &Request) -> tracing::Span {
     let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let request_id = request.headers().get("x-request-id").and_then(|id| id.to_str().ok());
     tracing::info_span!("request", request_id, method = %request.method(), route)
-}
-
-/// A role guard: `allow(access::can_assign(&user), "...")?`.
-fn allow(permitted: bool, denial: &'static str) -> Result<()> {
-    if permitted { Ok(()) } else { Err(Error::Forbidden(denial)) }
 }

@@ -7,19 +7,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::allow;
 use super::extract::{IdempotencyKeyHeader, Json, Path, Query};
 use super::paging::{Page, PageQuery};
 use crate::auth::{CurrentUser, VerifiedToken};
+use crate::domain::actions::{Precondition, Work};
+use crate::domain::allow;
 use crate::domain::{
-    Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketChange,
-    TicketEvent, TicketId, TicketScope, TicketStatus, User, UserId, access,
+    Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketEvent,
+    TicketId, TicketScope, TicketStatus, User, UserId, access, actions,
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::{ChangeOutcome, SortKey, TicketCursor, TicketQuery, TicketSort, Write};
-
-const NOT_FOUND: Error = Error::NotFound("ticket not found");
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -70,11 +69,11 @@ async fn create_ticket(
     idempotency_key: IdempotencyKeyHeader,
     Json(body): Json<CreateTicket>,
 ) -> Result<impl IntoResponse> {
-    allow(access::can_create_ticket(&user), "only customers submit tickets")?;
+    actions::may_create(&user)?;
     let key = idempotency_key.for_request(user.id, "POST /tickets/", &body)?;
     let new = NewTicket {
-        subject: Subject::parse(&body.subject).map_err(Error::Validation)?,
-        description: Description::parse(body.description).map_err(Error::Validation)?,
+        subject: Subject::parse(&body.subject)?,
+        description: Description::parse(body.description)?,
         priority: body.priority,
         created_by: user.id,
     };
@@ -129,7 +128,7 @@ struct ListTickets {
     updated_since: Option<DateTime<Utc>>,
     /// `created` (default) or `updated`.
     #[param(inline)]
-    sort: Option<SortKey>,
+    sort: Option<Sort>,
     /// `desc` (default, newest first) or `asc`.
     #[param(inline)]
     direction: Option<Direction>,
@@ -142,6 +141,22 @@ struct ListTickets {
     /// Where to continue: the `cursor` from the previous page's `Link: rel="next"` header.
     #[param(min_length = 1)]
     cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Sort {
+    Created,
+    Updated,
+}
+
+impl From<Sort> for SortKey {
+    fn from(sort: Sort) -> Self {
+        match sort {
+            Sort::Created => SortKey::Created,
+            Sort::Updated => SortKey::Updated,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -171,7 +186,7 @@ impl ListTickets {
             q => q,
         };
         let sort = TicketSort {
-            key: self.sort.unwrap_or(SortKey::Created),
+            key: self.sort.map_or(SortKey::Created, SortKey::from),
             descending: !matches!(self.direction, Some(Direction::Asc)),
         };
         let page = Page::<TicketCursor>::from_query(self.limit, self.cursor.as_deref())?;
@@ -286,13 +301,16 @@ async fn get_ticket(
     // caller's user row comes back with the ticket), so deactivation still applies at once.
     let (caller, ticket) = state.store.caller_and_ticket(token.user_id, token.session, id).await?;
     let user = token.admit(caller)?;
-    ticket.filter(|ticket| access::can_view(&user, ticket)).map(TicketWithEtag).ok_or(NOT_FOUND)
+    let ticket = ticket.ok_or(actions::NOT_FOUND)?;
+    actions::visible(&user, &ticket)?;
+    Ok(TicketWithEtag(ticket))
 }
 
 /// The ticket, if the caller may see it; otherwise the same 404 as a missing one.
 async fn visible_ticket(state: &AppState, user: &User, id: TicketId) -> Result<Ticket> {
-    let ticket = state.store.ticket(id).await?;
-    ticket.filter(|ticket| access::can_view(user, ticket)).ok_or(NOT_FOUND)
+    let ticket = state.store.ticket(id).await?.ok_or(actions::NOT_FOUND)?;
+    actions::visible(user, &ticket)?;
+    Ok(ticket)
 }
 
 /// A single ticket as JSON, with its ETag: the version a client sends back in `If-Match`.
@@ -310,20 +328,15 @@ fn etag(ticket: &Ticket) -> String {
     format!("\"{}-{:x}\"", ticket.id, ticket.updated_at.timestamp_micros())
 }
 
-/// Inside a write's transaction, on the locked row: an `If-Match` that no longer names the current
-/// version fails, so two agents cannot silently overwrite each other (RFC 9110 §13.1.1: strong
-/// comparison, a list of tags, or `*`).
-fn ensure_if_match(headers: &HeaderMap, current: &Ticket) -> Result<()> {
+/// Whether the request's `If-Match` (if any) names the ticket's current version, judged inside the
+/// write's transaction on the locked row, so two agents cannot silently overwrite each other
+/// (RFC 9110 §13.1.1: strong comparison, a list of tags, or `*`).
+fn precondition(headers: &HeaderMap, current: &Ticket) -> Precondition {
     if super::etag::if_match_holds(headers, &etag(current)) {
-        Ok(())
+        Precondition::Holds
     } else {
-        Err(Error::PreconditionFailed("the ticket changed since the ETag in If-Match; reload it and retry"))
+        Precondition::Fails
     }
-}
-
-/// Inside a write's transaction: refuses a ticket the caller may not see, like a missing one.
-fn ensure_visible(user: &User, ticket: &Ticket) -> Result<()> {
-    if access::can_view(user, ticket) { Ok(()) } else { Err(NOT_FOUND) }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -369,19 +382,11 @@ async fn update_ticket(
     headers: HeaderMap,
     Json(body): Json<UpdateTicket>,
 ) -> Result<TicketWithEtag> {
-    if body.status.is_none() && body.priority.is_none() {
-        return Err(Error::Validation("nothing to change: give status and/or priority".into()));
-    }
+    let work = Work::new(body.status, body.priority)?;
     let outcome = state
         .store
         .update_ticket(id, user.id, &|current| {
-            ensure_visible(&user, current)?;
-            allow(access::can_work(&user, current), "only the assigned agent or an admin works a ticket")?;
-            ensure_if_match(&headers, current)?;
-            if let Some(to) = body.status.filter(|to| *to != current.status) {
-                current.status.check_transition(to, user.role).map_err(Error::Conflict)?;
-            }
-            Ok(TicketChange { status: body.status, priority: body.priority, ..TicketChange::default() })
+            actions::work(&user, current, precondition(&headers, current), work)
         })
         .await?;
     Ok(TicketWithEtag(outcome.ticket))
@@ -428,13 +433,11 @@ async fn assign_ticket(
     headers: HeaderMap,
     Json(body): Json<AssignTicket>,
 ) -> Result<TicketWithEtag> {
-    allow(access::can_assign(&user), "only admins assign tickets")?;
-    let change = TicketChange { assignee: Some(body.agent_id), ..TicketChange::default() };
+    actions::may_assign(&user)?;
     let outcome = state
         .store
         .update_ticket(id, user.id, &|current| {
-            ensure_if_match(&headers, current)?;
-            Ok(change.clone())
+            actions::assign(&user, current, precondition(&headers, current), body.agent_id)
         })
         .await?;
     Ok(TicketWithEtag(outcome.ticket))
@@ -477,19 +480,11 @@ async fn add_comment(
     idempotency_key: IdempotencyKeyHeader,
     Json(body): Json<AddComment>,
 ) -> Result<impl IntoResponse> {
-    allow(!body.internal || access::can_see_internal_notes(&user), "customers cannot write internal notes")?;
+    actions::may_comment(&user, body.internal)?;
     let key = idempotency_key.for_request(user.id, &format!("POST /tickets/{id}/comments"), &body)?;
-    let comment = NewComment {
-        author_id: user.id,
-        body: CommentBody::parse(body.body).map_err(Error::Validation)?,
-        internal: body.internal,
-    };
-    let edit = |current: &Ticket| {
-        ensure_visible(&user, current)?;
-        allow(access::can_comment(&user, current), "you cannot comment on this ticket")?;
-        let status = current.status.after_reply(user.role).map_err(|e| Error::Conflict(e.into()))?;
-        Ok(TicketChange { status, comment: Some(comment.clone()), ..TicketChange::default() })
-    };
+    let comment =
+        NewComment { author_id: user.id, body: CommentBody::parse(body.body)?, internal: body.internal };
+    let edit = |current: &Ticket| actions::comment(&user, current, comment.clone());
     let (comment, replayed) = match key {
         Some(key) => match state.store.add_comment_once(id, user.id, &edit, &key).await? {
             Write::Written(outcome) => (added_comment(outcome)?, false),
@@ -583,14 +578,7 @@ async fn rotate_embed_token(
 ) -> Result<Json<Ticket>> {
     let outcome = state
         .store
-        .update_ticket(id, user.id, &|current| {
-            ensure_visible(&user, current)?;
-            allow(
-                access::can_rotate_embed_token(&user, current),
-                "only the ticket's customer or an admin can do this",
-            )?;
-            Ok(TicketChange { rotate_embed_token: true, ..TicketChange::default() })
-        })
+        .update_ticket(id, user.id, &|current| actions::rotate_embed_token(&user, current))
         .await?;
     Ok(Json(outcome.ticket))
 }

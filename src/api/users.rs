@@ -5,10 +5,10 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::allow;
 use super::extract::{ClientAddress, Json, Path, Query};
 use super::paging::Page;
 use crate::auth::CurrentUser;
+use crate::domain::allow;
 use crate::domain::{NewPassword, NewUser, Role, User, UserChange, UserId, Username, access, throttle};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -129,8 +129,8 @@ pub(super) struct ValidNewUser {
 
 impl CreateUser {
     pub(super) fn validate(self) -> Result<ValidNewUser> {
-        let username = Username::parse(&self.username).map_err(Error::Validation)?;
-        let password = NewPassword::parse(&self.password, username.as_str()).map_err(Error::Validation)?;
+        let username = Username::parse(&self.username)?;
+        let password = NewPassword::parse(&self.password, username.as_str())?;
         Ok(ValidNewUser { username, password, role: self.role })
     }
 }
@@ -216,7 +216,7 @@ async fn update_user(
         return Err(Error::Validation("nothing to change: give role and/or active".into()));
     }
     let change = UserChange { role: body.role, active: body.active };
-    access::check_user_change(&user, id, &change).map_err(|refusal| Error::Conflict(refusal.into()))?;
+    access::check_user_change(&user, id, &change)?;
     Ok(Json(state.store.update_user(id, &change).await?))
 }
 
@@ -254,7 +254,7 @@ async fn change_own_password(
     ClientAddress(address): ClientAddress,
     Json(body): Json<ChangePassword>,
 ) -> Result<StatusCode> {
-    let new_password = NewPassword::parse(&body.new_password, &user.username).map_err(Error::Validation)?;
+    let new_password = NewPassword::parse(&body.new_password, &user.username)?;
     // Counted before the password is checked, exactly as a login is.
     let throttle_keys = throttle::keys_for(&user.username, &address.to_string());
     state.store.admit_login(&throttle_keys).await??;

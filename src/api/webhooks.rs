@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::allow;
 use super::extract::{Json, Path, Query};
 use super::paging::{Page, PageQuery};
 use crate::auth::CurrentUser;
+use crate::domain::allow;
 use crate::domain::{
     DeliveryId, EventType, EventTypes, NewWebhook, User, Webhook, WebhookChange, WebhookId, WebhookSecret,
     WebhookUrl, access,
@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn admins_only(user: &User) -> Result<()> {
-    allow(access::can_manage_webhooks(user), "only admins manage webhooks")
+    Ok(allow(access::can_manage_webhooks(user), "only admins manage webhooks")?)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -70,10 +70,8 @@ impl IntoResponse for WebhookWithSecret {
 
 /// A URL that parses and, unless private networks are allowed, points at public addresses.
 async fn checked_url(state: &AppState, raw: &str) -> Result<WebhookUrl> {
-    let url = WebhookUrl::parse(raw).map_err(Error::Validation)?;
-    crate::webhooks::check_destination(&url, state.webhooks_may_reach_private_networks)
-        .await
-        .map_err(Error::Validation)?;
+    let url = WebhookUrl::parse(raw)?;
+    crate::webhooks::check_destination(&url, state.webhooks_may_reach_private_networks).await?;
     Ok(url)
 }
 
@@ -106,7 +104,7 @@ async fn create_webhook(
     Json(body): Json<CreateWebhook>,
 ) -> Result<Response> {
     admins_only(&user)?;
-    let events = EventTypes::new(body.events).map_err(Error::Validation)?;
+    let events = EventTypes::new(body.events)?;
     let url = checked_url(&state, &body.url).await?;
     let secret = WebhookSecret::generate();
     let include_embed_token = body.include_embed_token;
@@ -225,7 +223,7 @@ async fn update_webhook(
         Some(raw) => Some(checked_url(&state, raw).await?),
         None => None,
     };
-    let events = body.events.map(EventTypes::new).transpose().map_err(Error::Validation)?;
+    let events = body.events.map(EventTypes::new).transpose()?;
     let change =
         WebhookChange { url, events, active: body.active, include_embed_token: body.include_embed_token };
     Ok(Json(state.store.update_webhook(id, &change).await?))

@@ -1,7 +1,8 @@
-//! Who may see and do what. Pure functions over the caller, unit-tested here and called from
-//! the handlers (and, for the rules a write must check against the ticket as it is in the
-//! transaction, from the store), so every rule lives in exactly one place.
+//! Who may see and do what: pure predicates over the caller, unit-tested here. Handlers guard
+//! routes with them (`allow(access::can_manage_users(&user), "...")?`); `actions.rs` composes
+//! them into the checks of each ticket write.
 
+use super::refusal::Refusal;
 use super::ticket::{Ticket, TicketScope};
 use super::user::{Role, User, UserChange, UserId};
 
@@ -66,9 +67,13 @@ pub fn can_look_up_user(viewer: &User, id: UserId) -> bool {
 
 /// An admin may not take their own admin rights or account away: the last admin doing so would
 /// leave nobody to manage users. The refusal is a conflict with the caller's own state.
-pub fn check_user_change(actor: &User, target: UserId, change: &UserChange) -> Result<(), &'static str> {
+pub fn check_user_change(actor: &User, target: UserId, change: &UserChange) -> Result<(), Refusal> {
     let demotes = change.role.is_some_and(|role| role != actor.role) || change.active == Some(false);
-    if target == actor.id && demotes { Err("admins cannot demote or deactivate themselves") } else { Ok(()) }
+    if target == actor.id && demotes {
+        Err(Refusal::Conflict("admins cannot demote or deactivate themselves".into()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Whoever sees a ticket takes part in its conversation: its customer, its agent, admins.
@@ -101,15 +106,17 @@ pub fn can_be_assigned(role: Role) -> bool {
 
 /// Whether `agent_id`, whose role and active flag are `agent` (`None`: no such user), may be
 /// assigned a ticket; the refusal says why.
-pub fn check_assignable(agent_id: UserId, agent: Option<(Role, bool)>) -> Result<(), String> {
+pub fn check_assignable(agent_id: UserId, agent: Option<(Role, bool)>) -> Result<(), Refusal> {
     match agent {
-        Some((role, _)) if !can_be_assigned(role) => Err(format!(
+        Some((role, _)) if !can_be_assigned(role) => Err(Refusal::Invalid(format!(
             "agent_id {agent_id} is a {}, not an agent; only agents can be assigned",
             role.as_str()
-        )),
-        Some((_, false)) => Err(format!("agent {agent_id} is deactivated and cannot be assigned")),
+        ))),
+        Some((_, false)) => {
+            Err(Refusal::Invalid(format!("agent {agent_id} is deactivated and cannot be assigned")))
+        }
         Some(_) => Ok(()),
-        None => Err(format!("agent_id {agent_id} does not name an existing user")),
+        None => Err(Refusal::Invalid(format!("agent_id {agent_id} does not name an existing user"))),
     }
 }
 
@@ -238,7 +245,10 @@ mod tests {
             change(None, Some(false)),
             change(Some(Role::Admin), Some(false)),
         ] {
-            assert!(check_user_change(&carol, 3, &refused).is_err(), "{refused:?}");
+            assert!(
+                matches!(check_user_change(&carol, 3, &refused), Err(Refusal::Conflict(_))),
+                "{refused:?}"
+            );
             assert_eq!(check_user_change(&carol, 4, &refused), Ok(()), "{refused:?} to someone else");
         }
         for harmless in [change(Some(Role::Admin), None), change(None, Some(true))] {
@@ -249,7 +259,10 @@ mod tests {
     #[test]
     fn only_existing_active_agents_are_assignable() {
         assert_eq!(check_assignable(2, Some((Role::Agent, true))), Ok(()));
-        let refusal = |agent| check_assignable(2, agent).unwrap_err();
+        let refusal = |agent| match check_assignable(2, agent) {
+            Err(Refusal::Invalid(detail)) => detail,
+            other => panic!("{agent:?}: {other:?}"),
+        };
         assert!(refusal(Some((Role::Agent, false))).contains("deactivated"));
         assert!(refusal(Some((Role::Customer, true))).contains("is a customer, not an agent"));
         assert!(refusal(Some((Role::Admin, true))).contains("is a admin, not an agent"));

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::refusal::Refusal;
 use super::reject_nul;
 use super::ticket::TicketId;
 use super::user::UserId;
@@ -33,14 +34,17 @@ pub struct CommentBody(String);
 impl CommentBody {
     pub const MAX_CHARS: usize = 10_000;
 
-    pub fn parse(raw: String) -> Result<Self, String> {
+    pub fn parse(raw: String) -> Result<Self, Refusal> {
         reject_nul("body", &raw)?;
         if raw.trim().is_empty() {
-            return Err("body must not be empty".into());
+            return Err(Refusal::invalid("body must not be empty"));
         }
         let n = raw.chars().count();
         if n > Self::MAX_CHARS {
-            return Err(format!("body must be at most {} characters (got {n})", Self::MAX_CHARS));
+            return Err(Refusal::Invalid(format!(
+                "body must be at most {} characters (got {n})",
+                Self::MAX_CHARS
+            )));
         }
         Ok(Self(raw))
     }

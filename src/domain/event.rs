@@ -69,28 +69,27 @@ impl NewEvent {
 }
 
 /// What `change` does to `ticket`, as history. Parts that change nothing record nothing.
-pub fn events_for(ticket: &Ticket, change: &TicketChange) -> Vec<NewEvent> {
-    let after = change.apply_to(ticket);
+pub(super) fn events_for(ticket: &Ticket, change: &TicketChange) -> Vec<NewEvent> {
     let mut events = Vec::new();
-    if after.assigned_to != ticket.assigned_to {
+    if let Some(assigned_to) = change.assignee.filter(|agent| *agent != ticket.assigned_to) {
         let from = ticket.assigned_to.map(|id| id.to_string());
-        events.push(match after.assigned_to {
+        events.push(match assigned_to {
             Some(agent) => NewEvent::new(EventKind::Assigned, from, Some(agent.to_string())),
             None => NewEvent::new(EventKind::Unassigned, from, None),
         });
     }
-    if after.status != ticket.status {
+    if let Some(status) = change.status.filter(|status| *status != ticket.status) {
         events.push(NewEvent::new(
             EventKind::StatusChanged,
             Some(ticket.status.as_str().into()),
-            Some(after.status.as_str().into()),
+            Some(status.as_str().into()),
         ));
     }
-    if after.priority != ticket.priority {
+    if let Some(priority) = change.priority.filter(|priority| *priority != ticket.priority) {
         events.push(NewEvent::new(
             EventKind::PriorityChanged,
             Some(ticket.priority.as_str().into()),
-            Some(after.priority.as_str().into()),
+            Some(priority.as_str().into()),
         ));
     }
     if let Some(comment) = &change.comment {

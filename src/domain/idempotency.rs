@@ -5,6 +5,7 @@
 use chrono::TimeDelta;
 
 use super::UserId;
+use super::refusal::Refusal;
 
 /// How long a key is remembered.
 pub const KEY_LIFETIME: TimeDelta = TimeDelta::hours(24);
@@ -26,14 +27,14 @@ impl IdempotencyKey {
         key: &str,
         operation: &str,
         request: &impl serde::Serialize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Refusal> {
         if key.is_empty() || key.len() > MAX_KEY_LENGTH || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
+            return Err(Refusal::Malformed(format!(
                 "Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (a UUID is a good choice)"
-            ));
+            )));
         }
-        let body =
-            serde_json::to_vec(request).map_err(|e| format!("the request cannot be fingerprinted: {e}"))?;
+        let body = serde_json::to_vec(request)
+            .map_err(|e| Refusal::Malformed(format!("the request cannot be fingerprinted: {e}")))?;
         let fingerprint = super::sha256_hex(&[operation.as_bytes(), &body]);
         Ok(Self { user_id, key: key.to_owned(), fingerprint })
     }

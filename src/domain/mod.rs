@@ -59,9 +59,11 @@ pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
 }
 
 pub mod access;
+pub mod actions;
 pub mod comment;
 pub mod event;
 pub mod idempotency;
+pub mod refusal;
 pub mod session;
 pub mod throttle;
 pub mod ticket;
@@ -71,11 +73,12 @@ pub mod webhook;
 pub use comment::{Comment, CommentBody, NewComment};
 pub use event::{EventKind, NewEvent, TicketEvent};
 pub use idempotency::IdempotencyKey;
+pub use refusal::{Refusal, allow};
 pub use session::{Caller, NewRefreshToken, RefreshVerdict, StoredRefreshToken};
 pub use throttle::ThrottleKey;
 pub use ticket::{
-    ChangedFields, Description, NewTicket, Priority, PublicTicket, Subject, Ticket, TicketChange, TicketId,
-    TicketScope, TicketStatus,
+    Description, NewTicket, Priority, PublicTicket, Subject, Ticket, TicketChange, TicketId, TicketScope,
+    TicketStatus,
 };
 pub use user::{NewPassword, NewUser, Role, User, UserChange, UserCredentials, UserId, Username};
 pub use webhook::{
@@ -84,8 +87,12 @@ pub use webhook::{
 };
 
 /// NUL is no text anyone types, and Postgres cannot store it in a text column.
-fn reject_nul(field: &str, raw: &str) -> Result<(), String> {
-    if raw.contains('\0') { Err(format!("{field} must not contain NUL characters")) } else { Ok(()) }
+fn reject_nul(field: &str, raw: &str) -> Result<(), Refusal> {
+    if raw.contains('\0') {
+        Err(Refusal::Invalid(format!("{field} must not contain NUL characters")))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::comment::NewComment;
+use super::event::{NewEvent, events_for};
+use super::refusal::Refusal;
 use super::reject_nul;
 use super::user::{Role, UserId};
 
@@ -52,16 +54,18 @@ impl TicketStatus {
 
     /// A reply on a resolved ticket from its customer means "not fixed": it reopens. Nobody
     /// replies on a closed ticket.
-    pub fn after_reply(self, author: Role) -> Result<Option<TicketStatus>, &'static str> {
+    pub fn after_reply(self, author: Role) -> Result<Option<TicketStatus>, Refusal> {
         match (self, author) {
-            (TicketStatus::Closed, _) => Err("the ticket is closed; open a new one"),
+            (TicketStatus::Closed, _) => {
+                Err(Refusal::Conflict("the ticket is closed; open a new one".into()))
+            }
             (TicketStatus::Resolved, Role::Customer) => Ok(Some(TicketStatus::Open)),
             _ => Ok(None),
         }
     }
 
     /// Checks a move to `to`; on refusal, says which states are allowed instead.
-    pub fn check_transition(self, to: TicketStatus, role: Role) -> Result<(), String> {
+    pub fn check_transition(self, to: TicketStatus, role: Role) -> Result<(), Refusal> {
         let allowed = self.next_states(role);
         if allowed.contains(&to) {
             return Ok(());
@@ -70,11 +74,11 @@ impl TicketStatus {
             [] => "none: a closed ticket is final".to_owned(),
             states => states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
         };
-        Err(format!(
+        Err(Refusal::Conflict(format!(
             "a ticket cannot go from {} to {}; allowed next states: {allowed}",
             self.as_str(),
             to.as_str()
-        ))
+        )))
     }
 }
 
@@ -139,14 +143,15 @@ pub struct Subject(String);
 impl Subject {
     pub const MAX_CHARS: usize = 200;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Refusal> {
         reject_nul("subject", raw)?;
         let trimmed = raw.trim();
         match trimmed.chars().count() {
-            0 => Err("subject must not be empty".into()),
-            n if n > Self::MAX_CHARS => {
-                Err(format!("subject must be at most {} characters (got {n})", Self::MAX_CHARS))
-            }
+            0 => Err(Refusal::invalid("subject must not be empty")),
+            n if n > Self::MAX_CHARS => Err(Refusal::Invalid(format!(
+                "subject must be at most {} characters (got {n})",
+                Self::MAX_CHARS
+            ))),
             _ => Ok(Self(trimmed.to_owned())),
         }
     }
@@ -163,11 +168,14 @@ pub struct Description(String);
 impl Description {
     pub const MAX_CHARS: usize = 10_000;
 
-    pub fn parse(raw: String) -> Result<Self, String> {
+    pub fn parse(raw: String) -> Result<Self, Refusal> {
         reject_nul("description", &raw)?;
         let n = raw.chars().count();
         if n > Self::MAX_CHARS {
-            return Err(format!("description must be at most {} characters (got {n})", Self::MAX_CHARS));
+            return Err(Refusal::Invalid(format!(
+                "description must be at most {} characters (got {n})",
+                Self::MAX_CHARS
+            )));
         }
         Ok(Self(raw))
     }
@@ -203,15 +211,36 @@ pub struct ChangedFields {
     pub status: TicketStatus,
     pub priority: Priority,
     pub assigned_to: Option<UserId>,
+    pub embed_token: Uuid,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What one change writes: the ticket's fields after it, and its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeToWrite {
+    pub fields: ChangedFields,
+    pub events: Vec<NewEvent>,
 }
 
 impl TicketChange {
-    pub fn apply_to(&self, ticket: &Ticket) -> ChangedFields {
-        ChangedFields {
+    /// What this change writes to `ticket` at `now`; `None` when it changes nothing, which is
+    /// written as nothing.
+    pub fn write_to(&self, ticket: &Ticket, now: DateTime<Utc>) -> Option<ChangeToWrite> {
+        let events = events_for(ticket, self);
+        if events.is_empty() {
+            return None;
+        }
+        // `updated_at` (and with it the ETag and the embed's `last_updated`) is what customers
+        // and the embed see move: a change only staff can see leaves it.
+        let updated_at = if events.iter().all(|event| event.internal) { ticket.updated_at } else { now };
+        let fields = ChangedFields {
             status: self.status.unwrap_or(ticket.status),
             priority: self.priority.unwrap_or(ticket.priority),
             assigned_to: self.assignee.unwrap_or(ticket.assigned_to),
-        }
+            embed_token: if self.rotate_embed_token { Uuid::new_v4() } else { ticket.embed_token },
+            updated_at,
+        };
+        Some(ChangeToWrite { fields, events })
     }
 
     /// The agent this change newly assigns, whom the store must check.
@@ -251,6 +280,7 @@ impl Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CommentBody;
 
     #[test]
     fn subject_is_trimmed() {
@@ -308,9 +338,13 @@ mod tests {
 
     #[test]
     fn refused_transition_names_the_allowed_states() {
-        let detail = TicketStatus::Open.check_transition(TicketStatus::Resolved, Role::Agent).unwrap_err();
+        let refusal = |from: TicketStatus, to, role| match from.check_transition(to, role) {
+            Err(Refusal::Conflict(detail)) => detail,
+            other => panic!("{from:?} -> {to:?}: {other:?}"),
+        };
+        let detail = refusal(TicketStatus::Open, TicketStatus::Resolved, Role::Agent);
         assert!(detail.ends_with("allowed next states: in_progress"), "{detail}");
-        let detail = TicketStatus::Closed.check_transition(TicketStatus::Open, Role::Admin).unwrap_err();
+        let detail = refusal(TicketStatus::Closed, TicketStatus::Open, Role::Admin);
         assert!(detail.contains("closed ticket is final"), "{detail}");
     }
 
@@ -321,8 +355,42 @@ mod tests {
         assert_eq!(Resolved.after_reply(Role::Agent), Ok(None));
         assert_eq!(InProgress.after_reply(Role::Customer), Ok(None));
         for role in [Role::Customer, Role::Agent, Role::Admin] {
-            assert!(Closed.after_reply(role).is_err());
+            assert!(matches!(Closed.after_reply(role), Err(Refusal::Conflict(_))));
         }
+    }
+
+    #[test]
+    fn a_change_moves_updated_at_unless_only_staff_can_see_it() {
+        let ticket = Ticket::sample(1, Some(2));
+        let now = ticket.updated_at + chrono::TimeDelta::minutes(5);
+        let comment = |internal| TicketChange {
+            comment: Some(NewComment {
+                author_id: 2,
+                body: CommentBody::parse("hi".into()).unwrap(),
+                internal,
+            }),
+            ..TicketChange::default()
+        };
+        let written = |change: &TicketChange| change.write_to(&ticket, now).expect("a change");
+        assert_eq!(written(&comment(false)).fields.updated_at, now);
+        assert_eq!(written(&comment(true)).fields.updated_at, ticket.updated_at);
+        let priority = TicketChange { priority: Some(Priority::Urgent), ..TicketChange::default() };
+        let fields = written(&priority).fields;
+        assert_eq!(
+            (fields.priority, fields.updated_at, fields.embed_token),
+            (Priority::Urgent, now, ticket.embed_token)
+        );
+    }
+
+    #[test]
+    fn a_rotation_mints_a_new_embed_token_and_a_change_of_nothing_writes_nothing() {
+        let ticket = Ticket::sample(1, Some(2));
+        let rotate = TicketChange { rotate_embed_token: true, ..TicketChange::default() };
+        let fields = rotate.write_to(&ticket, ticket.updated_at).expect("a change").fields;
+        assert_ne!(fields.embed_token, ticket.embed_token);
+        let same =
+            TicketChange { status: Some(ticket.status), assignee: Some(Some(2)), ..TicketChange::default() };
+        assert_eq!(same.write_to(&ticket, ticket.updated_at), None);
     }
 
     #[test]

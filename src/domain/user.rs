@@ -1,6 +1,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::refusal::Refusal;
+
 pub type UserId = i64;
 
 /// What a user may do is decided by their role alone (see [`super::access`]).
@@ -43,13 +45,13 @@ pub struct UserCredentials {
 pub struct Username(String);
 
 impl Username {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Refusal> {
         let n = raw.chars().count();
         if !(3..=64).contains(&n) {
-            return Err(format!("username must be 3 to 64 characters (got {n})"));
+            return Err(Refusal::Invalid(format!("username must be 3 to 64 characters (got {n})")));
         }
         if !raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-            return Err("username may hold only letters, digits, `.`, `_` and `-`".into());
+            return Err(Refusal::invalid("username may hold only letters, digits, `.`, `_` and `-`"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -67,18 +69,18 @@ pub struct NewPassword(String);
 const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
 
 impl NewPassword {
-    pub fn parse(raw: &str, username: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str, username: &str) -> Result<Self, Refusal> {
         super::reject_nul("password", raw)?;
         let n = raw.chars().count();
         if !(8..=128).contains(&n) {
-            return Err(format!("password must be 8 to 128 characters (got {n})"));
+            return Err(Refusal::Invalid(format!("password must be 8 to 128 characters (got {n})")));
         }
         let lowered = raw.to_lowercase();
         if COMMON_PASSWORDS.lines().any(|common| common == lowered) {
-            return Err("that password is among the most common ones; choose another".into());
+            return Err(Refusal::invalid("that password is among the most common ones; choose another"));
         }
         if lowered == username.to_lowercase() {
-            return Err("the password must not be the username".into());
+            return Err(Refusal::invalid("the password must not be the username"));
         }
         Ok(Self(raw.to_owned()))
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::event::EventKind;
+use super::refusal::Refusal;
 use super::reject_nul;
 use super::ticket::TicketId;
 
@@ -78,9 +79,9 @@ impl EventType {
 pub struct EventTypes(Vec<EventType>);
 
 impl EventTypes {
-    pub fn new(mut types: Vec<EventType>) -> Result<Self, String> {
+    pub fn new(mut types: Vec<EventType>) -> Result<Self, Refusal> {
         if types.is_empty() {
-            return Err("events must name at least one event type".into());
+            return Err(Refusal::invalid("events must name at least one event type"));
         }
         types.sort();
         types.dedup();
@@ -111,7 +112,7 @@ impl TryFrom<String> for EventTypes {
             .filter(|name| !name.is_empty())
             .map(|name| EventType::try_from(name.to_owned()))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::new(types)
+        Self::new(types).map_err(|refusal| refusal.to_string())
     }
 }
 
@@ -159,25 +160,28 @@ pub struct WebhookUrl(url::Url);
 impl WebhookUrl {
     pub const MAX_CHARS: usize = 2048;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Refusal> {
         reject_nul("url", raw)?;
-        let too_long = || format!("url must be at most {} characters", Self::MAX_CHARS);
+        let too_long = || Refusal::Invalid(format!("url must be at most {} characters", Self::MAX_CHARS));
         if raw.len() > Self::MAX_CHARS {
             return Err(too_long());
         }
-        let url = url::Url::parse(raw.trim()).map_err(|e| format!("url is not an absolute URL: {e}"))?;
+        let url = url::Url::parse(raw.trim())
+            .map_err(|e| Refusal::Invalid(format!("url is not an absolute URL: {e}")))?;
         // Stored as parsed, which can be longer (a `/` added, characters percent-encoded).
         if url.as_str().len() > Self::MAX_CHARS {
             return Err(too_long());
         }
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("url must be http or https (got {})", url.scheme()));
+            return Err(Refusal::Invalid(format!("url must be http or https (got {})", url.scheme())));
         }
         if url.host().is_none() {
-            return Err("url must name a host".into());
+            return Err(Refusal::invalid("url must name a host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("url must not carry credentials; authenticate deliveries by their signature".into());
+            return Err(Refusal::invalid(
+                "url must not carry credentials; authenticate deliveries by their signature",
+            ));
         }
         Ok(Self(url))
     }

@@ -1,6 +1,7 @@
 //! Storage: the [`Store`] trait the handlers depend on, and its PostgreSQL and SQLite backends.
 //! The backend is picked from the database URL's scheme.
 
+mod error;
 mod postgres;
 mod reads;
 mod sql;
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::config::{DatabaseUrl, PoolSettings};
+use crate::domain::Refusal;
 use crate::domain::throttle::Locked;
 use crate::domain::{
     AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, InFlight,
@@ -23,64 +24,22 @@ use crate::domain::{
     WebhookId, WebhookSecret,
 };
 use crate::domain::{Priority, Role, TicketStatus};
-use crate::error::{Error, Result};
 
+pub use error::{Result, StoreError};
 pub use sql::{Dialect, SqlStore};
 
 /// Decides, inside the write's transaction and from the ticket as it is there, what to change;
 /// an `Err` aborts the transaction with nothing written.
-pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange> + Send + Sync + 'a;
+pub type TicketEdit<'a> = dyn Fn(&Ticket) -> Result<TicketChange, Refusal> + Send + Sync + 'a;
 
 /// What a write keyed by an `Idempotency-Key` did. The write's own transaction claims the key
 /// and keeps what it created beside it; a repeat of the request writes nothing and gets that
-/// back. (The key with another request is a `Validation` error.)
+/// back. (The key with another request is [`StoreError::KeyReused`].)
 #[derive(Debug)]
 pub enum Write<T, Created = T> {
     Written(T),
     /// The same request was written before: this is what it created then.
     Replayed(Created),
-}
-
-/// A row of `users LEFT JOIN tickets`: the user, and the ticket's columns (null when there is no
-/// such ticket), prefixed `t_`.
-#[derive(sqlx::FromRow)]
-struct CallerAndTicketRow {
-    #[sqlx(flatten)]
-    caller: Caller,
-    t_id: Option<TicketId>,
-    t_subject: Option<String>,
-    t_description: Option<String>,
-    t_status: Option<String>,
-    t_priority: Option<String>,
-    t_created_by: Option<UserId>,
-    t_assigned_to: Option<UserId>,
-    t_embed_token: Option<uuid::Uuid>,
-    t_created_at: Option<DateTime<Utc>>,
-    t_updated_at: Option<DateTime<Utc>>,
-}
-
-impl CallerAndTicketRow {
-    fn split(self) -> Result<(Caller, Option<Ticket>)> {
-        let ticket = match (self.t_id, self.t_subject, self.t_description, self.t_status, self.t_priority) {
-            (Some(id), Some(subject), Some(description), Some(status), Some(priority)) => {
-                let missing = || Error::Internal(format!("ticket {id} has a null column"));
-                Some(Ticket {
-                    id,
-                    subject,
-                    description,
-                    status: TicketStatus::try_from(status).map_err(Error::Internal)?,
-                    priority: Priority::try_from(priority).map_err(Error::Internal)?,
-                    created_by: self.t_created_by.ok_or_else(missing)?,
-                    assigned_to: self.t_assigned_to,
-                    embed_token: self.t_embed_token.ok_or_else(missing)?,
-                    created_at: self.t_created_at.ok_or_else(missing)?,
-                    updated_at: self.t_updated_at.ok_or_else(missing)?,
-                })
-            }
-            _ => None,
-        };
-        Ok((self.caller, ticket))
-    }
 }
 
 /// The connection pool's state, for metrics.
@@ -117,7 +76,7 @@ pub struct TicketQuery {
     pub limit: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortKey {
     /// Creation order (ids are issued in creation order).
@@ -335,7 +294,7 @@ pub async fn connect(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Arc<dyn S
     } else if raw.starts_with("sqlite:") {
         Ok(Arc::new(SqlStore::<sqlx::Sqlite>::connect(raw, pool).await?))
     } else {
-        Err(Error::Internal(format!(
+        Err(StoreError::Internal(format!(
             "unsupported DATABASE_URL {:?}: use postgres://... or sqlite://...",
             url.redacted()
         )))
@@ -350,10 +309,10 @@ fn write_and_read_connections(total: u32, share_of_writes: u32) -> (u32, u32) {
 }
 
 /// A unique-constraint violation is the client's conflict, not our failure.
-fn conflict_if_unique(error: sqlx::Error, detail: &str) -> Error {
+fn taken_if_unique(error: sqlx::Error, what: &'static str) -> StoreError {
     match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(detail.to_owned()),
-        _ => Error::Database(error),
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Taken(what),
+        _ => StoreError::Database(error),
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use super::Change;
 use super::sql::{Dialect, SqlStore, TextMatch};
 use crate::config::PoolSettings;
-use crate::error::Result;
+use crate::store::Result;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -31,7 +31,7 @@ impl SqlStore<Postgres> {
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|e| crate::error::Error::Internal(format!("migrating PostgreSQL failed: {e}")))?;
+            .map_err(|e| crate::store::StoreError::Internal(format!("migrating PostgreSQL failed: {e}")))?;
         let url = url.to_owned();
         Ok(Self::new(pool, reads).relaying(move |changes| relay_notifications(url, changes)))
     }

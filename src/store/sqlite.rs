@@ -9,7 +9,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::sql::{Dialect, SqlStore, TextMatch};
 use crate::config::PoolSettings;
-use crate::error::{Error, Result};
+use crate::store::{Result, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -26,7 +26,7 @@ impl SqlStore<Sqlite> {
             .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|e| {
-                Error::Internal(format!("cannot create the database folder {}: {e}", folder.display()))
+                StoreError::Internal(format!("cannot create the database folder {}: {e}", folder.display()))
             })?;
         }
         // Processes starting together on one new file can meet SQLite's deadlock avoidance: a new
@@ -44,7 +44,7 @@ impl SqlStore<Sqlite> {
                     attempt += 1;
                 }
                 Err(sqlx::migrate::MigrateError::Execute(error)) => return Err(error.into()),
-                Err(error) => return Err(Error::Internal(format!("migrating SQLite failed: {error}"))),
+                Err(error) => return Err(StoreError::Internal(format!("migrating SQLite failed: {error}"))),
             }
         }
     }

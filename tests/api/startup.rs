@@ -87,7 +87,7 @@ async fn a_database_with_names_differing_only_in_case_is_not_migrated(database: 
         password_hash: passwords.hash("a long passphrase").await.unwrap(),
         role: ticketdesk::domain::Role::Customer,
     };
-    assert!(matches!(store.create_user(&taken).await, Err(ticketdesk::error::Error::Conflict(_))));
+    assert!(matches!(store.create_user(&taken).await, Err(ticketdesk::store::StoreError::Taken(_))));
 }
 
 /// A ticket created with an `Idempotency-Key` before migration 0006, which stored the HTTP

@@ -9,8 +9,8 @@ use crate::domain::{
     Caller, NewRefreshToken, NewUser, RefreshVerdict, Role, StoredRefreshToken, ThrottleKey, User,
     UserChange, UserCredentials, UserId,
 };
-use crate::error::{Error, Result};
-use crate::store::{Accounts, UserFilter, conflict_if_unique, now};
+use crate::store::{Accounts, UserFilter, now, taken_if_unique};
+use crate::store::{Result, StoreError};
 
 #[async_trait]
 impl<DB: Dialect> Accounts for SqlStore<DB>
@@ -121,7 +121,7 @@ where
         .bind(now())
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| conflict_if_unique(e, "that username is taken"))
+        .map_err(|e| taken_if_unique(e, "that username is taken"))
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -141,7 +141,7 @@ where
         .bind(i32::from(deactivating))
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(Error::NotFound("user not found"))?;
+        .ok_or(StoreError::NotFound("user not found"))?;
         if deactivating {
             sqlx::query(
                 "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
@@ -166,7 +166,7 @@ where
         .fetch_optional(&mut *tx)
         .await?;
         if updated.is_none() {
-            return Err(Error::NotFound("user not found"));
+            return Err(StoreError::NotFound("user not found"));
         }
         Self::password_proved(&mut tx, proved, now()).await?;
         tx.commit().await?;

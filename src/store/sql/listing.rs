@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore, TextMatch};
 use crate::domain::{Ticket, TicketId, TicketScope};
-use crate::error::Result;
+use crate::store::Result;
 use crate::store::{Listing, SortKey, TicketCursor, TicketQuery, TicketSort};
 
 /// How many tickets of the filtered listing a search walks, in the page's order, before it asks

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::Change;
 use super::reads::ReadConnections;
 use crate::domain::{IdempotencyKey, NewEvent, TicketId, UserId, idempotency};
-use crate::error::{Error, Result};
+use crate::store::{Result, StoreError};
 
 /// Whether `error` means the connection was dead before the statement ran: its socket is gone,
 /// or the server ended the session (SQLSTATE 57P01 to 57P03: shut down, crashed, starting up).
@@ -60,10 +60,10 @@ macro_rules! column_list {
         concat!(stringify!($first) $(, ", ", stringify!($rest))*)
     };
 }
-/// `t.a AS t_a, t.b AS t_b, ...`: a joined ticket's columns (`CallerAndTicketRow`).
+/// `t.a, t.b, ...`: the columns of the ticket joined as `t`.
 macro_rules! joined_column_list {
     ($first:ident $(, $rest:ident)*) => {
-        concat!("t.", stringify!($first), " AS t_", stringify!($first) $(, ", t.", stringify!($rest), " AS t_", stringify!($rest))*)
+        concat!("t.", stringify!($first) $(, ", t.", stringify!($rest))*)
     };
 }
 macro_rules! ticket_columns {
@@ -240,7 +240,7 @@ impl<DB: Dialect> SqlStore<DB> {
                 Err(_) => connection.close_on_drop(),
             }
         }
-        Err(Error::Unavailable("no database connection answers".into()))
+        Err(StoreError::Unavailable("no database connection answers".into()))
     }
 
     /// A `SELECT` that locks the row it reads until the transaction ends.
@@ -300,13 +300,11 @@ where
         .fetch_one(&mut **tx)
         .await?;
         if fingerprint != key.fingerprint {
-            return Err(Error::Validation(
-                "this Idempotency-Key was already used for a different request; use a new key for a new request"
-                    .into(),
-            ));
+            return Err(StoreError::KeyReused);
         }
-        let first = serde_json::from_str(&outcome)
-            .map_err(|e| Error::Internal(format!("a stored idempotent outcome does not read back: {e}")))?;
+        let first = serde_json::from_str(&outcome).map_err(|e| {
+            StoreError::Internal(format!("a stored idempotent outcome does not read back: {e}"))
+        })?;
         Ok(Some(first))
     }
 
@@ -318,7 +316,7 @@ where
     ) -> Result<()> {
         if let Some(key) = key {
             let outcome = serde_json::to_string(created)
-                .map_err(|e| Error::Internal(format!("serializing an idempotent outcome: {e}")))?;
+                .map_err(|e| StoreError::Internal(format!("serializing an idempotent outcome: {e}")))?;
             sqlx::query("UPDATE idempotency_keys SET outcome = $3 WHERE user_id = $1 AND key = $2")
                 .bind(key.user_id)
                 .bind(&key.key)

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
 use crate::domain::TicketStatus;
-use crate::error::{Error, Result};
 use crate::store::{Change, Operations, PoolStats};
+use crate::store::{Result, StoreError};
 
 #[async_trait]
 impl<DB: Dialect> Operations for SqlStore<DB>
@@ -28,11 +28,11 @@ where
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "readiness check failed");
-                Error::Unavailable("the database is unreachable".into())
+                StoreError::Unavailable("the database is unreachable".into())
             })?;
         let known = DB::migrator().migrations.len();
         if usize::try_from(applied).unwrap_or(0) < known {
-            return Err(Error::Unavailable(format!("{applied} of {known} migrations are applied")));
+            return Err(StoreError::Unavailable(format!("{applied} of {known} migrations are applied")));
         }
         Ok(())
     }
@@ -64,7 +64,7 @@ where
             })
             .await?;
         rows.into_iter()
-            .map(|(status, count)| Ok((TicketStatus::try_from(status).map_err(Error::Internal)?, count)))
+            .map(|(status, count)| Ok((TicketStatus::try_from(status).map_err(StoreError::Internal)?, count)))
             .collect()
     }
 

@@ -1,15 +1,14 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Transaction, Type};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Row, Transaction, Type};
 use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
 use crate::domain::{
     Caller, Comment, EventKind, IdempotencyKey, NewEvent, NewTicket, PublicTicket, Role, Ticket, TicketEvent,
-    TicketId, UserId, access,
+    TicketId, User, UserId, access,
 };
-use crate::error::{Error, Result};
-use crate::store::{CallerAndTicketRow, ChangeOutcome, TicketEdit, Tickets, Write, now};
+use crate::store::{ChangeOutcome, Result, StoreError, TicketEdit, Tickets, Write, now};
 
 #[async_trait]
 impl<DB: Dialect> Tickets for SqlStore<DB>
@@ -134,10 +133,10 @@ where
         session: Uuid,
         ticket: TicketId,
     ) -> Result<(Option<Caller>, Option<Ticket>)> {
-        let row: Option<CallerAndTicketRow> = self
+        let row: Option<CallerAndTicket> = self
             .read(async move |connection| {
                 sqlx::query_as(concat!(
-                    "SELECT u.id, u.username, u.role, u.active, u.token_version, ",
+                    "SELECT u.id AS caller_id, u.username, u.role, u.active, u.token_version, ",
                     session_open!(),
                     ", ",
                     with_ticket_columns!(joined_column_list),
@@ -150,10 +149,7 @@ where
                 .await
             })
             .await?;
-        match row {
-            Some(row) => row.split().map(|(caller, ticket)| (Some(caller), ticket)),
-            None => Ok((None, None)),
-        }
+        Ok(row.map_or((None, None), |CallerAndTicket(caller, ticket)| (Some(caller), ticket)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -196,8 +192,10 @@ where
             return Ok(Write::Replayed(first));
         }
         let outcome = Self::change_ticket(&mut tx, id, actor, edit).await?;
-        let comment =
-            outcome.comment.as_ref().ok_or_else(|| Error::Internal("the change added no comment".into()))?;
+        let comment = outcome
+            .comment
+            .as_ref()
+            .ok_or_else(|| StoreError::Internal("the change added no comment".into()))?;
         Self::commit_keeping(tx, Some(key), comment).await?;
         self.announce_change_to(id);
         Ok(Write::Written(outcome))
@@ -236,7 +234,7 @@ where
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(Error::NotFound("ticket not found"))?;
+        .ok_or(StoreError::NotFound("ticket not found"))?;
 
         let change = edit(&current)?;
         if let Some(agent_id) = change.new_assignee(&current) {
@@ -248,19 +246,13 @@ where
             let agent = agent
                 .map(|(role, active)| Role::try_from(role).map(|role| (role, active)))
                 .transpose()
-                .map_err(Error::Internal)?;
-            access::check_assignable(agent_id, agent).map_err(Error::Validation)?;
+                .map_err(StoreError::Internal)?;
+            access::check_assignable(agent_id, agent)?;
         }
-        let events = crate::domain::event::events_for(&current, &change);
-        if events.is_empty() {
+        let Some(write) = change.write_to(&current, now) else {
             return Ok(ChangeOutcome { ticket: current, comment: None });
-        }
-
-        let after = change.apply_to(&current);
-        // `updated_at` (and with it the ETag and the embed's `last_updated`) is what customers and
-        // the embed see move: a change only staff can see leaves it.
-        let updated_at = if events.iter().all(|event| event.internal) { current.updated_at } else { now };
-        let embed_token = if change.rotate_embed_token { Uuid::new_v4() } else { current.embed_token };
+        };
+        let after = write.fields;
         let ticket = sqlx::query_as(concat!(
             "UPDATE tickets SET status = $2, priority = $3, assigned_to = $4, embed_token = $5, updated_at = $6
              WHERE id = $1 RETURNING ",
@@ -270,8 +262,8 @@ where
         .bind(after.status.as_str())
         .bind(after.priority.as_str())
         .bind(after.assigned_to)
-        .bind(embed_token)
-        .bind(updated_at)
+        .bind(after.embed_token)
+        .bind(after.updated_at)
         .fetch_one(&mut **tx)
         .await?;
 
@@ -292,10 +284,44 @@ where
             ),
             None => None,
         };
-        for event in &events {
+        for event in &write.events {
             let comment_id = comment.as_ref().filter(|_| event.kind == EventKind::CommentAdded).map(|c| c.id);
             Self::record_event(tx, id, actor, event, comment_id, now).await?;
         }
         Ok(ChangeOutcome { ticket, comment })
+    }
+}
+
+/// A row of `users LEFT JOIN tickets`: the caller's columns, its id as `caller_id` beside the
+/// ticket's `id`, then the ticket's (null when there is no such ticket), read by the ticket's own
+/// `FromRow`, so its columns are named once, in `with_ticket_columns!`.
+struct CallerAndTicket(Caller, Option<Ticket>);
+
+impl<'r, R: Row> FromRow<'r, R> for CallerAndTicket
+where
+    Ticket: FromRow<'r, R>,
+    &'r str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        let role = Role::try_from(row.try_get::<String, _>("role")?)
+            .map_err(|e| sqlx::Error::ColumnDecode { index: "role".into(), source: e.into() })?;
+        let user = User {
+            id: row.try_get("caller_id")?,
+            username: row.try_get("username")?,
+            role,
+            active: row.try_get("active")?,
+            token_version: row.try_get("token_version")?,
+        };
+        let caller = Caller { user, session_open: row.try_get("session_open")? };
+        let ticket = match row.try_get::<Option<TicketId>, _>("id")? {
+            Some(_) => Some(Ticket::from_row(row)?),
+            None => None,
+        };
+        Ok(Self(caller, ticket))
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::{
     AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, InFlight, NewWebhook,
     NextStep, Ticket, TicketEvent, Webhook, WebhookChange, WebhookId, WebhookSecret, webhook,
 };
-use crate::error::{Error, Result};
+use crate::store::{Result, StoreError};
 use crate::store::{Tickets, Webhooks, now};
 
 #[async_trait]
@@ -96,7 +96,7 @@ where
         .bind(now())
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(Error::NotFound("webhook not found"))?;
+        .ok_or(StoreError::NotFound("webhook not found"))?;
         tx.commit().await?;
         // Deliveries held back while it was inactive are due again.
         self.announce_deliveries();
@@ -111,7 +111,7 @@ where
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        deleted.ok_or(Error::NotFound("webhook not found"))?;
+        deleted.ok_or(StoreError::NotFound("webhook not found"))?;
         tx.commit().await?;
         Ok(())
     }
@@ -128,7 +128,7 @@ where
         .bind(now())
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(Error::NotFound("webhook not found"))?;
+        .ok_or(StoreError::NotFound("webhook not found"))?;
         tx.commit().await?;
         Ok(updated)
     }
