@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{Layer, Registry};
 
-use helpers::{AppWith, Backend, NoWebhookDelivery, TestApp};
+use helpers::{Backend, EmptyDatabase, NO_WEBHOOK_DELIVERY, TestApp};
 
 struct CountStatements(Arc<AtomicUsize>);
 
@@ -32,7 +32,10 @@ async fn a_ticket_read_and_an_embed_read_are_one_statement_each() {
     let subscriber = Registry::default().with(CountStatements(statements.clone()));
     tracing::subscriber::set_global_default(subscriber).expect("the only subscriber in this binary");
     helpers::run(
-        |AppWith(app, _): AppWith<NoWebhookDelivery>| one_statement_per_hot_read(app, statements),
+        async |database: EmptyDatabase| {
+            let app = TestApp::at(&database.url, NO_WEBHOOK_DELIVERY).await;
+            one_statement_per_hot_read(app, statements).await
+        },
         Backend::Sqlite,
     )
     .await;
@@ -41,7 +44,7 @@ async fn a_ticket_read_and_an_embed_read_are_one_statement_each() {
 async fn one_statement_per_hot_read(app: TestApp, statements: Arc<AtomicUsize>) {
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Counted").await;
-    let (id, embed) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap().to_owned());
+    let (id, embed) = (ticket.id, ticket.embed_token.to_string());
     let (read, shown) = (format!("/tickets/{id}"), format!("/tickets/embed/{embed}"));
     for (path, token) in [(&read, Some(alice.as_str())), (&shown, None)] {
         let before = statements.load(Ordering::SeqCst);

@@ -98,9 +98,9 @@ async fn strangers_cannot_read_or_write_a_conversation(app: TestApp) {
 async fn an_internal_note_changes_nothing_customers_or_the_embed_can_see(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Quietly discussed").await;
-    let id = ticket["id"].as_i64().unwrap();
+    let id = ticket.id;
     app.assign(&tokens.carol, id, app.user_id("bob").await).await;
-    let embed = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let embed = format!("/tickets/embed/{}", ticket.embed_token);
     let seen = |token: Option<String>| {
         let path = token.as_ref().map_or(embed.clone(), |_| format!("/tickets/{id}"));
         let app = &app;

@@ -17,7 +17,7 @@ crate::on_both_backends!(
 async fn embed_needs_no_login_and_shows_only_four_fields(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "App Crash").await;
-    let token = ticket["embed_token"].as_str().unwrap();
+    let token = &ticket.embed_token.to_string();
 
     let embed = app.get(&format!("/tickets/embed/{token}"), None).await;
     assert_eq!(embed.status, StatusCode::OK, "{}", embed.text);
@@ -25,9 +25,9 @@ async fn embed_needs_no_login_and_shows_only_four_fields(app: TestApp) {
     assert_eq!(embed.json["subject"], "App Crash");
     assert_eq!(embed.json["status"], "Open");
     assert_eq!(embed.json["link"], format!("{PUBLIC_BASE_URL}/tickets/{token}"));
-    assert_eq!(embed.json["last_updated"], ticket["updated_at"]);
+    assert_eq!(embed.json["last_updated"], serde_json::json!(ticket.updated_at));
     // Nothing about the people or the text leaks, under any name.
-    for secret in ["details", "alice", &ticket["created_by"].to_string()] {
+    for secret in ["details", "alice", &ticket.created_by.to_string()] {
         assert!(!embed.text.contains(&format!("\"{secret}\"")), "{secret} leaked: {}", embed.text);
     }
 }
@@ -35,9 +35,9 @@ async fn embed_needs_no_login_and_shows_only_four_fields(app: TestApp) {
 async fn unknown_and_malformed_embed_tokens_are_404(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Hidden").await;
-    let id = ticket["id"].as_i64().unwrap();
+    let id = ticket.id;
     let random = uuid::Uuid::new_v4().to_string();
-    let truncated = &ticket["embed_token"].as_str().unwrap()[..35];
+    let truncated = &ticket.embed_token.to_string()[..35];
     for token in [random.as_str(), truncated, "not-a-uuid", &id.to_string(), "%00", "..%2F..%2Fetc%2Fpasswd"]
     {
         app.get(&format!("/tickets/embed/{token}"), None).await.assert_problem(StatusCode::NOT_FOUND);
@@ -47,10 +47,10 @@ async fn unknown_and_malformed_embed_tokens_are_404(app: TestApp) {
 async fn embed_last_updated_moves_with_the_ticket(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Moving").await;
-    let path = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let path = format!("/tickets/embed/{}", ticket.embed_token);
     let before = app.get(&path, None).await.json;
 
-    let id = ticket["id"].as_i64().unwrap();
+    let id = ticket.id;
     app.set_status(&tokens.carol, id, "in_progress").await;
     let after = app.get(&path, None).await.json;
 
@@ -62,7 +62,7 @@ async fn embed_last_updated_moves_with_the_ticket(app: TestApp) {
 async fn embed_is_readable_cross_origin_but_other_routes_are_not(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Cross origin").await;
-    let path = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let path = format!("/tickets/embed/{}", ticket.embed_token);
 
     let request =
         Request::get(&path).header("origin", "https://chat.example.org").body(Body::empty()).unwrap();
@@ -98,7 +98,7 @@ fn embed_request(path: &str, accept: &str, if_none_match: Option<&str>) -> Reque
 async fn pollers_get_304_until_the_ticket_changes(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Polled").await;
-    let path = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let path = format!("/tickets/embed/{}", ticket.embed_token);
 
     let first = app.send(embed_request(&path, "application/json", None)).await;
     let etag = first.header("etag").expect("an ETag").to_owned();
@@ -116,7 +116,7 @@ async fn pollers_get_304_until_the_ticket_changes(app: TestApp) {
     assert_eq!(html.status, StatusCode::OK, "the card has its own ETag");
     assert_ne!(html.header("etag"), Some(etag.as_str()));
 
-    app.set_status(&tokens.carol, ticket["id"].as_i64().unwrap(), "in_progress").await;
+    app.set_status(&tokens.carol, ticket.id, "in_progress").await;
     let changed = app.send(embed_request(&path, "application/json", Some(&etag))).await;
     assert_eq!(changed.status, StatusCode::OK);
     assert_eq!(changed.json["status"], "In Progress");
@@ -126,7 +126,7 @@ async fn pollers_get_304_until_the_ticket_changes(app: TestApp) {
 async fn browsers_get_a_self_contained_status_card(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Printer jammed").await;
-    let token = ticket["embed_token"].as_str().unwrap();
+    let token = &ticket.embed_token.to_string();
     let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
     let card = app.send(embed_request(&format!("/tickets/embed/{token}"), browser_accept, None)).await;
     assert_eq!(card.status, StatusCode::OK);
@@ -152,7 +152,7 @@ async fn hostile_subjects_are_escaped_in_the_card(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let hostile = r#"</h1><script>alert("x")</script><img src=x onerror='y'> & "quotes""#;
     let ticket = app.create_ticket(&alice, hostile).await;
-    let path = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let path = format!("/tickets/embed/{}", ticket.embed_token);
     let card = app.send(embed_request(&path, "text/html", None)).await;
     assert!(
         !card.text.contains("<script") && !card.text.contains("<img") && !card.text.contains("</h1><"),

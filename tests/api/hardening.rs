@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode};
 use http_body::Frame;
 
-use crate::helpers::{AppWith, OneSecondTimeout, Settings, TestApp};
+use crate::helpers::{EmptyDatabase, ONE_SECOND_TIMEOUT, TestApp};
 
 crate::on_both_backends!(
     every_response_carries_security_headers,
@@ -20,7 +20,7 @@ crate::on_both_backends!(
 async fn every_response_carries_security_headers(app: TestApp) {
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Headers").await;
-    let embed = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let embed = format!("/tickets/embed/{}", ticket.embed_token);
     for (path, token) in [
         ("/tickets/my", Some(alice.as_str())),
         ("/nope", None),
@@ -60,7 +60,8 @@ impl http_body::Body for StalledBody {
     }
 }
 
-async fn a_client_that_never_finishes_its_body_gets_408(AppWith(app, _): AppWith<OneSecondTimeout>) {
+async fn a_client_that_never_finishes_its_body_gets_408(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, ONE_SECOND_TIMEOUT).await;
     let alice = app.login("alice", "alice123").await;
     let request = Request::post("/tickets/")
         .header("authorization", format!("Bearer {alice}"))
@@ -75,14 +76,10 @@ async fn a_client_that_never_finishes_its_body_gets_408(AppWith(app, _): AppWith
     assert_eq!(app.get("/tickets/my", Some(&alice)).await.json, serde_json::json!([]), "nothing was stored");
 }
 
-struct OneAllowedOrigin;
+const ONE_ALLOWED_ORIGIN: &[(&str, &str)] = &[("CORS_ALLOWED_ORIGINS", "https://app.example.test")];
 
-impl Settings for OneAllowedOrigin {
-    const SETTINGS: &'static [(&'static str, &'static str)] =
-        &[("CORS_ALLOWED_ORIGINS", "https://app.example.test")];
-}
-
-async fn only_configured_origins_may_call_the_api_from_a_browser(AppWith(app, _): AppWith<OneAllowedOrigin>) {
+async fn only_configured_origins_may_call_the_api_from_a_browser(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, ONE_ALLOWED_ORIGIN).await;
     let preflight = |origin: &str, path: &str, headers: &str| {
         Request::options(path)
             .header("origin", origin)
@@ -112,7 +109,7 @@ async fn only_configured_origins_may_call_the_api_from_a_browser(AppWith(app, _)
 
     // The embed route stays open to every origin, revalidation included.
     let ticket = app.create_ticket(&alice, "Embedded").await;
-    let embed = format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap());
+    let embed = format!("/tickets/embed/{}", ticket.embed_token);
     let embed_preflight = app.send(preflight("https://evil.example", &embed, "if-none-match")).await;
     assert_eq!(embed_preflight.header("access-control-allow-origin"), Some("*"));
     assert!(

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::Connection;
 use ticketdesk::auth::Passwords;
 use ticketdesk::config::Config;
-use ticketdesk::domain::{NewUser, Role, UserId};
+use ticketdesk::domain::{NewUser, Role, Ticket, UserId};
 use ticketdesk::state::AppState;
 use ticketdesk::store::Store;
 use tower::ServiceExt;
@@ -26,7 +26,8 @@ pub enum Backend {
 }
 
 /// Runs each named scenario `async fn name(fixture: F)` once per backend, as `sqlite::name` and
-/// `postgres::name`; `F` is a [`TestApp`] or an [`EmptyDatabase`].
+/// `postgres::name`; `F` is a [`TestApp`], or an [`EmptyDatabase`] for a scenario that starts the
+/// app itself (`TestApp::at(&database.url, SETTINGS)`, with settings of its own).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {
@@ -192,39 +193,14 @@ pub struct TestApp {
     _shutdown: tokio_util::sync::DropGuard,
 }
 
-/// A [`TestApp`] with the settings `S` names changed.
-pub struct AppWith<S>(pub TestApp, pub std::marker::PhantomData<S>);
-
-pub trait Settings {
-    const SETTINGS: &'static [(&'static str, &'static str)];
-}
-
-impl<S: Settings> Fixture for AppWith<S> {
-    async fn set_up(database: &TestDatabase) -> Self {
-        AppWith(TestApp::with_settings(database, S::SETTINGS).await, std::marker::PhantomData)
-    }
-}
-
 /// Anyone may sign up.
-pub struct OpenRegistration;
-
-impl Settings for OpenRegistration {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("SELF_REGISTRATION", "true")];
-}
+pub const OPEN_REGISTRATION: &[(&str, &str)] = &[("SELF_REGISTRATION", "true")];
 
 /// This server delivers no webhooks (another would), so only requests touch the database.
-pub struct NoWebhookDelivery;
-
-impl Settings for NoWebhookDelivery {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("WEBHOOK_MAX_CONCURRENT", "0")];
-}
+pub const NO_WEBHOOK_DELIVERY: &[(&str, &str)] = &[("WEBHOOK_MAX_CONCURRENT", "0")];
 
 /// Requests are cut off after one second.
-pub struct OneSecondTimeout;
-
-impl Settings for OneSecondTimeout {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("REQUEST_TIMEOUT_SECS", "1")];
-}
+pub const ONE_SECOND_TIMEOUT: &[(&str, &str)] = &[("REQUEST_TIMEOUT_SECS", "1")];
 
 impl TestApp {
     pub async fn on(database: &TestDatabase) -> Self {
@@ -393,17 +369,17 @@ impl TestApp {
         }
     }
 
-    /// Alice submits a ticket; returns its JSON.
-    pub async fn create_ticket(&self, token: &str, subject: &str) -> Value {
+    /// Alice (or whoever `token` is) submits a ticket; returns it.
+    pub async fn create_ticket(&self, token: &str, subject: &str) -> Ticket {
         let body = serde_json::json!({"subject": subject, "description": "details"});
         let response = self.call(Method::POST, "/tickets/", Some(token), Some(body)).await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
-        response.json
+        response.body()
     }
 
     /// Alice (or whoever `token` is) submits a ticket; returns its id.
     pub async fn create_ticket_id(&self, token: &str, subject: &str) -> i64 {
-        self.create_ticket(token, subject).await["id"].as_i64().expect("an integer id")
+        self.create_ticket(token, subject).await.id
     }
 
     /// A reply (`{"body"}`) or an internal note (`{"body", "internal": true}`) on ticket `id`.
@@ -494,6 +470,15 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// The body as `T` (a `Ticket`, a `Vec<Comment>`, ...): fails the test if it is not one.
+    #[track_caller]
+    pub fn body<T: serde::de::DeserializeOwned>(&self) -> T {
+        match serde_json::from_str(&self.text) {
+            Ok(body) => body,
+            Err(error) => panic!("not a {}: {error}; body: {}", std::any::type_name::<T>(), self.text),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }

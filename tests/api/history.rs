@@ -81,8 +81,8 @@ async fn refused_changes_record_nothing(app: TestApp) {
 async fn rotating_the_embed_token_retires_the_old_one_at_once(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Leaked link").await;
-    let id = ticket["id"].as_i64().unwrap();
-    let old = ticket["embed_token"].as_str().unwrap().to_owned();
+    let id = ticket.id;
+    let old = ticket.embed_token.to_string();
     assert_eq!(app.get(&format!("/tickets/embed/{old}"), None).await.status, StatusCode::OK);
 
     let rotated =

@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use ticketdesk::server::ServeOptions;
 
-use crate::helpers::{AppWith, Settings, TestApp};
+use crate::helpers::{EmptyDatabase, TestApp};
 use crate::serving::{RunningServer, read_response};
 
 crate::on_both_backends!(
@@ -42,21 +42,18 @@ async fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
-pub struct SmallBudgets;
+pub const SMALL_BUDGETS: &[(&str, &str)] = &[
+    ("MAX_CONNECTIONS", "20"),
+    ("MAX_CONNECTIONS_PER_CLIENT", "8"),
+    ("EMBED_STREAMS_MAX", "20"),
+    ("EMBED_STREAMS_PER_CLIENT", "4"),
+];
 
-impl Settings for SmallBudgets {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[
-        ("MAX_CONNECTIONS", "20"),
-        ("MAX_CONNECTIONS_PER_CLIENT", "8"),
-        ("EMBED_STREAMS_MAX", "20"),
-        ("EMBED_STREAMS_PER_CLIENT", "4"),
-    ];
-}
-
-async fn one_address_holding_all_it_can_does_not_stop_another(AppWith(app, _): AppWith<SmallBudgets>) {
+async fn one_address_holding_all_it_can_does_not_stop_another(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, SMALL_BUDGETS).await;
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Watched by a hostile widget").await;
-    let (id, embed) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap().to_owned());
+    let (id, embed) = (ticket.id, ticket.embed_token.to_string());
     let server = RunningServer::start(&app, ServeOptions::new(&app.config)).await;
 
     // The attacker, at 127.0.0.2, opens live streams until refused: it holds its four.
@@ -200,13 +197,10 @@ async fn early_refusals_close_cleanly_for_keep_alive_clients(app: TestApp) {
     );
 }
 
-pub struct BehindAProxy;
+pub const BEHIND_A_PROXY: &[(&str, &str)] = &[("TRUSTED_PROXIES", "127.0.0.1")];
 
-impl Settings for BehindAProxy {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("TRUSTED_PROXIES", "127.0.0.1")];
-}
-
-async fn a_trusted_proxy_is_recognised_on_a_dual_stack_listener(AppWith(app, _): AppWith<BehindAProxy>) {
+async fn a_trusted_proxy_is_recognised_on_a_dual_stack_listener(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, BEHIND_A_PROXY).await;
     // `[::]` hears the IPv4 proxy at 127.0.0.1 as ::ffff:127.0.0.1.
     let server = RunningServer::start_at(&app, ServeOptions::new(&app.config), "[::]:0").await;
     let url = format!("http://127.0.0.1:{}/auth/token", server.address.port());

@@ -1,5 +1,6 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use ticketdesk::domain::Priority;
 
 use crate::helpers::TestApp;
 
@@ -63,10 +64,10 @@ async fn setting_the_current_status_changes_nothing(app: TestApp) {
     let carol = app.login("carol", "carol123").await;
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Idempotent").await;
-    let id = ticket["id"].as_i64().unwrap();
+    let id = ticket.id;
     let same = app.set_status(&carol, id, "open").await;
     assert_eq!(same.status, StatusCode::OK);
-    assert_eq!(same.json["updated_at"], ticket["updated_at"], "nothing changed, so nothing moved");
+    assert_eq!(same.json["updated_at"], json!(ticket.updated_at), "nothing changed, so nothing moved");
     let events = app.get(&format!("/tickets/{id}/events"), Some(&carol)).await.json;
     assert_eq!(events.as_array().unwrap().len(), 1, "only `created`: {events}");
 }
@@ -74,12 +75,12 @@ async fn setting_the_current_status_changes_nothing(app: TestApp) {
 async fn customers_choose_a_priority_and_staff_change_it(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let default = app.create_ticket(&tokens.alice, "Default priority").await;
-    assert_eq!(default["priority"], "normal");
+    assert_eq!(default.priority, Priority::Normal);
     let body = json!({"subject": "Down!", "description": "", "priority": "urgent"});
     let urgent = app.call(Method::POST, "/tickets/", Some(&tokens.alice), Some(body)).await;
     assert_eq!(urgent.json["priority"], "urgent", "{}", urgent.text);
 
-    let id = default["id"].as_i64().unwrap();
+    let id = default.id;
     let path = format!("/tickets/{id}");
     let by_customer =
         app.call(Method::PATCH, &path, Some(&tokens.alice), Some(json!({"priority": "urgent"}))).await;

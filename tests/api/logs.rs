@@ -65,8 +65,8 @@ async fn requests_are_logged_with_id_route_status_and_latency_but_never_a_secret
 
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Logged").await;
-    let id = ticket["id"].as_i64().unwrap();
-    let embed_token = ticket["embed_token"].as_str().unwrap().to_owned();
+    let id = ticket.id;
+    let embed_token = ticket.embed_token.to_string();
     app.get(&format!("/tickets/embed/{embed_token}"), None).await;
     app.post_form("/auth/token", "username=alice&password=wrong-guess-123").await;
     let change = json!({"current_password": "alice123", "new_password": "secret passphrase 42"});

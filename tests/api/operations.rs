@@ -3,7 +3,7 @@ use std::process::{Command, Output, Stdio};
 
 use axum::http::StatusCode;
 
-use crate::helpers::{AppWith, Settings, TestApp};
+use crate::helpers::{EmptyDatabase, TestApp};
 
 crate::on_both_backends!(
     probes_answer_without_auth,
@@ -112,13 +112,13 @@ async fn the_cli_prints_the_served_openapi_document(app: TestApp) {
 async fn metrics_count_requests_by_route_template_and_more(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Counted").await;
-    let id = ticket["id"].as_i64().unwrap();
+    let id = ticket.id;
     app.create_ticket(&tokens.alice, "Counted too").await;
     app.set_status(&tokens.carol, id, "closed").await;
     for _ in 0..3 {
         app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await;
     }
-    app.get(&format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap()), None).await;
+    app.get(&format!("/tickets/embed/{}", ticket.embed_token), None).await;
     app.post_form("/auth/token", "username=alice&password=nope").await;
     app.get("/no/such/route", None).await;
     // Invented methods, each different: they must not mint series of their own.
@@ -151,20 +151,17 @@ async fn metrics_count_requests_by_route_template_and_more(app: TestApp) {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
-    assert!(!text.contains(ticket["embed_token"].as_str().unwrap()), "raw paths never become labels");
+    assert!(!text.contains(&ticket.embed_token.to_string()), "raw paths never become labels");
     assert!(!text.contains("QQQQ"), "raw methods never become labels");
     // Not on the public listener, whoever asks.
     app.get("/metrics", None).await.assert_problem(StatusCode::NOT_FOUND);
     app.get("/metrics", Some(&tokens.carol)).await.assert_problem(StatusCode::NOT_FOUND);
 }
 
-struct ThreeConnections;
+const THREE_CONNECTIONS: &[(&str, &str)] = &[("DATABASE_MAX_CONNECTIONS", "3")];
 
-impl Settings for ThreeConnections {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("DATABASE_MAX_CONNECTIONS", "3")];
-}
-
-async fn the_pool_size_is_configurable(AppWith(app, _): AppWith<ThreeConnections>) {
+async fn the_pool_size_is_configurable(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, THREE_CONNECTIONS).await;
     let alice = app.login("alice", "alice123").await;
     // More concurrent requests than connections: they queue for one, none fails.
     let reads: Vec<_> = (0..12)

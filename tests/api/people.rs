@@ -1,7 +1,8 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
+use ticketdesk::domain::TicketStatus;
 
-use crate::helpers::{AppWith, OpenRegistration, TestApp, json_request_from};
+use crate::helpers::{EmptyDatabase, OPEN_REGISTRATION, TestApp, json_request_from};
 
 crate::on_both_backends!(
     admins_add_users_who_then_log_in,
@@ -224,13 +225,14 @@ async fn self_registration_is_off_by_default(app: TestApp) {
         .assert_problem(StatusCode::UNAUTHORIZED);
 }
 
-async fn self_registration_when_on_makes_customers_only(AppWith(app, _): AppWith<OpenRegistration>) {
+async fn self_registration_when_on_makes_customers_only(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, OPEN_REGISTRATION).await;
     let body = json!({"username": "newbie", "password": "a long passphrase", "role": "admin"});
     let response = app.call(Method::POST, "/auth/register", None, Some(body)).await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
     assert_eq!(response.json["role"], "customer", "the role cannot be chosen");
     let token = app.login("newbie", "a long passphrase").await;
-    assert_eq!(app.create_ticket(&token, "First ticket").await["status"], "open");
+    assert_eq!(app.create_ticket(&token, "First ticket").await.status, TicketStatus::Open);
 
     let weak = json!({"username": "weakling", "password": "12345678"});
     app.call(Method::POST, "/auth/register", None, Some(weak))
@@ -240,7 +242,8 @@ async fn self_registration_when_on_makes_customers_only(AppWith(app, _): AppWith
     app.call(Method::POST, "/auth/register", None, Some(again)).await.assert_problem(StatusCode::CONFLICT);
 }
 
-async fn sign_ups_confirm_names_no_faster_than_logins(AppWith(app, _): AppWith<OpenRegistration>) {
+async fn sign_ups_confirm_names_no_faster_than_logins(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, OPEN_REGISTRATION).await;
     let hashes = |metrics: String| {
         metrics.lines().find_map(|line| line.strip_prefix("password_hashes_total ")).unwrap().to_owned()
     };

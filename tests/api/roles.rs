@@ -20,8 +20,8 @@ async fn every_role_against_every_route(app: TestApp) {
     let dave = app.login("dave", "dave-password").await;
     let erin = app.login("erin", "erin-password").await;
     let ticket = app.create_ticket(&tokens.alice, "Matrix").await;
-    let id = ticket["id"].as_i64().unwrap();
-    let embed_token = ticket["embed_token"].as_str().unwrap().to_owned();
+    let id = ticket.id;
+    let embed_token = ticket.embed_token.to_string();
     app.assign(&tokens.carol, id, bob_id).await;
 
     let callers: [(&str, Option<&str>); 6] = [

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use crate::helpers::{Backend, EmptyDatabase, NoWebhookDelivery, Settings, TestApp};
+use crate::helpers::{Backend, EmptyDatabase, NO_WEBHOOK_DELIVERY, TestApp};
 
 #[tokio::test]
 async fn a_ticket_read_and_an_embed_read_are_one_round_trip_each() {
@@ -111,8 +111,7 @@ async fn app_through_relay(database: &EmptyDatabase) -> (TestApp, CountingRelay)
     let relay = CountingRelay::to(upstream).await;
     let (proxied, _) = crate::outage::through(&database.url, relay.address);
     let proxied = format!("{proxied}&sslmode=disable");
-    let app =
-        TestApp::at(&proxied, &[("DATABASE_MAX_CONNECTIONS", "2"), NoWebhookDelivery::SETTINGS[0]]).await;
+    let app = TestApp::at(&proxied, &[("DATABASE_MAX_CONNECTIONS", "2"), NO_WEBHOOK_DELIVERY[0]]).await;
     (app, relay)
 }
 
@@ -120,7 +119,7 @@ async fn one_round_trip_per_hot_read(database: EmptyDatabase) {
     let (app, relay) = app_through_relay(&database).await;
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Counted").await;
-    let (id, embed) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap().to_owned());
+    let (id, embed) = (ticket.id, ticket.embed_token.to_string());
     let (read, shown) = (format!("/tickets/{id}"), format!("/tickets/embed/{embed}"));
     // The first of each prepares its statement on the connection (one more round trip, once).
     assert_eq!(app.get(&read, Some(&alice)).await.status, StatusCode::OK);

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::helpers::{AppWith, Backend, EmptyDatabase, Settings, TestApp};
+use crate::helpers::{Backend, EmptyDatabase, TestApp};
 use crate::outage::{CuttableLink, through};
 
 crate::on_both_backends!(
@@ -103,7 +103,7 @@ impl EventStream {
 async fn the_stream_shows_the_ticket_then_each_change_then_gone(app: TestApp) {
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Streamed").await;
-    let (id, token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let (id, token) = (ticket.id, &ticket.embed_token.to_string());
     let mut stream = EventStream::open(&app, token).await.unwrap();
 
     let first = stream.next(Duration::from_secs(2)).await.unwrap();
@@ -137,19 +137,16 @@ async fn the_stream_shows_the_ticket_then_each_change_then_gone(app: TestApp) {
     old.assert_problem(StatusCode::NOT_FOUND);
 }
 
-pub struct OneStream;
+pub const ONE_STREAM: &[(&str, &str)] = &[("EMBED_STREAMS_MAX", "1")];
 
-impl Settings for OneStream {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("EMBED_STREAMS_MAX", "1")];
-}
-
-async fn unknown_tokens_are_404_and_open_streams_are_capped(AppWith(app, _): AppWith<OneStream>) {
+async fn unknown_tokens_are_404_and_open_streams_are_capped(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, ONE_STREAM).await;
     for token in ["9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90", "abc"] {
         EventStream::open(&app, token).await.err().unwrap().assert_problem(StatusCode::NOT_FOUND);
     }
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Popular").await;
-    let token = ticket["embed_token"].as_str().unwrap();
+    let token = &ticket.embed_token.to_string();
     let mut first = EventStream::open(&app, token).await.unwrap();
     first.next(Duration::from_secs(2)).await.unwrap();
     let refused = EventStream::open(&app, token).await.err().expect("over the cap");
@@ -175,7 +172,7 @@ async fn change_on_another_server(database: EmptyDatabase) {
     let other = app.replica().await;
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "Seen everywhere").await;
-    let (id, token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let (id, token) = (ticket.id, &ticket.embed_token.to_string());
     let mut stream = EventStream::open(&app, token).await.unwrap();
     stream.next(Duration::from_secs(2)).await.unwrap();
 
@@ -198,7 +195,7 @@ async fn stream_after_an_outage(database: EmptyDatabase) {
     let other = TestApp::at(&database.url, &[]).await;
     let tokens = other.demo_tokens().await;
     let ticket = other.create_ticket(&tokens.alice, "Through an outage").await;
-    let (id, token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let (id, token) = (ticket.id, &ticket.embed_token.to_string());
     let mut stream = EventStream::open(&app, token).await.unwrap();
     stream.next(Duration::from_secs(2)).await.unwrap();
 
@@ -213,17 +210,14 @@ async fn stream_after_an_outage(database: EmptyDatabase) {
     assert_eq!(seen.json()["status"], "Closed");
 }
 
-pub struct OneSecondStreams;
+pub const ONE_SECOND_STREAMS: &[(&str, &str)] = &[("EMBED_STREAM_MAX_SECS", "1")];
 
-impl Settings for OneSecondStreams {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("EMBED_STREAM_MAX_SECS", "1")];
-}
-
-async fn a_stream_ends_after_its_lifetime(AppWith(app, _): AppWith<OneSecondStreams>) {
+async fn a_stream_ends_after_its_lifetime(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, ONE_SECOND_STREAMS).await;
     let alice = app.login("alice", "alice123").await;
     let ticket = app.create_ticket(&alice, "Watched for a while").await;
     let started = std::time::Instant::now();
-    let mut stream = EventStream::open(&app, ticket["embed_token"].as_str().unwrap()).await.unwrap();
+    let mut stream = EventStream::open(&app, &ticket.embed_token.to_string()).await.unwrap();
     stream.next(Duration::from_secs(2)).await.expect("the view as it is");
     assert!(stream.next(Duration::from_secs(3)).await.is_none(), "the stream ends by itself");
     let lasted = started.elapsed();

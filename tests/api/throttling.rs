@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
-use crate::helpers::{
-    AppWith, Settings, TestApp, TestResponse, json_request_from, login_request_from, send_to,
-};
+use crate::helpers::{EmptyDatabase, TestApp, TestResponse, json_request_from, login_request_from, send_to};
 
 crate::on_both_backends!(
     five_failures_lock_that_account_from_that_address_only_and_briefly,
@@ -100,13 +98,10 @@ async fn one_address_spraying_many_accounts_is_locked(app: TestApp) {
     assert_eq!(app.login_from(REAL_USER, "bob", "bob123").await.status, StatusCode::OK);
 }
 
-struct NoHashingQueue;
+const NO_HASHING_QUEUE: &[(&str, &str)] = &[("PASSWORD_HASH_QUEUE", "0")];
 
-impl Settings for NoHashingQueue {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[("PASSWORD_HASH_QUEUE", "0")];
-}
-
-async fn a_login_flood_beyond_the_hashing_queue_is_shed_at_once(AppWith(app, _): AppWith<NoHashingQueue>) {
+async fn a_login_flood_beyond_the_hashing_queue_is_shed_at_once(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, NO_HASHING_QUEUE).await;
     // Each from its own address, so throttling does not stop them first.
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let flood: Vec<_> = (0..4 * cores)

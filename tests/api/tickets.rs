@@ -1,7 +1,7 @@
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use ticketdesk::domain::Role;
+use ticketdesk::domain::{Role, Ticket, TicketStatus};
 
 use crate::helpers::{TestApp, sorted_keys};
 
@@ -27,8 +27,8 @@ async fn a_ticket_goes_from_submission_to_resolution(app: TestApp) {
     let bob_id = app.user_id("bob").await;
 
     let ticket = app.create_ticket(&tokens.alice, "App Crash").await;
-    let id = ticket["id"].as_i64().unwrap();
-    assert_eq!(ticket["status"], "open");
+    let id = ticket.id;
+    assert_eq!(ticket.status, TicketStatus::Open);
 
     let mine = app.get("/tickets/my", Some(&tokens.alice)).await;
     assert_eq!(mine.json.as_array().unwrap().len(), 1);
@@ -49,14 +49,15 @@ async fn a_ticket_goes_from_submission_to_resolution(app: TestApp) {
     let in_progress = app.set_status(&tokens.bob, id, "in_progress").await;
     assert_eq!(in_progress.status, StatusCode::OK, "{}", in_progress.text);
     let resolved = app.set_status(&tokens.bob, id, "resolved").await;
-    assert_eq!(resolved.json["status"], "resolved");
-    assert!(timestamp(&resolved.json["updated_at"]) > timestamp(&ticket["updated_at"]));
-    assert_eq!(resolved.json["created_at"], ticket["created_at"]);
+    let resolved_ticket: Ticket = resolved.body();
+    assert_eq!(resolved_ticket.status, TicketStatus::Resolved);
+    assert!(resolved_ticket.updated_at > ticket.updated_at);
+    assert_eq!(resolved_ticket.created_at, ticket.created_at);
 
     let seen_by_alice = app.get(&format!("/tickets/{id}"), Some(&tokens.alice)).await;
     assert_eq!(seen_by_alice.json, resolved.json, "what was written is what is read back");
 
-    let embed = app.get(&format!("/tickets/embed/{}", ticket["embed_token"].as_str().unwrap()), None).await;
+    let embed = app.get(&format!("/tickets/embed/{}", ticket.embed_token), None).await;
     assert_eq!(embed.json["status"], "Resolved");
 }
 

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppWith, Settings, TestApp};
+use crate::helpers::{EmptyDatabase, TestApp};
 
 crate::on_both_backends!(
     only_admins_manage_webhooks_and_the_secret_is_shown_once,
@@ -29,12 +29,8 @@ crate::on_both_backends!(
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
-pub struct Receiving;
-
-impl Settings for Receiving {
-    const SETTINGS: &'static [(&'static str, &'static str)] =
-        &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_RETRY_SECS", "1,1")];
-}
+pub const RECEIVING: &[(&str, &str)] =
+    &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_RETRY_SECS", "1,1")];
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -346,7 +342,8 @@ async fn private_addresses_are_refused_at_registration_and_at_delivery(app: Test
     assert!(receiver.received().is_empty(), "nothing may reach the private address");
 }
 
-async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(AppWith(app, _): AppWith<Receiving>) {
+async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
     let receiver = Receiver::start(0).await;
     let notes = Receiver::start(0).await;
     let tokens = app.demo_tokens().await;
@@ -370,7 +367,7 @@ async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(AppWith(app,
     assert_eq!(opted.json["include_embed_token"], true, "{}", opted.text);
 
     let ticket = app.create_ticket(&tokens.alice, "Printer on fire").await;
-    let (id, embed_token) = (ticket["id"].as_i64().unwrap(), ticket["embed_token"].as_str().unwrap());
+    let (id, embed_token) = (ticket.id, &ticket.embed_token.to_string());
     app.assign(&tokens.carol, id, app.user_id("bob").await).await;
     app.set_status(&tokens.bob, id, "in_progress").await;
     let note = json!({"body": "Known bug #12", "internal": true});
@@ -441,9 +438,8 @@ async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(AppWith(app,
     assert_eq!(receiver.received().len(), 6, "each delivery was attempted once, and so sent once");
 }
 
-async fn a_failed_delivery_is_retried_with_the_same_id_and_holds_back_the_next(
-    AppWith(app, _): AppWith<Receiving>,
-) {
+async fn a_failed_delivery_is_retried_with_the_same_id_and_holds_back_the_next(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
     let receiver = Receiver::start(2).await;
     let tokens = app.demo_tokens().await;
     let webhook = register(&app, &tokens.carol, &receiver.url, &["ticket.created", "ticket.assigned"]).await;
@@ -463,7 +459,8 @@ async fn a_failed_delivery_is_retried_with_the_same_id_and_holds_back_the_next(
     assert_eq!((&created["attempts"], &created["last_status"]), (&json!(3), &json!(204)), "{created}");
 }
 
-async fn a_delivery_that_keeps_failing_is_marked_failed(AppWith(app, _): AppWith<Receiving>) {
+async fn a_delivery_that_keeps_failing_is_marked_failed(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
     let receiver = Receiver::start(usize::MAX).await;
     let tokens = app.demo_tokens().await;
     let webhook =
@@ -485,15 +482,12 @@ async fn a_delivery_that_keeps_failing_is_marked_failed(AppWith(app, _): AppWith
     assert!(created["next_attempt_at"].is_null());
 }
 
-/// As [`Receiving`], but a failed attempt is retried after two seconds, once.
-pub struct ReceivingSlowly;
+/// As [`RECEIVING`], but a failed attempt is retried after two seconds, once.
+pub const RECEIVING_SLOWLY: &[(&str, &str)] =
+    &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_RETRY_SECS", "2")];
 
-impl Settings for ReceivingSlowly {
-    const SETTINGS: &'static [(&'static str, &'static str)] =
-        &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_RETRY_SECS", "2")];
-}
-
-async fn the_outbox_survives_a_restart(AppWith(app, _): AppWith<ReceivingSlowly>) {
+async fn the_outbox_survives_a_restart(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING_SLOWLY).await;
     let receiver = Receiver::start(usize::MAX).await;
     let tokens = app.demo_tokens().await;
     let webhook = register(&app, &tokens.carol, &receiver.url, &["ticket.created"]).await;
@@ -505,7 +499,7 @@ async fn the_outbox_survives_a_restart(AppWith(app, _): AppWith<ReceivingSlowly>
     // While no server runs, the receiver comes back; the retry is due two seconds after the
     // first attempt, when only the restarted server can make it.
     receiver.fail_next(0);
-    let restarted = TestApp::at(config.database_url.expose(), ReceivingSlowly::SETTINGS).await;
+    let restarted = TestApp::at(config.database_url.expose(), RECEIVING_SLOWLY).await;
     let received = receiver.wait_for(2).await;
     assert_eq!(received[1].header("webhook-id"), first[0].header("webhook-id"), "the same delivery, retried");
     assert_eq!(received[1].body, first[0].body);
@@ -513,7 +507,8 @@ async fn the_outbox_survives_a_restart(AppWith(app, _): AppWith<ReceivingSlowly>
     assert_eq!((listed.len(), &listed[0]["attempts"]), (1, &json!(2)));
 }
 
-async fn two_servers_deliver_each_event_once(AppWith(app, _): AppWith<Receiving>) {
+async fn two_servers_deliver_each_event_once(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
     let receiver = Receiver::start(0).await;
     let other = app.replica().await;
     let tokens = app.demo_tokens().await;
@@ -549,7 +544,8 @@ async fn two_servers_deliver_each_event_once(AppWith(app, _): AppWith<Receiving>
     }
 }
 
-async fn redirects_are_not_followed(AppWith(app, _): AppWith<Receiving>) {
+async fn redirects_are_not_followed(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
     let receiver = Receiver::start(0).await;
     let carol = app.login("carol", "carol123").await;
     let moved = receiver.url.replace("/hook", "/moved");
@@ -566,14 +562,11 @@ async fn redirects_are_not_followed(AppWith(app, _): AppWith<Receiving>) {
 }
 
 /// Attempts time out after a second.
-pub struct QuickTimeout;
+pub const QUICK_TIMEOUT: &[(&str, &str)] =
+    &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_TIMEOUT_SECS", "1")];
 
-impl Settings for QuickTimeout {
-    const SETTINGS: &'static [(&'static str, &'static str)] =
-        &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"), ("WEBHOOK_TIMEOUT_SECS", "1")];
-}
-
-async fn a_slow_receiver_times_out_without_holding_up_the_api(AppWith(app, _): AppWith<QuickTimeout>) {
+async fn a_slow_receiver_times_out_without_holding_up_the_api(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, QUICK_TIMEOUT).await;
     let receiver = Receiver::start(0).await;
     let carol = app.login("carol", "carol123").await;
     let slow = receiver.url.replace("/hook", "/slow");
@@ -594,7 +587,8 @@ async fn a_slow_receiver_times_out_without_holding_up_the_api(AppWith(app, _): A
 
 /// Changes to one ticket keep coming while its deliveries are being sent and finished, from two
 /// servers: each delivery queued behind another is made due exactly when that one is done.
-async fn a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent(AppWith(app, _): AppWith<Receiving>) {
+async fn a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
     let receiver = Receiver::start(0).await;
     let other = app.replica().await;
     let tokens = app.demo_tokens().await;
@@ -626,17 +620,14 @@ async fn a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent(AppWith(
 }
 
 /// Four delivery slots, two of them at most for any one webhook.
-pub struct FourSlots;
+pub const FOUR_SLOTS: &[(&str, &str)] = &[
+    ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
+    ("WEBHOOK_MAX_CONCURRENT", "4"),
+    ("WEBHOOK_MAX_CONCURRENT_PER_WEBHOOK", "2"),
+];
 
-impl Settings for FourSlots {
-    const SETTINGS: &'static [(&'static str, &'static str)] = &[
-        ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true"),
-        ("WEBHOOK_MAX_CONCURRENT", "4"),
-        ("WEBHOOK_MAX_CONCURRENT_PER_WEBHOOK", "2"),
-    ];
-}
-
-async fn a_stalled_receiver_does_not_hold_up_a_fast_one(AppWith(app, _): AppWith<FourSlots>) {
+async fn a_stalled_receiver_does_not_hold_up_a_fast_one(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, FOUR_SLOTS).await;
     let receiver = Receiver::start(0).await;
     let tokens = app.demo_tokens().await;
     // A receiver that answers nothing until each attempt times out (10 s), with a backlog of
