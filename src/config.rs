@@ -23,6 +23,11 @@ pub const DEFAULT_EMBED_STREAMS_MAX: usize = 1000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 pub const DEFAULT_EMBED_STREAMS_PER_CLIENT: usize = 16;
 pub const DEFAULT_EMBED_STREAM_MAX_SECS: u64 = 3600;
+pub const DEFAULT_ATTACHMENT_STORAGE: &str = "data/attachments";
+pub const DEFAULT_ATTACHMENT_MAX_BYTES: u64 = 25 * 1024 * 1024;
+pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 3600;
+pub const DEFAULT_UPLOADS_PENDING_PER_USER: usize = 20;
+pub const DEFAULT_UPLOADS_IN_FLIGHT_PER_USER: usize = 4;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -64,6 +69,50 @@ pub struct Config {
     pub embed_streams_per_client: usize,
     /// How long a live embed stream lasts before the server ends it (the client reconnects).
     pub embed_stream_max_lifetime: Duration,
+    pub attachments: AttachmentSettings,
+}
+
+/// Where files are kept, and how much one user may send.
+#[derive(Debug, Clone)]
+pub struct AttachmentSettings {
+    pub storage: FileStorage,
+    /// The largest file accepted; a larger one is refused (413) as its bytes pass the limit.
+    pub max_bytes: u64,
+    /// How long an upload waits to be referenced before the sweeper removes it.
+    pub upload_ttl: Duration,
+    /// Uploads one user may hold that nothing references yet.
+    pub pending_per_user: usize,
+    /// Uploads one user may be sending at once.
+    pub in_flight_per_user: usize,
+}
+
+/// `ATTACHMENT_STORAGE`: a local folder, or `s3://bucket` on an S3-compatible service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStorage {
+    Local(std::path::PathBuf),
+    S3(S3Settings),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// The service's URL (`S3_ENDPOINT`), for anything but AWS itself; `http://` is allowed.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// How webhook deliveries are sent.
@@ -321,6 +370,38 @@ impl Config {
             seconds("EMBED_STREAM_MAX_SECS", DEFAULT_EMBED_STREAM_MAX_SECS, 7 * 86_400)?;
         let max_connections_per_client =
             number("MAX_CONNECTIONS_PER_CLIENT", 1, 1_000_000)?.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
+        let storage = match lookup("ATTACHMENT_STORAGE") {
+            Some(url) if url.starts_with("s3://") => {
+                let bucket = url.trim_start_matches("s3://").trim_end_matches('/').to_owned();
+                if bucket.is_empty() || bucket.contains('/') {
+                    return Err(invalid("ATTACHMENT_STORAGE", format!("{url:?} must be s3://bucket")));
+                }
+                let required = |name: &'static str| {
+                    lookup(name)
+                        .ok_or_else(|| invalid(name, "must be set when ATTACHMENT_STORAGE is s3://".into()))
+                };
+                FileStorage::S3(S3Settings {
+                    bucket,
+                    endpoint: lookup("S3_ENDPOINT"),
+                    region: lookup("S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
+                    access_key_id: required("S3_ACCESS_KEY_ID")?,
+                    secret_access_key: required("S3_SECRET_ACCESS_KEY")?,
+                })
+            }
+            folder => {
+                FileStorage::Local(folder.unwrap_or_else(|| DEFAULT_ATTACHMENT_STORAGE.to_owned()).into())
+            }
+        };
+        let attachments = AttachmentSettings {
+            storage,
+            max_bytes: number("ATTACHMENT_MAX_BYTES", 1, 5 << 30)?
+                .map_or(DEFAULT_ATTACHMENT_MAX_BYTES, |bytes| bytes as u64),
+            upload_ttl: seconds("UPLOAD_TTL_SECS", DEFAULT_UPLOAD_TTL_SECS, 7 * 86_400)?,
+            pending_per_user: number("UPLOADS_PENDING_PER_USER", 1, 100_000)?
+                .unwrap_or(DEFAULT_UPLOADS_PENDING_PER_USER),
+            in_flight_per_user: number("UPLOADS_IN_FLIGHT_PER_USER", 1, 1000)?
+                .unwrap_or(DEFAULT_UPLOADS_IN_FLIGHT_PER_USER),
+        };
 
         Ok(Config {
             bind_addr,
@@ -344,6 +425,7 @@ impl Config {
             embed_streams_max,
             embed_streams_per_client,
             embed_stream_max_lifetime,
+            attachments,
         })
     }
 }

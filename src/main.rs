@@ -5,7 +5,7 @@ use clap::Parser;
 use ticketdesk::cli::{Cli, Command};
 use ticketdesk::config::{self, Config, JwtSecret};
 use ticketdesk::state::AppState;
-use ticketdesk::{api, demo, server, store, telemetry, webhooks};
+use ticketdesk::{api, demo, files, server, store, telemetry, webhooks};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -88,6 +88,9 @@ async fn run() -> ExitCode {
     }
 }
 
+/// How often expired uploads are looked for.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::error::Error>> {
     if let JwtSecret::Generated(_) = config.jwt_secret {
         tracing::warn!("JWT_SECRET is not set: using a random one, so tokens will not survive a restart");
@@ -97,7 +100,8 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
     // The one stop signal: the listeners stop accepting, live streams end, the delivery worker
     // claims no more.
     let shutdown = CancellationToken::new();
-    let state = AppState::new(&config, store.clone(), shutdown.clone());
+    let files = files::Files::open(&config.attachments.storage)?;
+    let state = AppState::new(&config, store.clone(), files.clone(), shutdown.clone());
     if demo_users {
         let created = demo::ensure_demo_users(state.store.as_ref(), &state.passwords).await?;
         tracing::info!(?created, "demo users alice/alice123, bob/bob123 and carol/carol123 are ready");
@@ -128,6 +132,7 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
     let delivery = (config.webhooks.max_concurrent > 0).then(|| {
         webhooks::start(store.clone(), &config.webhooks, state.metrics.webhook_attempts(), shutdown.clone())
     });
+    let sweeper = files::start_sweeper(store.clone(), files, SWEEP_EVERY, shutdown.clone());
     let api = server::serve(listener, api::router(state), shutdown.clone().cancelled_owned(), options);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -137,10 +142,12 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
-    // The worker records its last attempts before the store closes.
+    // The worker records its last attempts, and the sweeper its last sweep, before the store
+    // closes.
     if let Some(delivery) = delivery {
         let _ = delivery.await;
     }
+    let _ = sweeper.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -54,13 +54,23 @@ pub struct Shared {
     pub embed_stream_max_lifetime: std::time::Duration,
     /// Whether webhooks may point at non-public addresses.
     pub webhooks_may_reach_private_networks: bool,
+    /// Where attachments' bytes are kept.
+    pub files: crate::files::Files,
+    pub attachments: crate::config::AttachmentSettings,
+    /// Uploads being sent, per user.
+    pub upload_slots: crate::files::UploadSlots,
     /// Cancelled when the server stops: live embed streams end at once, so they do not hold the
     /// stop up (their clients reconnect elsewhere).
     pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Arc<dyn Store>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        files: crate::files::Files,
+        shutdown: CancellationToken,
+    ) -> Self {
         let passwords = Passwords::for_this_machine(config.password_hash_queue);
         let metrics = Arc::new(Metrics::new(passwords.metrics(), config.embed_streams_max));
         Self(Arc::new(Shared {
@@ -80,6 +90,9 @@ impl AppState {
             ),
             embed_stream_max_lifetime: config.embed_stream_max_lifetime,
             webhooks_may_reach_private_networks: config.webhooks.allow_private_networks,
+            files,
+            attachments: config.attachments.clone(),
+            upload_slots: crate::files::UploadSlots::new(config.attachments.in_flight_per_user),
             shutdown,
         }))
     }

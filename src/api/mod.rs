@@ -1,5 +1,6 @@
 //! The HTTP API: one module per resource, assembled into one router here.
 
+mod attachments;
 mod auth;
 pub mod docs;
 mod embed;
@@ -42,7 +43,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(state: AppState) -> Router {
     let request_timeout = state.request_timeout;
     let (api_routes, openapi) =
-        openapi_router(security::cors_for(&state.cors_allowed_origins)).split_for_parts();
+        openapi_router(security::cors_for(&state.cors_allowed_origins), state.attachments.max_bytes)
+            .split_for_parts();
     api_routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { Error::NotFound("no such route") })
@@ -72,17 +74,18 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document alone, e.g. for `ticketdesk openapi`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    openapi_router(security::cors_for(&[])).split_for_parts().1
+    openapi_router(security::cors_for(&[]), crate::config::DEFAULT_ATTACHMENT_MAX_BYTES).split_for_parts().1
 }
 
 /// The routes with their OpenAPI document; also what `openapi.json` is generated from. `cors`
 /// covers the API; the embed route has its own, open to every origin.
-fn openapi_router(cors: tower_http::cors::CorsLayer) -> OpenApiRouter<AppState> {
+fn openapi_router(cors: tower_http::cors::CorsLayer, max_upload_bytes: u64) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(operations::router())
         .merge(auth::router().layer(cors.clone()))
         .merge(users::router().layer(cors.clone()))
         .merge(tickets::router().layer(cors.clone()))
+        .merge(attachments::router(max_upload_bytes).layer(cors.clone()))
         .merge(webhooks::router().layer(cors))
         .merge(embed::router())
 }

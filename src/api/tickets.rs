@@ -14,7 +14,7 @@ use crate::domain::actions::{Precondition, Work};
 use crate::domain::allow;
 use crate::domain::{
     Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketEvent,
-    TicketId, TicketScope, TicketStatus, User, UserId, access, actions,
+    TicketId, TicketScope, TicketStatus, User, UserId, access, actions, attachment,
 };
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -45,6 +45,10 @@ struct CreateTicket {
     /// How urgent it is for the customer; `normal` if left out.
     #[serde(default)]
     priority: Priority,
+    /// Files to send with it: the `token`s of your uploads (`POST /uploads`), at most 10.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    attachments: Vec<String>,
 }
 
 /// Submit a ticket (customers).
@@ -76,6 +80,7 @@ async fn create_ticket(
         description: Description::parse(body.description)?,
         priority: body.priority,
         created_by: user.id,
+        attachments: attachment::parse_upload_tokens(&body.attachments)?,
     };
     let (ticket, replayed) = match state.store.create_ticket(&new, key.as_ref()).await? {
         Write::Written(ticket) => (ticket, false),
@@ -452,6 +457,11 @@ struct AddComment {
     /// An internal note, hidden from the customer (agents and admins only).
     #[serde(default)]
     internal: bool,
+    /// Files to send with it: the `token`s of your uploads (`POST /uploads`), at most 10. On an
+    /// internal note they are staff-only too.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    attachments: Vec<String>,
 }
 
 /// Reply on a ticket, or add an internal note (its customer, its agent, admins).
@@ -482,8 +492,12 @@ async fn add_comment(
 ) -> Result<impl IntoResponse> {
     actions::may_comment(&user, body.internal)?;
     let key = idempotency_key.for_request(user.id, &format!("POST /tickets/{id}/comments"), &body)?;
-    let comment =
-        NewComment { author_id: user.id, body: CommentBody::parse(body.body)?, internal: body.internal };
+    let comment = NewComment {
+        author_id: user.id,
+        body: CommentBody::parse(body.body)?,
+        internal: body.internal,
+        attachments: attachment::parse_upload_tokens(&body.attachments)?,
+    };
     let edit = |current: &Ticket| actions::comment(&user, current, comment.clone());
     let (comment, replayed) = match key {
         Some(key) => match state.store.add_comment_once(id, user.id, &edit, &key).await? {

@@ -2,6 +2,7 @@
 //! routes with them (`allow(access::can_manage_users(&user), "...")?`); `actions.rs` composes
 //! them into the checks of each ticket write.
 
+use super::attachment::Attachment;
 use super::refusal::Refusal;
 use super::ticket::{Ticket, TicketScope};
 use super::user::{Role, User, UserChange, UserId};
@@ -96,6 +97,25 @@ pub fn can_rotate_embed_token(user: &User, ticket: &Ticket) -> bool {
         Role::Customer => ticket.created_by == user.id,
         Role::Agent => false,
     }
+}
+
+/// A file is seen where its ticket is seen, and one on an internal note only by staff; an upload
+/// nothing references yet only by its uploader. `ticket` is the ticket it belongs to, if any.
+#[must_use]
+pub fn can_see_attachment(user: &User, attachment: &Attachment, ticket: Option<&Ticket>) -> bool {
+    match (attachment.ticket_id, ticket) {
+        (None, _) => attachment.uploaded_by == user.id,
+        (Some(_), Some(ticket)) => {
+            can_view(user, ticket) && (!attachment.internal || can_see_internal_notes(user))
+        }
+        (Some(_), None) => false,
+    }
+}
+
+/// Deleting a file (one uploaded by mistake) is for admins.
+#[must_use]
+pub fn can_delete_attachments(user: &User) -> bool {
+    user.role == Role::Admin
 }
 
 /// Only agents take assignments.
@@ -267,6 +287,37 @@ mod tests {
         assert!(refusal(Some((Role::Customer, true))).contains("is a customer, not an agent"));
         assert!(refusal(Some((Role::Admin, true))).contains("is a admin, not an agent"));
         assert!(refusal(None).contains("does not name an existing user"));
+    }
+
+    #[test]
+    fn files_are_seen_where_their_ticket_is_and_internal_ones_by_staff_only() {
+        let ticket = ticket(1, Some(2));
+        let file = |ticket_id, internal| Attachment {
+            id: 1,
+            filename: "f".into(),
+            content_type: "text/plain".into(),
+            size: 1,
+            sha256: String::new(),
+            ticket_id,
+            comment_id: None,
+            internal,
+            uploaded_by: 1,
+            created_at: chrono::Utc::now(),
+            storage_key: "k".into(),
+        };
+        let (alice, bob, carol) = (user(1, Role::Customer), user(2, Role::Agent), user(3, Role::Admin));
+        let (eve, dave) = (user(5, Role::Customer), user(4, Role::Agent));
+        for viewer in [&alice, &bob, &carol] {
+            assert!(can_see_attachment(viewer, &file(Some(1), false), Some(&ticket)), "{viewer:?}");
+        }
+        for viewer in [&eve, &dave] {
+            assert!(!can_see_attachment(viewer, &file(Some(1), false), Some(&ticket)), "{viewer:?}");
+        }
+        assert!(!can_see_attachment(&alice, &file(Some(1), true), Some(&ticket)), "an internal note's file");
+        assert!(can_see_attachment(&bob, &file(Some(1), true), Some(&ticket)));
+        assert!(can_see_attachment(&alice, &file(None, false), None), "her own pending upload");
+        assert!(!can_see_attachment(&carol, &file(None, false), None), "nobody else's, admins included");
+        assert!(!can_see_attachment(&carol, &file(Some(1), false), None), "a ticket that is gone");
     }
 
     #[test]

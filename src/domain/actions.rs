@@ -148,7 +148,12 @@ mod tests {
     }
 
     fn note(author: i64, internal: bool) -> NewComment {
-        NewComment { author_id: author, body: CommentBody::parse("hello".into()).unwrap(), internal }
+        NewComment {
+            author_id: author,
+            body: CommentBody::parse("hello".into()).unwrap(),
+            internal,
+            attachments: Vec::new(),
+        }
     }
 
     fn kind(result: Result<TicketChange, Refusal>) -> &'static str {

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::attachment::Attachments;
 use super::refusal::Refusal;
 use super::reject_nul;
 use super::ticket::TicketId;
@@ -9,7 +10,8 @@ use super::user::UserId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 #[schema(example = json!({"id": 7, "ticket_id": 42, "author_id": 2, "body": "Could you send the crash log?",
-    "internal": false, "created_at": "2026-07-23T12:10:00Z"}))]
+    "internal": false, "created_at": "2026-07-23T12:10:00Z",
+    "attachments": [{"id": 4, "filename": "crash.log", "content_type": "text/plain; charset=utf-8", "size": 5120}]}))]
 pub struct Comment {
     pub id: i64,
     pub ticket_id: TicketId,
@@ -18,6 +20,10 @@ pub struct Comment {
     /// An internal note: agents and admins only.
     pub internal: bool,
     pub created_at: DateTime<Utc>,
+    /// Files sent with it; on an internal note, staff only like the note.
+    #[sqlx(try_from = "String")]
+    #[serde(default)]
+    pub attachments: Attachments,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +31,8 @@ pub struct NewComment {
     pub author_id: UserId,
     pub body: CommentBody,
     pub internal: bool,
+    /// Hashes of the upload tokens of the files sent with it.
+    pub attachments: Vec<String>,
 }
 
 /// 1 to 10,000 characters, not blank, no NUL.

@@ -17,6 +17,8 @@ pub enum EventKind {
     PriorityChanged,
     CommentAdded,
     EmbedTokenRotated,
+    /// An admin deleted a file; `from` is its id and name.
+    AttachmentDeleted,
 }
 
 text_enum!(EventKind {
@@ -27,6 +29,7 @@ text_enum!(EventKind {
     PriorityChanged => "priority_changed",
     CommentAdded => "comment_added",
     EmbedTokenRotated => "embed_token_rotated",
+    AttachmentDeleted => "attachment_deleted",
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
@@ -148,8 +151,12 @@ mod tests {
 
     #[test]
     fn an_internal_note_records_an_internal_event() {
-        let note =
-            NewComment { author_id: 2, body: CommentBody::parse("psst".into()).unwrap(), internal: true };
+        let note = NewComment {
+            author_id: 2,
+            body: CommentBody::parse("psst".into()).unwrap(),
+            internal: true,
+            attachments: Vec::new(),
+        };
         let events = events_for(&ticket(), &TicketChange { comment: Some(note), ..TicketChange::default() });
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::CommentAdded);

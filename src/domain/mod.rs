@@ -46,7 +46,7 @@ fn assert_text_matches_serde<T: serde::Serialize + Copy + std::fmt::Debug + TryF
 
 /// SHA-256 of `parts` joined by NUL bytes (so `["ab", "c"]` and `["a", "bc"]` differ), in hex:
 /// how refresh tokens, throttle keys and idempotent requests are stored without their contents.
-pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for (index, part) in parts.iter().enumerate() {
@@ -60,6 +60,7 @@ pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
 
 pub mod access;
 pub mod actions;
+pub mod attachment;
 pub mod comment;
 pub mod event;
 pub mod idempotency;
@@ -70,6 +71,7 @@ pub mod ticket;
 pub mod user;
 pub mod webhook;
 
+pub use attachment::{Attachment, AttachmentId, AttachmentRef, Attachments};
 pub use comment::{Comment, CommentBody, NewComment};
 pub use event::{EventKind, NewEvent, TicketEvent};
 pub use idempotency::IdempotencyKey;

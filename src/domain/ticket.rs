@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::attachment::Attachments;
 use super::comment::NewComment;
 use super::event::{NewEvent, events_for};
 use super::refusal::Refusal;
@@ -105,7 +106,8 @@ text_enum!(Priority { Low => "low", Normal => "normal", High => "high", Urgent =
     "assigned_to": 2,
     "embed_token": "9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90",
     "created_at": "2026-07-23T12:00:00Z",
-    "updated_at": "2026-07-23T12:30:00Z"
+    "updated_at": "2026-07-23T12:30:00Z",
+    "attachments": [{"id": 3, "filename": "screenshot.png", "content_type": "image/png", "size": 48213}]
 }))]
 pub struct Ticket {
     pub id: TicketId,
@@ -123,6 +125,10 @@ pub struct Ticket {
     pub embed_token: Uuid,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Files sent with the ticket (those sent with comments are listed on the comments).
+    #[sqlx(try_from = "String")]
+    #[serde(default)]
+    pub attachments: Attachments,
 }
 
 /// What the public embed shows of a ticket, and all it reads: never its people or its text.
@@ -191,6 +197,8 @@ pub struct NewTicket {
     pub description: Description,
     pub priority: Priority,
     pub created_by: UserId,
+    /// Hashes of the upload tokens of the files sent with it.
+    pub attachments: Vec<String>,
 }
 
 /// What one write changes on a ticket; `None` (or `false`) leaves a part as it is.
@@ -273,6 +281,7 @@ impl Ticket {
             embed_token: Uuid::new_v4(),
             created_at: now,
             updated_at: now,
+            attachments: Attachments::default(),
         }
     }
 }
@@ -368,6 +377,7 @@ mod tests {
                 author_id: 2,
                 body: CommentBody::parse("hi".into()).unwrap(),
                 internal,
+                attachments: Vec::new(),
             }),
             ..TicketChange::default()
         };

@@ -40,6 +40,12 @@ pub enum EventType {
     TicketInternalNoteAdded,
     #[serde(rename = "ticket.embed_token_rotated")]
     TicketEmbedTokenRotated,
+    /// A file deleted from the ticket or a public reply.
+    #[serde(rename = "ticket.attachment_deleted")]
+    TicketAttachmentDeleted,
+    /// A file deleted from an internal note; staff-only like the note.
+    #[serde(rename = "ticket.internal_attachment_deleted")]
+    TicketInternalAttachmentDeleted,
 }
 
 text_enum!(EventType {
@@ -51,6 +57,8 @@ text_enum!(EventType {
     TicketCommentAdded => "ticket.comment_added",
     TicketInternalNoteAdded => "ticket.internal_note_added",
     TicketEmbedTokenRotated => "ticket.embed_token_rotated",
+    TicketAttachmentDeleted => "ticket.attachment_deleted",
+    TicketInternalAttachmentDeleted => "ticket.internal_attachment_deleted",
 });
 
 impl EventType {
@@ -67,6 +75,8 @@ impl EventType {
             EventKind::CommentAdded if internal => EventType::TicketInternalNoteAdded,
             EventKind::CommentAdded => EventType::TicketCommentAdded,
             EventKind::EmbedTokenRotated => EventType::TicketEmbedTokenRotated,
+            EventKind::AttachmentDeleted if internal => EventType::TicketInternalAttachmentDeleted,
+            EventKind::AttachmentDeleted => EventType::TicketAttachmentDeleted,
         }
     }
 }

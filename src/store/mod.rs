@@ -18,10 +18,10 @@ use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::Refusal;
 use crate::domain::throttle::Locked;
 use crate::domain::{
-    AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery, IdempotencyKey, InFlight,
-    NewRefreshToken, NewTicket, NewUser, NewWebhook, PublicTicket, ThrottleKey, Ticket, TicketChange,
-    TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId, Webhook, WebhookChange,
-    WebhookId, WebhookSecret,
+    Attachment, AttachmentId, AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery,
+    IdempotencyKey, InFlight, NewRefreshToken, NewTicket, NewUser, NewWebhook, PublicTicket, ThrottleKey,
+    Ticket, TicketChange, TicketEvent, TicketId, TicketScope, User, UserChange, UserCredentials, UserId,
+    Webhook, WebhookChange, WebhookId, WebhookSecret,
 };
 use crate::domain::{Priority, Role, TicketStatus};
 
@@ -130,9 +130,9 @@ pub enum Change {
 
 /// Everything the handlers hold: one trait per aggregate, each implemented in its own file of
 /// `store/sql/`. Code names the aggregates it uses (`use crate::store::Tickets`).
-pub trait Store: Operations + Accounts + Tickets + Listing + Webhooks {}
+pub trait Store: Operations + Accounts + Tickets + Listing + Webhooks + Attachments {}
 
-impl<T: Operations + Accounts + Tickets + Listing + Webhooks> Store for T {}
+impl<T: Operations + Accounts + Tickets + Listing + Webhooks + Attachments> Store for T {}
 
 /// The store as a whole: readiness, pool figures, closing, counts, and change announcements.
 #[async_trait]
@@ -283,6 +283,53 @@ pub trait Webhooks: Send + Sync + 'static {
     /// Records how an attempt went; once the delivery is done (delivered or failed for good),
     /// the next one for its ticket and webhook becomes due.
     async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()>;
+}
+
+/// Uploaded files: their records while they are written, wait to be referenced and are read;
+/// their removal. (A ticket or comment takes uploads in its own write: `create_ticket`,
+/// `update_ticket` with a comment.)
+#[async_trait]
+pub trait Attachments: Send + Sync + 'static {
+    /// How many uploads `user` holds that nothing references yet.
+    async fn pending_uploads(&self, user: UserId) -> Result<u64>;
+    /// Records an upload about to be written at `key`, pending until `expires_at`; whatever is
+    /// left of it then, bytes included, the sweeper removes.
+    async fn begin_upload(
+        &self,
+        uploader: UserId,
+        key: &str,
+        filename: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<AttachmentId>;
+    /// Its bytes are stored: records what they are, and the hash of the token that may reference
+    /// it. `NotFound` if it was swept meanwhile (it took longer than its expiry).
+    async fn finish_upload(
+        &self,
+        id: AttachmentId,
+        content_type: &str,
+        size: u64,
+        sha256: &str,
+        token_hash: &str,
+    ) -> Result<Attachment>;
+    /// Forgets an upload whose bytes were not stored.
+    async fn discard_upload(&self, id: AttachmentId) -> Result<()>;
+    /// A file that is not deleted.
+    async fn attachment(&self, id: AttachmentId) -> Result<Option<Attachment>>;
+    /// Deletes a file (its bytes go next): marks it deleted, takes it off its ticket's or
+    /// comment's list and records who did it in the ticket's history, in one transaction.
+    /// `NotFound` if there is no such file.
+    async fn delete_attachment(&self, id: AttachmentId, actor: UserId) -> Result<Attachment>;
+    /// Claims up to `limit` uploads still unreferenced at `now` after their expiry, for removal
+    /// until `lease_until` (when another sweeper may claim them again); claimed, none can be
+    /// referenced any more. Returns their ids and keys.
+    async fn expired_uploads(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(AttachmentId, String)>>;
+    /// Forgets uploads whose bytes are gone.
+    async fn forget_uploads(&self, ids: &[AttachmentId]) -> Result<()>;
 }
 
 /// Connects to the database the URL names, creating it if it is a new SQLite file, and applies

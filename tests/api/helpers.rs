@@ -144,6 +144,7 @@ impl TestDatabase {
     }
 
     pub async fn drop(self) {
+        let _ = std::fs::remove_dir_all(files_folder(&self.url));
         match self.cleanup {
             Cleanup::File(path) => {
                 for suffix in ["", "-wal", "-shm"] {
@@ -161,6 +162,12 @@ impl TestDatabase {
     }
 }
 
+/// The folder a test's files are kept in: one per database, shared by its replicas.
+pub fn files_folder(database_url: &str) -> std::path::PathBuf {
+    let name = ticketdesk::domain::sha256_hex(&[database_url.as_bytes()]);
+    std::env::temp_dir().join("ticketdesk-tests").join(format!("files-{}", &name[..16]))
+}
+
 pub fn test_config(database_url: &str) -> Config {
     test_config_with(database_url, &[])
 }
@@ -175,6 +182,7 @@ pub fn test_config_with(database_url: &str, settings: &[(&str, &str)]) -> Config
             "DATABASE_URL" => Some(database_url.to_owned()),
             "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
             "PUBLIC_BASE_URL" => Some(PUBLIC_BASE_URL.to_owned()),
+            "ATTACHMENT_STORAGE" => Some(files_folder(database_url).display().to_string()),
             _ => None,
         }
     })
@@ -188,6 +196,7 @@ pub struct TestApp {
     metrics: Router,
     pub config: Config,
     pub store: Arc<dyn Store>,
+    pub files: ticketdesk::files::Files,
     pub passwords: Passwords,
     /// Stops this app's webhook delivery and streams when the app is dropped.
     _shutdown: tokio_util::sync::DropGuard,
@@ -227,7 +236,9 @@ impl TestApp {
             .await
             .expect("connecting the store");
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let state = AppState::new(&config, store.clone(), shutdown.clone());
+        let files =
+            ticketdesk::files::Files::open(&config.attachments.storage).expect("opening the file storage");
+        let state = AppState::new(&config, store.clone(), files.clone(), shutdown.clone());
         ticketdesk::demo::ensure_demo_users(state.store.as_ref(), &state.passwords)
             .await
             .expect("creating demo users");
@@ -238,6 +249,7 @@ impl TestApp {
         Self {
             _shutdown: shutdown.drop_guard(),
             store: state.store.clone(),
+            files,
             passwords: state.passwords.clone(),
             metrics: ticketdesk::api::metrics_router(state.clone()),
             router: ticketdesk::api::router(state),
@@ -393,6 +405,38 @@ impl TestApp {
         let assigned = self.assign(&tokens.carol, id, self.user_id("bob").await).await;
         assert_eq!(assigned.status, StatusCode::OK, "{}", assigned.text);
         id
+    }
+
+    /// `POST /uploads` of `bytes` as the form field `file`, named `filename`, declared as
+    /// `content_type`.
+    pub async fn upload(
+        &self,
+        token: &str,
+        filename: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> TestResponse {
+        let boundary = "ticketdesk-test-boundary-7d1f";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let request = Request::post("/uploads")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+            .body(Body::from(body))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Uploads `bytes` as `filename`; returns the upload's token.
+    pub async fn upload_token(&self, token: &str, filename: &str, bytes: &[u8]) -> String {
+        let uploaded = self.upload(token, filename, "application/octet-stream", bytes).await;
+        assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.text);
+        uploaded.json["token"].as_str().expect("a token").to_owned()
     }
 
     pub async fn assign(&self, admin_token: &str, ticket_id: i64, agent_id: UserId) -> TestResponse {

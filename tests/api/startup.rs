@@ -36,6 +36,7 @@ async fn demo_users_exist_only_when_asked_for_and_once(database: EmptyDatabase) 
     let state = AppState::new(
         &config,
         ticketdesk::store::connect(&config.database_url, &config.database_pool).await.unwrap(),
+        ticketdesk::files::Files::open(&config.attachments.storage).unwrap(),
         tokio_util::sync::CancellationToken::new(),
     );
     assert!(
@@ -121,6 +122,7 @@ async fn idempotency_keys_stored_before_the_upgrade_still_replay(database: Empty
         description: Description::parse("Smoke.".to_owned()).unwrap(),
         priority: Priority::High,
         created_by: 1,
+        attachments: Vec::new(),
     };
     match store.create_ticket(&retry, Some(&key)).await.unwrap() {
         Write::Replayed(ticket) => {

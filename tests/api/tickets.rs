@@ -74,6 +74,7 @@ async fn created_ticket_has_the_documented_shape_and_location(app: TestApp) {
         sorted_keys(ticket),
         [
             "assigned_to",
+            "attachments",
             "created_at",
             "created_by",
             "description",

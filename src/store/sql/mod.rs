@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 use super::Change;
 use super::reads::ReadConnections;
-use crate::domain::{IdempotencyKey, NewEvent, TicketId, UserId, idempotency};
+use crate::domain::{
+    AttachmentRef, Attachments, IdempotencyKey, NewEvent, Refusal, TicketId, UserId, idempotency,
+};
 use crate::store::{Result, StoreError};
 
 /// Whether `error` means the connection was dead before the statement ran: its socket is gone,
@@ -50,7 +52,8 @@ macro_rules! with_ticket_columns {
             assigned_to,
             embed_token,
             created_at,
-            updated_at
+            updated_at,
+            attachments
         )
     };
 }
@@ -86,7 +89,12 @@ macro_rules! user_columns {
 }
 macro_rules! comment_columns {
     () => {
-        "id, ticket_id, author_id, body, internal, created_at"
+        "id, ticket_id, author_id, body, internal, created_at, attachments"
+    };
+}
+macro_rules! attachment_columns {
+    () => {
+        "id, filename, content_type, size, sha256, ticket_id, comment_id, internal, uploader_id, created_at, storage_key"
     };
 }
 macro_rules! event_columns {
@@ -103,6 +111,7 @@ macro_rules! webhook_columns {
 // One file per aggregate, each with the trait of `store/mod.rs` it implements (after the column
 // lists above, which they use).
 mod accounts;
+mod attachments;
 mod listing;
 mod operations;
 mod tickets;
@@ -254,6 +263,7 @@ impl<DB: Dialect> SqlStore<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     String: Column<DB>,
@@ -325,6 +335,57 @@ where
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the uploads whose token hashes are `hashes` for a write by `uploader`: each must be
+    /// theirs, stored, unexpired and not taken before, or the write is refused with nothing
+    /// taken. Of two writes racing for one token, the second finds it gone (PostgreSQL re-reads
+    /// the row once the first commits; SQLite runs one writer at a time).
+    async fn take_uploads(
+        tx: &mut Transaction<'static, DB>,
+        uploader: UserId,
+        hashes: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Attachments> {
+        let mut files = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let taken: Option<AttachmentRef> = sqlx::query_as(
+                "UPDATE attachments SET token_hash = NULL, expires_at = NULL
+                 WHERE token_hash = $1 AND uploader_id = $2 AND expires_at > $3 AND ticket_id IS NULL
+                 RETURNING id, filename, content_type, size",
+            )
+            .bind(hash.as_str())
+            .bind(uploader)
+            .bind(now)
+            .fetch_optional(&mut **tx)
+            .await?;
+            files.push(taken.ok_or(StoreError::Refused(Refusal::invalid(
+                "an upload token is unknown, expired, already used or not yours; upload the file again",
+            )))?);
+        }
+        Ok(Attachments(files))
+    }
+
+    /// Files taken by [`Self::take_uploads`] now belong to `ticket` (and `comment`, if any).
+    async fn place_uploads(
+        tx: &mut Transaction<'static, DB>,
+        files: &Attachments,
+        ticket: TicketId,
+        comment: Option<i64>,
+        internal: bool,
+    ) -> Result<()> {
+        for file in &files.0 {
+            sqlx::query(
+                "UPDATE attachments SET ticket_id = $2, comment_id = $3, internal = $4 WHERE id = $1",
+            )
+            .bind(file.id)
+            .bind(ticket)
+            .bind(comment)
+            .bind(internal)
+            .execute(&mut **tx)
+            .await?;
+        }
         Ok(())
     }
 

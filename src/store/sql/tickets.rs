@@ -36,9 +36,10 @@ where
         {
             return Ok(Write::Replayed(first));
         }
+        let files = Self::take_uploads(&mut tx, ticket.created_by, &ticket.attachments, now).await?;
         let created: Ticket = sqlx::query_as(concat!(
-            "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
-             VALUES ($1, $2, 'open', $3, $4, $5, $6, $6) RETURNING ",
+            "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at, attachments)
+             VALUES ($1, $2, 'open', $3, $4, $5, $6, $6, $7) RETURNING ",
             ticket_columns!()
         ))
         .bind(ticket.subject.as_str())
@@ -47,8 +48,10 @@ where
         .bind(ticket.created_by)
         .bind(Uuid::new_v4())
         .bind(now)
+        .bind(files.to_column())
         .fetch_one(&mut *tx)
         .await?;
+        Self::place_uploads(&mut tx, &files, created.id, None, false).await?;
         let event = NewEvent {
             kind: EventKind::Created,
             from: None,
@@ -268,10 +271,11 @@ where
         .await?;
 
         let comment: Option<Comment> = match &change.comment {
-            Some(comment) => Some(
-                sqlx::query_as(concat!(
-                    "INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            Some(comment) => {
+                let files = Self::take_uploads(tx, comment.author_id, &comment.attachments, now).await?;
+                let added: Comment = sqlx::query_as(concat!(
+                    "INSERT INTO comments (ticket_id, author_id, body, internal, created_at, attachments)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
                     comment_columns!()
                 ))
                 .bind(id)
@@ -279,9 +283,12 @@ where
                 .bind(comment.body.as_str())
                 .bind(comment.internal)
                 .bind(now)
+                .bind(files.to_column())
                 .fetch_one(&mut **tx)
-                .await?,
-            ),
+                .await?;
+                Self::place_uploads(tx, &files, id, Some(added.id), comment.internal).await?;
+                Some(added)
+            }
             None => None,
         };
         for event in &write.events {

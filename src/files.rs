@@ -1,0 +1,242 @@
+//! Where attachments' bytes live: one `object_store` API over a local folder (the default, beside
+//! the SQLite file) or any S3-compatible service (for several replicas). Keys are
+//! `attachments/<random uuid>`, never derived from anything a user sent.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use futures_util::{Stream, StreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+use crate::config::FileStorage;
+use crate::domain::UserId;
+use crate::domain::attachment::SNIFF_BYTES;
+use crate::store::Store;
+
+/// Parts of this size go to storage as they fill (S3's smallest part is 5 MiB), at most two in
+/// flight: what one upload holds in memory, whatever its size.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Clone)]
+pub struct Files {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// What writing a file found.
+#[derive(Debug)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: String,
+    /// The first bytes, to tell the content type by.
+    pub head: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the file is larger than {0} bytes")]
+    TooLarge(u64),
+    /// The client's body broke off or was malformed.
+    #[error("the upload broke off: {0}")]
+    Body(String),
+    #[error("storage: {0}")]
+    Storage(#[from] object_store::Error),
+}
+
+impl Files {
+    /// Opens the storage `ATTACHMENT_STORAGE` names, creating a local folder if need be.
+    pub fn open(storage: &FileStorage) -> Result<Self, String> {
+        let store: Arc<dyn ObjectStore> = match storage {
+            FileStorage::Local(folder) => {
+                std::fs::create_dir_all(folder)
+                    .map_err(|e| format!("cannot create the attachment folder {}: {e}", folder.display()))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(folder)
+                    .map_err(|e| format!("cannot use the attachment folder {}: {e}", folder.display()))?;
+                Arc::new(local)
+            }
+            FileStorage::S3(s3) => {
+                let mut builder = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_access_key_id(&s3.access_key_id)
+                    .with_secret_access_key(&s3.secret_access_key);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder =
+                        builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                }
+                Arc::new(builder.build().map_err(|e| format!("cannot use S3 storage: {e}"))?)
+            }
+        };
+        Ok(Self { store })
+    }
+
+    /// A key for a new file.
+    pub fn new_key() -> String {
+        format!("attachments/{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// Streams `body` into the file at `key`, hashing and counting as it goes. Past `max_bytes`,
+    /// or if the body breaks off, nothing is left behind.
+    pub async fn write<E: std::fmt::Display>(
+        &self,
+        key: &str,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        max_bytes: u64,
+    ) -> Result<Written, WriteError> {
+        let upload = self.store.put_multipart(&Path::from(key)).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let (mut size, mut hash, mut head) = (0u64, Sha256::new(), Vec::new());
+        let failure = loop {
+            let chunk = match body.next().await {
+                None => break None,
+                Some(Err(error)) => break Some(WriteError::Body(error.to_string())),
+                Some(Ok(chunk)) => chunk,
+            };
+            size += chunk.len() as u64;
+            if size > max_bytes {
+                break Some(WriteError::TooLarge(max_bytes));
+            }
+            if head.len() < SNIFF_BYTES {
+                head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
+            }
+            hash.update(&chunk);
+            if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                break Some(error.into());
+            }
+            writer.put(chunk);
+        };
+        if let Some(failure) = failure {
+            if let Err(error) = writer.abort().await {
+                tracing::warn!(%error, key, "aborting an upload failed; the sweeper removes its row's bytes");
+            }
+            return Err(failure);
+        }
+        writer.finish().await?;
+        let sha256 = hash.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Written { size, sha256, head })
+    }
+
+    /// The bytes of `key` in `range` (all of them for `None`), as they come from storage.
+    pub async fn read(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<impl Stream<Item = Result<Bytes, object_store::Error>> + use<>, object_store::Error> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
+        Ok(self.store.get_opts(&Path::from(key), options).await?.into_stream())
+    }
+
+    /// Removes the file at `key`; one already gone is no error.
+    pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Uploads in flight per user, against a cap: one user cannot hold every connection busy
+/// sending files.
+#[derive(Clone)]
+pub struct UploadSlots {
+    per_user: usize,
+    taken: Arc<std::sync::Mutex<std::collections::HashMap<UserId, usize>>>,
+}
+
+/// One upload's slot, given back when it is dropped.
+pub struct UploadSlot {
+    slots: UploadSlots,
+    user: UserId,
+}
+
+impl UploadSlots {
+    pub fn new(per_user: usize) -> Self {
+        Self { per_user, taken: Arc::default() }
+    }
+
+    /// A slot for `user`, or `None` if they are sending as many uploads as one may.
+    pub fn take(&self, user: UserId) -> Option<UploadSlot> {
+        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = taken.entry(user).or_default();
+        if *count >= self.per_user {
+            return None;
+        }
+        *count += 1;
+        Some(UploadSlot { slots: self.clone(), user })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut taken = self.slots.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = taken.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                taken.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// How many expired uploads one sweep claims at a time, and how long it holds them.
+const SWEEP_BATCH: u32 = 100;
+const SWEEP_LEASE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Removes the uploads still unreferenced after their expiry, as of `now`: claims a batch (so
+/// sweepers on other replicas take others), deletes their bytes, then their rows. A sweeper that
+/// dies midway leaves its claims to be taken again when their lease ends. Returns how many went.
+pub async fn sweep(
+    store: &dyn Store,
+    files: &Files,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::store::Result<usize> {
+    let mut removed = 0;
+    loop {
+        let claimed = store.expired_uploads(now, now + SWEEP_LEASE, SWEEP_BATCH).await?;
+        if claimed.is_empty() {
+            return Ok(removed);
+        }
+        let mut gone = Vec::with_capacity(claimed.len());
+        for (id, key) in claimed {
+            match files.delete(&key).await {
+                Ok(()) => gone.push(id),
+                Err(error) => {
+                    tracing::warn!(%error, id, "removing an expired upload failed; a later sweep retries")
+                }
+            }
+        }
+        store.forget_uploads(&gone).await?;
+        removed += gone.len();
+        if gone.is_empty() {
+            return Ok(removed);
+        }
+    }
+}
+
+/// Sweeps every `every` until `shutdown`.
+pub fn start_sweeper(
+    store: Arc<dyn Store>,
+    files: Files,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            match sweep(store.as_ref(), &files, chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed expired uploads"),
+                Err(error) => {
+                    tracing::warn!(%error, "sweeping expired uploads failed; the next sweep retries")
+                }
+            }
+        }
+    })
+}
