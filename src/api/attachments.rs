@@ -177,10 +177,10 @@ async fn get_attachment(
     ),
     security(("oauth2" = [])),
     responses(
-        (status = 200, description = "The file", content_type = "application/octet-stream", body = String,
+        (status = 200, description = "The file, as the type its bytes are", content_type = "*/*", body = String,
             headers(("ETag" = String, description = "The file's SHA-256"),
                     ("Content-Disposition" = String, description = "`attachment`, with the file's name"))),
-        (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = String,
+        (status = 206, description = "The range asked for", content_type = "*/*", body = String,
             headers(("Content-Range" = String, description = "`bytes start-end/size`"))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
         (status = 416, description = "The range lies outside the file"),

@@ -5,9 +5,76 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use ticketdesk::domain::{Attachment, Comment, Ticket};
 
-use crate::helpers::{DemoTokens, EmptyDatabase, TestApp, TestResponse, files_folder};
+use crate::helpers::{Backend, DemoTokens, EmptyDatabase, TestApp, TestResponse, files_folder};
+use crate::s3::S3Server;
 
-crate::on_both_backends!(
+/// Runs each scenario `async fn name(place: Place)` on both databases, each with both storages:
+/// `sqlite_local::name`, `sqlite_s3::name`, `postgres_local::name`, `postgres_s3::name`.
+macro_rules! on_every_backend_and_storage {
+    ($($scenario:ident),* $(,)?) => {
+        on_every_backend_and_storage!(@module sqlite_local, Sqlite, false; $($scenario),*);
+        on_every_backend_and_storage!(@module sqlite_s3, Sqlite, true; $($scenario),*);
+        on_every_backend_and_storage!(@module postgres_local, Postgres, false; $($scenario),*);
+        on_every_backend_and_storage!(@module postgres_s3, Postgres, true; $($scenario),*);
+    };
+    (@module $module:ident, $backend:ident, $s3:literal; $($scenario:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::run(super::$scenario, super::Backend::$backend, $s3).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Where a scenario runs: a fresh database, and files in a local folder or on S3 (in-process).
+pub struct Place {
+    database_url: String,
+    s3: Option<S3Server>,
+}
+
+impl Place {
+    /// The app on this place, with `settings` besides the storage's.
+    async fn app(&self, settings: &[(&str, &str)]) -> TestApp {
+        let storage = self.s3.as_ref().map(S3Server::settings).unwrap_or_default();
+        let mut all = settings.to_vec();
+        all.extend(storage.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+        TestApp::at(&self.database_url, &all).await
+    }
+
+    /// Every file the storage holds.
+    fn stored_files(&self) -> Vec<std::path::PathBuf> {
+        let folder = match &self.s3 {
+            Some(s3) => s3.bucket_folder(),
+            None => files_folder(&self.database_url),
+        };
+        let mut found = Vec::new();
+        walk(&folder, &mut found);
+        found
+    }
+}
+
+fn walk(folder: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { walk(&path, found) } else { found.push(path) }
+    }
+}
+
+async fn run<F: AsyncFnOnce(Place)>(scenario: F, backend: Backend, s3: bool) {
+    crate::helpers::run(
+        async |database: EmptyDatabase| {
+            let s3 = if s3 { Some(S3Server::start().await) } else { None };
+            scenario(Place { database_url: database.url, s3 }).await
+        },
+        backend,
+    )
+    .await;
+}
+
+on_every_backend_and_storage!(
     files_are_seen_exactly_where_their_ticket_or_comment_is,
     downloads_are_never_shown_inline_and_their_type_comes_from_the_bytes,
     a_token_is_single_use_only_its_uploaders_and_expires,
@@ -24,19 +91,6 @@ const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0
 
 fn content(id: i64) -> String {
     format!("/attachments/{id}/content")
-}
-
-/// Every file whose number of bytes stored under the test's folder is not zero.
-fn stored_files(app: &TestApp) -> Vec<std::path::PathBuf> {
-    fn walk(folder: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
-        for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() { walk(&path, found) } else { found.push(path) }
-        }
-    }
-    let mut found = Vec::new();
-    walk(&files_folder(app.config.database_url.expose()), &mut found);
-    found
 }
 
 async fn reply(app: &TestApp, token: &str, ticket: i64, body: Value) -> Comment {
@@ -83,7 +137,8 @@ async fn a_conversation_with_files(app: &TestApp, tokens: &DemoTokens) -> (Ticke
     (ticket.clone(), ticket.attachments.0[0].id, public.attachments.0[0].id, note.attachments.0[0].id)
 }
 
-async fn files_are_seen_exactly_where_their_ticket_or_comment_is(app: TestApp) {
+async fn files_are_seen_exactly_where_their_ticket_or_comment_is(place: Place) {
+    let app = place.app(&[]).await;
     let tokens = app.demo_tokens().await;
     let (ticket, on_ticket, on_reply, on_note) = a_conversation_with_files(&app, &tokens).await;
     app.add_user("eve", "eve-password-1", ticketdesk::domain::Role::Customer).await;
@@ -128,7 +183,8 @@ async fn files_are_seen_exactly_where_their_ticket_or_comment_is(app: TestApp) {
     assert!(!embed.text.contains("screenshot") && !embed.text.contains("attachments"), "{}", embed.text);
 }
 
-async fn downloads_are_never_shown_inline_and_their_type_comes_from_the_bytes(app: TestApp) {
+async fn downloads_are_never_shown_inline_and_their_type_comes_from_the_bytes(place: Place) {
+    let app = place.app(&[]).await;
     let alice = app.login("alice", "alice123").await;
     let html = b"<html><script>alert(document.cookie)</script></html>";
     let page = app.upload(&alice, "page.html", "text/html", html).await;
@@ -166,13 +222,14 @@ async fn downloads_are_never_shown_inline_and_their_type_comes_from_the_bytes(ap
         Some("attachment; filename=\"Gr__e.txt\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe.txt")
     );
     // Every stored object's key is the server's own, whatever the name.
-    for path in stored_files(&app) {
+    for path in place.stored_files() {
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(name.len() == 32 && name.chars().all(|c| c.is_ascii_hexdigit()), "{}", path.display());
     }
 }
 
-async fn a_token_is_single_use_only_its_uploaders_and_expires(app: TestApp) {
+async fn a_token_is_single_use_only_its_uploaders_and_expires(place: Place) {
+    let app = place.app(&[]).await;
     let tokens = app.demo_tokens().await;
     let id = app.bobs_ticket(&tokens, "Files").await;
     let bobs = app.upload_token(&tokens.bob, "a.txt", b"a").await;
@@ -194,7 +251,8 @@ async fn a_token_is_single_use_only_its_uploaders_and_expires(app: TestApp) {
     assert_eq!(comments[0].attachments.0.len(), 1);
 }
 
-async fn two_replies_racing_for_one_upload_one_wins(app: TestApp) {
+async fn two_replies_racing_for_one_upload_one_wins(place: Place) {
+    let app = place.app(&[]).await;
     let tokens = app.demo_tokens().await;
     let id = app.bobs_ticket(&tokens, "Race").await;
     for round in 0..5 {
@@ -208,8 +266,8 @@ async fn two_replies_racing_for_one_upload_one_wins(app: TestApp) {
     }
 }
 
-async fn a_file_over_the_limit_is_refused_and_leaves_nothing_behind(database: EmptyDatabase) {
-    let app = TestApp::at(&database.url, &[("ATTACHMENT_MAX_BYTES", "1000")]).await;
+async fn a_file_over_the_limit_is_refused_and_leaves_nothing_behind(place: Place) {
+    let app = place.app(&[("ATTACHMENT_MAX_BYTES", "1000")]).await;
     let alice = app.login("alice", "alice123").await;
     let exact = app.upload(&alice, "exact.bin", "application/octet-stream", &[7u8; 1000]).await;
     assert_eq!(exact.status, StatusCode::CREATED, "{}", exact.text);
@@ -218,27 +276,29 @@ async fn a_file_over_the_limit_is_refused_and_leaves_nothing_behind(database: Em
         big.assert_problem(StatusCode::PAYLOAD_TOO_LARGE);
     }
     assert_eq!(app.texts("SELECT filename FROM attachments").await, ["exact.bin"]);
-    assert_eq!(stored_files(&app).len(), 1, "{:?}", stored_files(&app));
+    assert_eq!(place.stored_files().len(), 1, "{:?}", place.stored_files());
 }
 
-async fn unused_uploads_are_swept_after_expiry_with_their_bytes(app: TestApp) {
+async fn unused_uploads_are_swept_after_expiry_with_their_bytes(place: Place) {
+    let app = place.app(&[]).await;
     let tokens = app.demo_tokens().await;
     let id = app.bobs_ticket(&tokens, "Sweep").await;
     let used = app.upload_token(&tokens.bob, "used.txt", b"used").await;
     reply(&app, &tokens.bob, id, json!({"body": "with a file", "attachments": [used]})).await;
     app.upload_token(&tokens.bob, "forgotten.txt", b"forgotten").await;
-    assert_eq!(stored_files(&app).len(), 2);
+    assert_eq!(place.stored_files().len(), 2);
 
     let sweep = |at| ticketdesk::files::sweep(app.store.as_ref(), &app.files, at);
     assert_eq!(sweep(chrono::Utc::now()).await.unwrap(), 0, "nothing has expired yet");
     let after_expiry = chrono::Utc::now() + app.config.attachments.upload_ttl + chrono::TimeDelta::seconds(1);
     assert_eq!(sweep(after_expiry).await.unwrap(), 1);
     assert_eq!(app.texts("SELECT filename FROM attachments").await, ["used.txt"]);
-    assert_eq!(stored_files(&app).len(), 1);
+    assert_eq!(place.stored_files().len(), 1);
     assert_eq!(sweep(after_expiry).await.unwrap(), 0, "a second sweep finds nothing");
 }
 
-async fn admins_delete_a_file_and_the_history_says_who(app: TestApp) {
+async fn admins_delete_a_file_and_the_history_says_who(place: Place) {
+    let app = place.app(&[]).await;
     let tokens = app.demo_tokens().await;
     let (ticket, _, on_reply, _) = a_conversation_with_files(&app, &tokens).await;
     let path = format!("/attachments/{on_reply}");
@@ -258,11 +318,11 @@ async fn admins_delete_a_file_and_the_history_says_who(app: TestApp) {
         events.as_array().unwrap().iter().find(|e| e["kind"] == "attachment_deleted").expect("an event");
     assert_eq!(deletion["actor_id"], app.user_id("carol").await);
     assert_eq!(deletion["from"], format!("{on_reply} steps.txt"));
-    assert_eq!(stored_files(&app).len(), 2, "the ticket's and the note's files remain");
+    assert_eq!(place.stored_files().len(), 2, "the ticket's and the note's files remain");
 }
 
-async fn one_user_holds_only_so_many_unused_uploads(database: EmptyDatabase) {
-    let app = TestApp::at(&database.url, &[("UPLOADS_PENDING_PER_USER", "2")]).await;
+async fn one_user_holds_only_so_many_unused_uploads(place: Place) {
+    let app = place.app(&[("UPLOADS_PENDING_PER_USER", "2")]).await;
     let tokens = app.demo_tokens().await;
     let id = app.bobs_ticket(&tokens, "Many").await;
     let first = app.upload_token(&tokens.bob, "1.txt", b"1").await;
@@ -277,7 +337,8 @@ async fn one_user_holds_only_so_many_unused_uploads(database: EmptyDatabase) {
     assert_eq!(app.upload(&tokens.bob, "3.txt", "text/plain", b"3").await.status, StatusCode::CREATED);
 }
 
-async fn ranges_and_etags_are_served(app: TestApp) {
+async fn ranges_and_etags_are_served(place: Place) {
+    let app = place.app(&[]).await;
     let alice = app.login("alice", "alice123").await;
     let uploaded = app.upload(&alice, "digits.txt", "text/plain", b"0123456789").await;
     let id = uploaded.json["attachment"]["id"].as_i64().unwrap();
@@ -313,7 +374,8 @@ async fn ranges_and_etags_are_served(app: TestApp) {
     );
 }
 
-async fn a_replayed_reply_returns_the_same_files(app: TestApp) {
+async fn a_replayed_reply_returns_the_same_files(place: Place) {
+    let app = place.app(&[]).await;
     let tokens = app.demo_tokens().await;
     let id = app.bobs_ticket(&tokens, "Retried").await;
     let file = app.upload_token(&tokens.bob, "once.txt", b"once").await;

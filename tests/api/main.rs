@@ -20,6 +20,7 @@ mod outage;
 mod people;
 mod roles;
 mod round_trips;
+mod s3;
 mod serving;
 mod sessions;
 mod startup;
