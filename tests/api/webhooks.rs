@@ -370,9 +370,11 @@ async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(database: Em
     let (id, embed_token) = (ticket.id, &ticket.embed_token.to_string());
     app.assign(&tokens.carol, id, app.user_id("bob").await).await;
     app.set_status(&tokens.bob, id, "in_progress").await;
-    let note = json!({"body": "Known bug #12", "internal": true});
+    let trace = app.upload_token(&tokens.bob, "trace.txt", b"secret stack trace").await;
+    let note = json!({"body": "Known bug #12", "internal": true, "attachments": [trace]});
     assert_eq!(app.comment(&tokens.bob, id, note).await.status, StatusCode::CREATED);
-    let reply = json!({"body": "Fixed in 2.2"});
+    let changelog = app.upload_token(&tokens.bob, "changelog.txt", b"2.2: the printer stays cool").await;
+    let reply = json!({"body": "Fixed in 2.2", "attachments": [changelog]});
     assert_eq!(app.comment(&tokens.bob, id, reply).await.status, StatusCode::CREATED);
     let urgent = json!({"priority": "urgent"});
     app.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), Some(urgent)).await;
@@ -398,6 +400,8 @@ async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(database: Em
         assert_eq!(body["data"]["event"]["ticket_id"], id, "{body}");
         assert!(body["timestamp"].is_string(), "{body}");
         assert!(!delivery.body.contains("Known bug"), "an internal note leaked: {body}");
+        assert!(!delivery.body.contains("trace.txt"), "an internal note's file leaked: {body}");
+        assert!(!delivery.body.contains("the printer stays cool"), "metadata only, never bytes: {body}");
         assert!(body["data"]["ticket"].get("embed_token").is_none(), "not asked for: {body}");
         assert!(!delivery.body.contains(embed_token), "{body}");
     }
@@ -410,12 +414,15 @@ async fn deliveries_are_signed_in_order_and_keep_internal_notes_out(database: Em
     );
     let commented = received[3].json();
     assert_eq!(commented["data"]["comment"]["body"], "Fixed in 2.2");
+    let file = &commented["data"]["comment"]["attachments"][0];
+    assert_eq!((&file["filename"], &file["size"]), (&json!("changelog.txt"), &json!(27)), "{commented}");
     assert!(received[0].json()["data"].get("comment").is_none());
 
     let noted = notes.wait_for(1).await;
     assert_eq!(types(&noted), ["ticket.internal_note_added"]);
     assert_eq!(noted[0].json()["data"]["comment"]["body"], "Known bug #12");
     assert_eq!(noted[0].json()["data"]["comment"]["internal"], true);
+    assert_eq!(noted[0].json()["data"]["comment"]["attachments"][0]["filename"], "trace.txt");
     // The ticket as it is when the payload is built: its embed token may have been rotated since.
     let shown = noted[0].json()["data"]["ticket"]["embed_token"].as_str().map(uuid::Uuid::parse_str);
     assert!(matches!(shown, Some(Ok(_))), "{:?}", noted[0].body);
