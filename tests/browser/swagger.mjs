@@ -1,5 +1,6 @@
 // Drives Swagger UI in headless Chromium: Authorize as alice through the OAuth2 password flow,
-// execute POST /tickets/ and GET /tickets/my from the page with every optional parameter as
+// upload a file with POST /uploads, execute POST /tickets/ (with the file) and GET /tickets/my from
+// the page, download the file with GET /attachments/{id}/content with every optional parameter as
 // Swagger UI leaves it (nothing pre-filled, checked on GET /tickets/ too), check the responses
 // shown; then open
 // the new ticket's embed link as a browser would and check the status card.
@@ -54,9 +55,10 @@ async function tryOut(opblockId) {
   return block;
 }
 
-async function execute(opblockId, body) {
+async function execute(opblockId, body, fill) {
   const block = await tryOut(opblockId);
   if (body !== undefined) await block.locator('textarea.body-param__text').fill(body);
+  if (fill) await fill(block);
   await block.locator('button.execute').click();
   const status = block.locator('.live-responses-table .response .response-col_status').first();
   await status.waitFor({ timeout: 10000 });
@@ -65,8 +67,15 @@ async function execute(opblockId, body) {
   return { code, shown };
 }
 
+// A file through the form Swagger UI draws for multipart/form-data: a file picker.
+const fileText = 'hello from the browser\n';
+const uploaded = await execute('operations-attachments-upload', undefined, (block) =>
+  block.locator('input[type=file]').setInputFiles({ name: 'hello.txt', mimeType: 'text/plain', buffer: Buffer.from(fileText) }));
+console.log(`POST /uploads -> ${uploaded.code}`);
+if (uploaded.code !== '201') failures.push(`POST /uploads answered ${uploaded.code}: ${uploaded.shown}`);
+const upload = JSON.parse(uploaded.shown);
 const created = await execute('operations-tickets-create_ticket',
-  JSON.stringify({ subject: 'Filed from Swagger UI', description: 'via headless Chromium' }));
+  JSON.stringify({ subject: 'Filed from Swagger UI', description: 'via headless Chromium', attachments: [upload.token] }));
 // An admin assigns it, behind the page's back: the listing below must still show it.
 const api = page.request;
 const tokenOf = async (username, password) =>
@@ -77,6 +86,24 @@ const assigned = await api.patch(`${base}/tickets/${JSON.parse(created.shown).id
   { headers: carol, data: { agent_id: bob.id } });
 if (assigned.status() !== 200) failures.push(`assigning answered ${assigned.status()}`);
 const mine = await execute('operations-tickets-my_tickets');
+// The download, from the page: Swagger UI offers the bytes it got as a file to save.
+const downloadBlock = await tryOut('operations-attachments-download');
+await downloadBlock.locator('.parameters input[type=text]').first().fill(String(upload.attachment.id));
+await downloadBlock.locator('button.execute').click();
+const downloadStatus = downloadBlock.locator('.live-responses-table .response .response-col_status').first();
+await downloadStatus.waitFor({ timeout: 10000 });
+const downloadCode = (await downloadStatus.innerText()).trim();
+const saved = downloadBlock.locator('.live-responses-table .response-col_description a[download]').first();
+await saved.waitFor({ timeout: 10000 });
+const [download] = await Promise.all([page.waitForEvent('download'), saved.click()]);
+const savedName = download.suggestedFilename();
+const chunks = [];
+for await (const chunk of await download.createReadStream()) chunks.push(chunk);
+const savedBytes = Buffer.concat(chunks).toString();
+console.log(`GET /attachments/{id}/content -> ${downloadCode}: ${savedName}`);
+if (downloadCode !== '200') failures.push(`the download answered ${downloadCode}`);
+if (savedName !== 'hello.txt' || savedBytes !== fileText) failures.push(`downloaded ${savedName}: ${JSON.stringify(savedBytes)}`);
+if (!created.shown.includes('hello.txt')) failures.push(`the ticket does not list its file: ${created.shown}`);
 await tryOut('operations-tickets-list_tickets'); // staff only: checked for pre-filled values alone
 await page.screenshot({ path: process.env.SCREENSHOT ?? 'swagger.png', fullPage: false });
 
