@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 use crate::config::FileStorage;
@@ -123,9 +123,13 @@ impl Files {
         &self,
         key: &str,
         range: Option<std::ops::Range<u64>>,
-    ) -> Result<impl Stream<Item = Result<Bytes, object_store::Error>> + use<>, object_store::Error> {
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
-        Ok(self.store.get_opts(&Path::from(key), options).await?.into_stream())
+        let found = self.store.get_opts(&Path::from(key), options).await?;
+        Ok(match found.payload {
+            GetResultPayload::File(file, _) => file_chunks(file, found.range).boxed(),
+            GetResultPayload::Stream(stream) => stream,
+        })
     }
 
     /// Removes the file at `key`; one already gone is no error.
@@ -135,6 +139,33 @@ impl Files {
             Err(error) => Err(error),
         }
     }
+}
+
+/// A local file's `range`, read off the async threads in large chunks: object_store's own stream
+/// reads 8 KiB per thread hop, which held downloads to a fifth of this speed.
+fn file_chunks(
+    file: std::fs::File,
+    range: std::ops::Range<u64>,
+) -> impl Stream<Item = Result<Bytes, object_store::Error>> + Send + 'static {
+    const READ_BYTES: u64 = 256 * 1024;
+    let failed = |error: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(error) };
+    futures_util::stream::try_unfold((file, range), move |(mut file, range)| async move {
+        if range.is_empty() {
+            return Ok(None);
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut chunk = vec![0; (range.end - range.start).min(READ_BYTES) as usize];
+            file.seek(SeekFrom::Start(range.start))?;
+            file.read_exact(&mut chunk)?;
+            let next = range.start + chunk.len() as u64..range.end;
+            Ok((Bytes::from(chunk), (file, next)))
+        })
+        .await
+        .map_err(|error| failed(std::io::Error::other(error)))?
+        .map_err(failed)?;
+        Ok(Some(read))
+    })
 }
 
 /// Uploads in flight per user, against a cap: one user cannot hold every connection busy
