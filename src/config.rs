@@ -26,6 +26,7 @@ pub const DEFAULT_EMBED_STREAM_MAX_SECS: u64 = 3600;
 pub const DEFAULT_ATTACHMENT_STORAGE: &str = "data/attachments";
 pub const DEFAULT_ATTACHMENT_MAX_BYTES: u64 = 25 * 1024 * 1024;
 pub const DEFAULT_UPLOAD_TTL_SECS: u64 = 3600;
+pub const DEFAULT_UPLOAD_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_UPLOADS_PENDING_PER_USER: usize = 20;
 pub const DEFAULT_UPLOADS_IN_FLIGHT_PER_USER: usize = 4;
 /// HS256 keys shorter than the hash output weaken it (RFC 7518 §3.2).
@@ -80,6 +81,8 @@ pub struct AttachmentSettings {
     pub max_bytes: u64,
     /// How long an upload waits to be referenced before the sweeper removes it.
     pub upload_ttl: Duration,
+    /// How long sending one file may take (other requests have `REQUEST_TIMEOUT_SECS`).
+    pub upload_timeout: Duration,
     /// Uploads one user may hold that nothing references yet.
     pub pending_per_user: usize,
     /// Uploads one user may be sending at once.
@@ -397,6 +400,7 @@ impl Config {
             max_bytes: number("ATTACHMENT_MAX_BYTES", 1, 5 << 30)?
                 .map_or(DEFAULT_ATTACHMENT_MAX_BYTES, |bytes| bytes as u64),
             upload_ttl: seconds("UPLOAD_TTL_SECS", DEFAULT_UPLOAD_TTL_SECS, 7 * 86_400)?,
+            upload_timeout: seconds("UPLOAD_TIMEOUT_SECS", DEFAULT_UPLOAD_TIMEOUT_SECS, 86_400)?,
             pending_per_user: number("UPLOADS_PENDING_PER_USER", 1, 100_000)?
                 .unwrap_or(DEFAULT_UPLOADS_PENDING_PER_USER),
             in_flight_per_user: number("UPLOADS_IN_FLIGHT_PER_USER", 1, 1000)?

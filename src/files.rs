@@ -123,7 +123,10 @@ impl Files {
         &self,
         key: &str,
         range: Option<std::ops::Range<u64>>,
-    ) -> Result<futures_util::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, object_store::Error> {
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
+        object_store::Error,
+    > {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
         let found = self.store.get_opts(&Path::from(key), options).await?;
         Ok(match found.payload {
@@ -148,7 +151,10 @@ fn file_chunks(
     range: std::ops::Range<u64>,
 ) -> impl Stream<Item = Result<Bytes, object_store::Error>> + Send + 'static {
     const READ_BYTES: u64 = 256 * 1024;
-    let failed = |error: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(error) };
+    let failed = |error: std::io::Error| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(error),
+    };
     futures_util::stream::try_unfold((file, range), move |(mut file, range)| async move {
         if range.is_empty() {
             return Ok(None);

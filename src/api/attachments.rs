@@ -23,13 +23,15 @@ use crate::state::AppState;
 
 const NOT_FOUND: Error = Error::NotFound("attachment not found");
 
-/// `max_upload_bytes`: the largest file; the whole request may carry a little more (the form).
-pub fn router(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_attachment, delete_attachment)).routes(routes!(download))
+}
+
+/// `POST /uploads`, apart: it has a deadline of its own. `max_upload_bytes`: the largest file; the
+/// whole request may carry a little more (the form).
+pub fn upload_router(max_upload_bytes: u64) -> OpenApiRouter<AppState> {
     let request_limit = usize::try_from(max_upload_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
-    OpenApiRouter::new()
-        .routes(routes!(upload).layer(DefaultBodyLimit::max(request_limit)))
-        .routes(routes!(get_attachment, delete_attachment))
-        .routes(routes!(download))
+    OpenApiRouter::new().routes(routes!(upload).layer(DefaultBodyLimit::max(request_limit)))
 }
 
 /// The form `POST /uploads` takes.

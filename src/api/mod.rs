@@ -41,53 +41,71 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The whole application: API routes, `/openapi.json`, Swagger UI at `/docs`.
 pub fn router(state: AppState) -> Router {
-    let request_timeout = state.request_timeout;
-    let (api_routes, openapi) =
-        openapi_router(security::cors_for(&state.cors_allowed_origins), state.attachments.max_bytes)
-            .split_for_parts();
-    api_routes
+    let (api, uploads) =
+        openapi_routers(security::cors_for(&state.cors_allowed_origins), state.attachments.max_bytes);
+    let (api_routes, mut openapi) = api.split_for_parts();
+    let (upload_routes, upload_docs) = uploads.split_for_parts();
+    openapi.merge(upload_docs);
+    let api_routes = api_routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
-        .fallback(|| async { Error::NotFound("no such route") })
-        // One `layer` call for the whole stack: axum clones a route's service for every request,
-        // and each `layer` call would add a boxed level to that clone. Outermost first.
-        .layer(
-            ServiceBuilder::new()
-                // Every request has an id (the client's `x-request-id`, or a new one) before its
-                // span opens, and the response carries it back.
-                .layer(SetRequestIdLayer::x_request_id(request_id::RequestIds::new()))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(security::by_default(header::REFERRER_POLICY, "no-referrer"))
-                .layer(security::by_default(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                .layer(security::by_default(header::CONTENT_SECURITY_POLICY, security::DEFAULT_CSP))
-                .layer(middleware::from_fn_with_state(state.metrics.clone(), observe))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(
-                    DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
-                ))
-                // A request not answered in time (a slow client's body, a stuck query) gets a
-                // 408, turned into problem+json above like every bare error status.
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
-                .layer(middleware::from_fn(security::limit_request_head))
-                .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
-        )
+        .fallback(|| async { Error::NotFound("no such route") });
+    // Layers apply to the routes a router has when they are added: uploads get the same stack
+    // with their own deadline, since a file takes longer to send than any other request.
+    with_layers(api_routes, &state, state.request_timeout)
+        .merge(with_layers(upload_routes, &state, state.attachments.upload_timeout))
         .with_state(state)
+}
+
+/// Every request's layers, with `timeout` as its deadline.
+fn with_layers(routes: Router<AppState>, state: &AppState, timeout: std::time::Duration) -> Router<AppState> {
+    // One `layer` call for the whole stack: axum clones a route's service for every request,
+    // and each `layer` call would add a boxed level to that clone. Outermost first.
+    routes.layer(
+        ServiceBuilder::new()
+            // Every request has an id (the client's `x-request-id`, or a new one) before its
+            // span opens, and the response carries it back.
+            .layer(SetRequestIdLayer::x_request_id(request_id::RequestIds::new()))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(security::by_default(header::REFERRER_POLICY, "no-referrer"))
+            .layer(security::by_default(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .layer(security::by_default(header::CONTENT_SECURITY_POLICY, security::DEFAULT_CSP))
+            .layer(middleware::from_fn_with_state(state.metrics.clone(), observe))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(request_span).on_response(
+                    DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Micros),
+                ),
+            )
+            // A request not answered in time (a slow client's body, a stuck query) gets a
+            // 408, turned into problem+json above like every bare error status.
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+            .layer(middleware::from_fn(security::limit_request_head))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES)),
+    )
 }
 
 /// The OpenAPI document alone, e.g. for `ticketdesk openapi`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    openapi_router(security::cors_for(&[]), crate::config::DEFAULT_ATTACHMENT_MAX_BYTES).split_for_parts().1
+    let (api, uploads) =
+        openapi_routers(security::cors_for(&[]), crate::config::DEFAULT_ATTACHMENT_MAX_BYTES);
+    api.merge(uploads).split_for_parts().1
 }
 
-/// The routes with their OpenAPI document; also what `openapi.json` is generated from. `cors`
-/// covers the API; the embed route has its own, open to every origin.
-fn openapi_router(cors: tower_http::cors::CorsLayer, max_upload_bytes: u64) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+/// The routes with their OpenAPI document (what `openapi.json` is generated from): the API's, and
+/// apart from them the file uploads, which get a deadline of their own. `cors` covers the API; the
+/// embed route has its own, open to every origin.
+fn openapi_routers(
+    cors: tower_http::cors::CorsLayer,
+    max_upload_bytes: u64,
+) -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let api = OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(operations::router())
         .merge(auth::router().layer(cors.clone()))
         .merge(users::router().layer(cors.clone()))
         .merge(tickets::router().layer(cors.clone()))
-        .merge(attachments::router(max_upload_bytes).layer(cors.clone()))
-        .merge(webhooks::router().layer(cors))
-        .merge(embed::router())
+        .merge(attachments::router().layer(cors.clone()))
+        .merge(webhooks::router().layer(cors.clone()))
+        .merge(embed::router());
+    (api, attachments::upload_router(max_upload_bytes).layer(cors))
 }
 
 /// Counts and times the request by its route, then answers a bare error status (from axum or a

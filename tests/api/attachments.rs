@@ -85,6 +85,7 @@ on_every_backend_and_storage!(
     one_user_holds_only_so_many_unused_uploads,
     ranges_and_etags_are_served,
     a_replayed_reply_returns_the_same_files,
+    a_file_sent_slowly_has_its_own_deadline,
 );
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
@@ -398,4 +399,44 @@ async fn a_replayed_reply_returns_the_same_files(place: Place) {
     assert_eq!(retry.header("idempotent-replayed"), Some("true"));
     assert_eq!(first.json["attachments"], retry.json["attachments"]);
     assert_eq!(first.json["attachments"][0]["filename"], "once.txt");
+}
+
+/// A multipart upload whose body arrives in three parts, `pause` apart: a client on a slow link.
+async fn slow_upload(app: &TestApp, token: &str, pause: std::time::Duration) -> TestResponse {
+    let boundary = "slow-boundary";
+    let parts = [
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.txt\"\r\n\r\n"
+        ),
+        "sent slowly, ".to_owned(),
+        format!("but sent\r\n--{boundary}--\r\n"),
+    ];
+    let body = futures_util::stream::unfold(parts.into_iter().enumerate(), move |mut parts| async move {
+        let (index, part) = parts.next()?;
+        if index > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(part)), parts))
+    });
+    let request = axum::http::Request::post("/uploads")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .body(axum::body::Body::from_stream(body))
+        .unwrap();
+    app.send(request).await
+}
+
+async fn a_file_sent_slowly_has_its_own_deadline(place: Place) {
+    // Sent over two seconds: past every other request's deadline, within the upload's.
+    let patient = place.app(&[("REQUEST_TIMEOUT_SECS", "1"), ("UPLOAD_TIMEOUT_SECS", "30")]).await;
+    let alice = patient.login("alice", "alice123").await;
+    let pause = std::time::Duration::from_millis(1100);
+    let uploaded = slow_upload(&patient, &alice, pause).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED, "{}", uploaded.text);
+    let id = uploaded.json["attachment"]["id"].as_i64().unwrap();
+    assert_eq!(patient.get(&content(id), Some(&alice)).await.text, "sent slowly, but sent");
+
+    let strict = place.app(&[("UPLOAD_TIMEOUT_SECS", "1")]).await;
+    slow_upload(&strict, &alice, pause).await.assert_problem(StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(place.stored_files().len(), 1, "only the first file is kept: {:?}", place.stored_files());
 }
