@@ -316,8 +316,9 @@ pub trait Attachments: Send + Sync + 'static {
     /// A file that is not deleted.
     async fn attachment(&self, id: AttachmentId) -> Result<Option<Attachment>>;
     /// Deletes a file (its bytes go next): marks it deleted, takes it off its ticket's or
-    /// comment's list and records who did it in the ticket's history, in one transaction.
-    /// `NotFound` if there is no such file.
+    /// comment's list and records who did it in the ticket's history, in one transaction. The row
+    /// is left to the sweeper, which removes the bytes too if the caller could not. `NotFound` if
+    /// there is no such file.
     async fn delete_attachment(&self, id: AttachmentId, actor: UserId) -> Result<Attachment>;
     /// Claims up to `limit` uploads still unreferenced at `now` after their expiry, for removal
     /// until `lease_until` (when another sweeper may claim them again); claimed, none can be

@@ -320,6 +320,20 @@ async fn admins_delete_a_file_and_the_history_says_who(place: Place) {
     assert_eq!(deletion["actor_id"], app.user_id("carol").await);
     assert_eq!(deletion["from"], format!("{on_reply} steps.txt"));
     assert_eq!(place.stored_files().len(), 2, "the ticket's and the note's files remain");
+
+    // Were the server to die between the deletion and removing the bytes, the sweeper removes them.
+    let screenshot: Attachment =
+        app.get(&format!("/attachments/{}", ticket.attachments.0[0].id), Some(&tokens.carol)).await.body();
+    app.store.delete_attachment(screenshot.id, app.user_id("carol").await).await.unwrap();
+    assert_eq!(place.stored_files().len(), 2, "the store alone does not remove bytes");
+    let swept = ticketdesk::files::sweep(
+        app.store.as_ref(),
+        &app.files,
+        chrono::Utc::now() + chrono::TimeDelta::seconds(1),
+    );
+    assert_eq!(swept.await.unwrap(), 2, "both deleted files' rows");
+    assert_eq!(place.stored_files().len(), 1, "the note's file remains");
+    assert_eq!(app.texts("SELECT filename FROM attachments").await, ["internal.txt"]);
 }
 
 async fn one_user_holds_only_so_many_unused_uploads(place: Place) {
@@ -438,5 +452,10 @@ async fn a_file_sent_slowly_has_its_own_deadline(place: Place) {
 
     let strict = place.app(&[("UPLOAD_TIMEOUT_SECS", "1")]).await;
     slow_upload(&strict, &alice, pause).await.assert_problem(StatusCode::REQUEST_TIMEOUT);
+    // The cut-off upload's partial file is removed as its writer is dropped, off the request's task.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while place.stored_files().len() != 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(place.stored_files().len(), 1, "only the first file is kept: {:?}", place.stored_files());
 }

@@ -27,7 +27,8 @@ where
         let count: i64 = self
             .read(async move |connection| {
                 sqlx::query_scalar(
-                    "SELECT count(*) FROM attachments WHERE uploader_id = $1 AND ticket_id IS NULL AND expires_at IS NOT NULL",
+                    "SELECT count(*) FROM attachments
+                     WHERE uploader_id = $1 AND ticket_id IS NULL AND expires_at IS NOT NULL AND deleted_at IS NULL",
                 )
                 .bind(user)
                 .fetch_one(connection)
@@ -116,18 +117,28 @@ where
     async fn delete_attachment(&self, id: AttachmentId, actor: UserId) -> Result<Attachment> {
         let now = now();
         let mut tx = self.begin_write().await?;
-        let attachment: Attachment = sqlx::query_as(concat!(
-            "UPDATE attachments SET deleted_at = $2, deleted_by = $3, token_hash = NULL, expires_at = NULL
-             WHERE id = $1 AND deleted_at IS NULL AND ticket_id IS NOT NULL RETURNING ",
-            attachment_columns!()
-        ))
+        let select = concat!(
+            "SELECT ",
+            attachment_columns!(),
+            " FROM attachments WHERE id = $1 AND deleted_at IS NULL AND ticket_id IS NOT NULL"
+        );
+        let attachment: Attachment = sqlx::query_as(Self::locking(select))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound("attachment not found"))?;
+        let ticket = attachment.ticket_id.ok_or(StoreError::NotFound("attachment not found"))?;
+        // Detached and expired at once: the sweeper removes its bytes and then the row, should the
+        // caller not get to remove the bytes itself.
+        sqlx::query(
+            "UPDATE attachments SET deleted_at = $2, deleted_by = $3, ticket_id = NULL, comment_id = NULL,
+                 token_hash = NULL, expires_at = $2 WHERE id = $1",
+        )
         .bind(id)
         .bind(now)
         .bind(actor)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("attachment not found"))?;
-        let ticket = attachment.ticket_id.ok_or(StoreError::NotFound("attachment not found"))?;
+        .execute(&mut *tx)
+        .await?;
         // The list it is shown in: the comment's, or the ticket's own.
         let (table, row) = match attachment.comment_id {
             Some(comment) => ("comments", comment),
