@@ -27,7 +27,7 @@ use uuid::Uuid;
 const USER_AND_TICKET: &str = "SELECT u.role, u.active, u.token_version,
         EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family = $3 AND r.revoked_at IS NULL) AS session_open,
         t.id, t.subject, t.description, t.status, t.priority, t.created_by, t.assigned_to,
-        t.embed_token, t.created_at, t.updated_at
+        t.embed_token, t.created_at, t.updated_at, t.attachments
     FROM users u JOIN tickets t ON t.id = $2 WHERE u.id = $1";
 const BY_EMBED_TOKEN: &str =
     "SELECT subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1";
@@ -54,6 +54,21 @@ struct Ticket {
     embed_token: Uuid,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    #[sqlx(try_from = "String")]
+    attachments: Files,
+}
+
+/// A ticket's files, kept as a JSON array beside it: read and written back, as the server does.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Files(Vec<serde_json::Value>);
+
+impl TryFrom<String> for Files {
+    type Error = serde_json::Error;
+
+    fn try_from(column: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&column).map(Files)
+    }
 }
 
 #[derive(sqlx::FromRow)]
