@@ -80,6 +80,7 @@ impl From<Refusal> for Error {
             Refusal::Hidden(detail) => Error::NotFound(detail),
             Refusal::Outdated(detail) => Error::PreconditionFailed(detail),
             Refusal::Conflict(detail) => Error::Conflict(detail),
+            Refusal::TooMany(detail) => Error::ClientLimit(detail),
         }
     }
 }

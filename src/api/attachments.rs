@@ -73,11 +73,6 @@ async fn upload(
     let _slot = state.upload_slots.take(user.id).ok_or(Error::ClientLimit(
         "you are sending as many files at once as one user may; wait for one to finish",
     ))?;
-    if state.store.pending_uploads(user.id).await? >= settings.pending_per_user as u64 {
-        return Err(Error::ClientLimit(
-            "you hold as many unused uploads as one user may; send them with a ticket or comment, or let them expire",
-        ));
-    }
     let field = loop {
         match form
             .next_field()
@@ -92,7 +87,8 @@ async fn upload(
     let filename = clean_filename(field.file_name().unwrap_or_default());
     let key = Files::new_key();
     let expires_at = Utc::now() + settings.upload_ttl;
-    let id = state.store.begin_upload(user.id, &key, &filename, expires_at).await?;
+    let pending_cap = settings.pending_per_user as u64;
+    let id = state.store.begin_upload(user.id, &key, &filename, expires_at, pending_cap).await?;
     let written = match state.files.write(&key, field, settings.max_bytes).await {
         Ok(written) => written,
         Err(error) => {

@@ -165,6 +165,7 @@ mod tests {
             Err(Refusal::Conflict(_)) => "conflict",
             Err(Refusal::Invalid(_)) => "invalid",
             Err(Refusal::Malformed(_)) => "malformed",
+            Err(Refusal::TooMany(_)) => "too many",
         }
     }
 

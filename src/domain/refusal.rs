@@ -24,6 +24,9 @@ pub enum Refusal {
     /// closed ticket, an admin demoting themselves): 409.
     #[error("{0}")]
     Conflict(String),
+    /// The caller holds as many of something as one may (unused uploads): 429.
+    #[error("{0}")]
+    TooMany(&'static str),
 }
 
 impl Refusal {

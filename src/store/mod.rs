@@ -290,16 +290,17 @@ pub trait Webhooks: Send + Sync + 'static {
 /// `update_ticket` with a comment.)
 #[async_trait]
 pub trait Attachments: Send + Sync + 'static {
-    /// How many uploads `user` holds that nothing references yet.
-    async fn pending_uploads(&self, user: UserId) -> Result<u64>;
     /// Records an upload about to be written at `key`, pending until `expires_at`; whatever is
-    /// left of it then, bytes included, the sweeper removes.
+    /// left of it then, bytes included, the sweeper removes. Refused (`Refusal::TooMany`) if
+    /// `uploader` already holds `pending_cap` uploads nothing references; concurrent uploads of one
+    /// user are counted one after the other (their user row is locked).
     async fn begin_upload(
         &self,
         uploader: UserId,
         key: &str,
         filename: &str,
         expires_at: DateTime<Utc>,
+        pending_cap: u64,
     ) -> Result<AttachmentId>;
     /// Its bytes are stored: records what they are, and the hash of the token that may reference
     /// it. `NotFound` if it was swept meanwhile (it took longer than its expiry).

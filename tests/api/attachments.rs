@@ -337,7 +337,7 @@ async fn admins_delete_a_file_and_the_history_says_who(place: Place) {
 }
 
 async fn one_user_holds_only_so_many_unused_uploads(place: Place) {
-    let app = place.app(&[("UPLOADS_PENDING_PER_USER", "2")]).await;
+    let app = place.app(&[("UPLOADS_PENDING_PER_USER", "2"), ("UPLOADS_IN_FLIGHT_PER_USER", "10")]).await;
     let tokens = app.demo_tokens().await;
     let id = app.bobs_ticket(&tokens, "Many").await;
     let first = app.upload_token(&tokens.bob, "1.txt", b"1").await;
@@ -350,6 +350,14 @@ async fn one_user_holds_only_so_many_unused_uploads(place: Place) {
     );
     reply(&app, &tokens.bob, id, json!({"body": "one used", "attachments": [first]})).await;
     assert_eq!(app.upload(&tokens.bob, "3.txt", "text/plain", b"3").await.status, StatusCode::CREATED);
+
+    // Six at once, from one user who holds none: the cap holds all the same.
+    let bodies: Vec<Vec<u8>> = (0..6).map(|n| vec![b'0' + n]).collect();
+    let burst = bodies.iter().map(|body| app.upload(&tokens.carol, "burst.txt", "text/plain", body));
+    let mut statuses: Vec<StatusCode> =
+        futures_util::future::join_all(burst).await.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [[StatusCode::CREATED; 2].as_slice(), &[StatusCode::TOO_MANY_REQUESTS; 4]].concat());
 }
 
 async fn ranges_and_etags_are_served(place: Place) {

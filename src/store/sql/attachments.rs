@@ -3,7 +3,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::{Column, Dialect, SqlStore};
-use crate::domain::{Attachment, AttachmentId, Attachments as FileList, EventKind, NewEvent, UserId};
+use crate::domain::{
+    Attachment, AttachmentId, Attachments as FileList, EventKind, NewEvent, Refusal, UserId,
+};
 use crate::store::{Attachments, Result, StoreError, now};
 
 #[async_trait]
@@ -23,30 +25,32 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn pending_uploads(&self, user: UserId) -> Result<u64> {
-        let count: i64 = self
-            .read(async move |connection| {
-                sqlx::query_scalar(
-                    "SELECT count(*) FROM attachments
-                     WHERE uploader_id = $1 AND ticket_id IS NULL AND expires_at IS NOT NULL AND deleted_at IS NULL",
-                )
-                .bind(user)
-                .fetch_one(connection)
-                .await
-            })
-            .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn begin_upload(
         &self,
         uploader: UserId,
         key: &str,
         filename: &str,
         expires_at: DateTime<Utc>,
+        pending_cap: u64,
     ) -> Result<AttachmentId> {
         let mut tx = self.begin_write().await?;
+        // One user's uploads starting together count one after the other.
+        let _: Option<UserId> = sqlx::query_scalar(Self::locking("SELECT id FROM users WHERE id = $1"))
+            .bind(uploader)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM attachments
+             WHERE uploader_id = $1 AND ticket_id IS NULL AND expires_at IS NOT NULL AND deleted_at IS NULL",
+        )
+        .bind(uploader)
+        .fetch_one(&mut *tx)
+        .await?;
+        if u64::try_from(pending).unwrap_or(0) >= pending_cap {
+            return Err(StoreError::Refused(Refusal::TooMany(
+                "you hold as many unused uploads as one user may; send them with a ticket or comment, or let them expire",
+            )));
+        }
         let id = sqlx::query_scalar(
             "INSERT INTO attachments (uploader_id, storage_key, filename, expires_at, created_at)
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
