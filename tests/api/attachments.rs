@@ -86,6 +86,7 @@ on_every_backend_and_storage!(
     ranges_and_etags_are_served,
     a_replayed_reply_returns_the_same_files,
     a_file_sent_slowly_has_its_own_deadline,
+    one_user_sends_only_so_many_files_at_once,
 );
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
@@ -466,4 +467,20 @@ async fn a_file_sent_slowly_has_its_own_deadline(place: Place) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(place.stored_files().len(), 1, "only the first file is kept: {:?}", place.stored_files());
+}
+
+async fn one_user_sends_only_so_many_files_at_once(place: Place) {
+    let app = place.app(&[("UPLOADS_IN_FLIGHT_PER_USER", "1")]).await;
+    let tokens = app.demo_tokens().await;
+    // While alice's first file is still arriving, her second is refused; bob's is not.
+    let (slow, second, bobs) = tokio::join!(
+        slow_upload(&app, &tokens.alice, std::time::Duration::from_millis(300)),
+        app.upload(&tokens.alice, "second.txt", "text/plain", b"2"),
+        app.upload(&tokens.bob, "bobs.txt", "text/plain", b"b"),
+    );
+    assert_eq!(slow.status, StatusCode::CREATED, "{}", slow.text);
+    second.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(bobs.status, StatusCode::CREATED, "{}", bobs.text);
+    // Its slot is given back when it is done.
+    assert_eq!(app.upload(&tokens.alice, "third.txt", "text/plain", b"3").await.status, StatusCode::CREATED);
 }
