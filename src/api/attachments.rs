@@ -93,7 +93,7 @@ async fn upload(
         Ok(written) => written,
         Err(error) => {
             // The bytes are gone (aborted); the row goes too, or the sweeper takes it.
-            if let Err(error) = state.store.discard_upload(id).await {
+            if let Err(error) = state.store.forget_uploads(&[id]).await {
                 tracing::warn!(%error, "forgetting a failed upload failed; the sweeper removes it");
             }
             return Err(match error {

@@ -312,8 +312,6 @@ pub trait Attachments: Send + Sync + 'static {
         sha256: &str,
         token_hash: &str,
     ) -> Result<Attachment>;
-    /// Forgets an upload whose bytes were not stored.
-    async fn discard_upload(&self, id: AttachmentId) -> Result<()>;
     /// A file that is not deleted.
     async fn attachment(&self, id: AttachmentId) -> Result<Option<Attachment>>;
     /// Deletes a file (its bytes go next): marks it deleted, takes it off its ticket's or
@@ -330,7 +328,7 @@ pub trait Attachments: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<(AttachmentId, String)>>;
-    /// Forgets uploads whose bytes are gone.
+    /// Forgets uploads whose bytes are gone (or were never stored).
     async fn forget_uploads(&self, ids: &[AttachmentId]) -> Result<()>;
 }
 

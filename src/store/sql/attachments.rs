@@ -96,11 +96,6 @@ where
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn discard_upload(&self, id: AttachmentId) -> Result<()> {
-        self.forget_uploads(&[id]).await
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn attachment(&self, id: AttachmentId) -> Result<Option<Attachment>> {
         let attachment = self
             .read(async move |connection| {
