@@ -87,6 +87,8 @@ pub struct AttachmentSettings {
     pub pending_per_user: usize,
     /// Uploads one user may be sending at once.
     pub in_flight_per_user: usize,
+    /// The malware scanner every upload passes through before it gets a token (`CLAMD_ADDR`).
+    pub scanner: Option<crate::scan::Scanner>,
 }
 
 /// `ATTACHMENT_STORAGE`: a local folder, or `s3://bucket` on an S3-compatible service.
@@ -405,6 +407,17 @@ impl Config {
                 .unwrap_or(DEFAULT_UPLOADS_PENDING_PER_USER),
             in_flight_per_user: number("UPLOADS_IN_FLIGHT_PER_USER", 1, 1000)?
                 .unwrap_or(DEFAULT_UPLOADS_IN_FLIGHT_PER_USER),
+            scanner: match lookup("CLAMD_ADDR") {
+                Some(addr)
+                    if addr.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+                    }) =>
+                {
+                    Some(crate::scan::Scanner::new(addr))
+                }
+                Some(addr) => return Err(invalid("CLAMD_ADDR", format!("{addr:?} must be host:port"))),
+                None => None,
+            },
         };
 
         Ok(Config {
@@ -473,6 +486,7 @@ mod tests {
         assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(config.send_timeout, Duration::from_secs(10));
         assert_eq!(config.password_hash_queue, DEFAULT_PASSWORD_HASH_QUEUE);
+        assert!(config.attachments.scanner.is_none(), "uploads are scanned only where a scanner is named");
     }
 
     #[test]
@@ -523,6 +537,9 @@ mod tests {
             ("MAX_CONNECTIONS", "0"),
             ("SEND_TIMEOUT_SECS", "0"),
             ("PASSWORD_HASH_QUEUE", "-1"),
+            ("CLAMD_ADDR", "3310"),
+            ("CLAMD_ADDR", "clamd:"),
+            ("CLAMD_ADDR", ":3310"),
         ] {
             let err = config_from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

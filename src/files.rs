@@ -43,6 +43,8 @@ pub enum WriteError {
     Body(String),
     #[error("storage: {0}")]
     Storage(#[from] object_store::Error),
+    #[error(transparent)]
+    Scan(#[from] crate::scan::ScanError),
 }
 
 impl Files {
@@ -77,13 +79,15 @@ impl Files {
         format!("attachments/{}", uuid::Uuid::new_v4().simple())
     }
 
-    /// Streams `body` into the file at `key`, hashing and counting as it goes. Past `max_bytes`,
-    /// or if the body breaks off, nothing is left behind.
+    /// Streams `body` into the file at `key`, hashing and counting as it goes, and into `scan` if
+    /// there is one. Past `max_bytes`, or if the body or the scan breaks off, nothing is left
+    /// behind.
     pub async fn write<E: std::fmt::Display>(
         &self,
         key: &str,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
         max_bytes: u64,
+        mut scan: Option<&mut crate::scan::Scan>,
     ) -> Result<Written, WriteError> {
         let upload = self.store.put_multipart(&Path::from(key)).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
@@ -102,6 +106,11 @@ impl Files {
                 head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
             }
             hash.update(&chunk);
+            if let Some(scan) = scan.as_deref_mut()
+                && let Err(error) = scan.feed(&chunk).await
+            {
+                break Some(error.into());
+            }
             if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 break Some(error.into());
             }

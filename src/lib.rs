@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod files;
 pub mod metrics;
+pub mod scan;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::domain::attachment::{
 use crate::domain::{Attachment, AttachmentId, User, access, allow};
 use crate::error::{Error, Result};
 use crate::files::{Files, WriteError};
+use crate::scan::{ScanError, Verdict};
 use crate::state::AppState;
 
 const NOT_FOUND: Error = Error::NotFound("attachment not found");
@@ -49,7 +50,8 @@ struct UploadForm {
 /// The answer's `token` goes in `attachments` of `POST /tickets/` or `POST /tickets/{id}/comments`;
 /// it is single-use, only yours, and expires (`expires_at`), after which the upload is removed.
 /// Files larger than the server's limit (25 MiB unless configured) are refused with 413 and not
-/// kept.
+/// kept. With a malware scanner configured, each file is scanned before it gets its token: an
+/// infected one is refused with 422, and one the scanner cannot judge with 503.
 #[utoipa::path(
     post,
     path = "/uploads",
@@ -61,7 +63,15 @@ struct UploadForm {
         (status = 400, response = super::docs::BadRequest),
         (status = 401, response = super::docs::Unauthorized),
         (status = 413, response = super::docs::PayloadTooLarge),
+        (status = 422, description = "The malware scanner (`CLAMD_ADDR`) found something; the file was not kept",
+            body = crate::error::Problem, content_type = "application/problem+json",
+            example = json!({"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+                "detail": "the file carries malware (Eicar-Test-Signature) and was not kept"})),
         (status = 429, response = super::docs::TooManyRequests),
+        (status = 503, description = "The malware scanner could not judge the file (unreachable, or over its size limit); the file was not kept",
+            body = crate::error::Problem, content_type = "application/problem+json",
+            example = json!({"type": "about:blank", "title": "Service Unavailable", "status": 503,
+                "detail": "the malware scanner could not be reached or broke off: Connection refused (os error 111); the file was not kept, try again later"})),
     )
 )]
 async fn upload(
@@ -89,35 +99,13 @@ async fn upload(
     let expires_at = Utc::now() + settings.upload_ttl;
     let pending_cap = settings.pending_per_user as u64;
     let id = state.store.begin_upload(user.id, &key, &filename, expires_at, pending_cap).await?;
-    let written = match state.files.write(&key, field, settings.max_bytes).await {
-        Ok(written) => written,
+    let stored = store_upload(&state, id, &key, field).await;
+    let (attachment, token) = match stored {
+        Ok(stored) => stored,
         Err(error) => {
-            // The bytes are gone (aborted); the row goes too, or the sweeper takes it.
-            if let Err(error) = state.store.forget_uploads(&[id]).await {
-                tracing::warn!(%error, "forgetting a failed upload failed; the sweeper removes it");
-            }
-            return Err(match error {
-                WriteError::TooLarge(max) => Error::Rejected {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
-                    detail: format!("the file is larger than {max} bytes, the most this server takes"),
-                },
-                WriteError::Body(detail) => Error::BadRequest(detail),
-                WriteError::Storage(error) => Error::Internal(format!("storing an upload failed: {error}")),
-            });
-        }
-    };
-    let token = new_upload_token();
-    let content_type = sniff_content_type(&written.head);
-    let stored = state
-        .store
-        .finish_upload(id, content_type, written.size, &written.sha256, &upload_token_hash(&token))
-        .await;
-    let attachment = match stored {
-        Ok(attachment) => attachment,
-        Err(error) => {
-            // Swept while it was written: its bytes would have no row to remove them by.
-            let _ = state.files.delete(&key).await;
-            return Err(error.into());
+            // Its bytes go now and its row too, or the sweeper takes both.
+            discard_upload(&state, id, &key).await;
+            return Err(error);
         }
     };
     let attachment = UploadedFile {
@@ -128,6 +116,66 @@ async fn upload(
         sha256: attachment.sha256,
     };
     Ok((StatusCode::CREATED, Json(Upload { token, expires_at, attachment })))
+}
+
+/// Writes an upload's bytes (scanning them, with a scanner set) and completes its row.
+async fn store_upload(
+    state: &AppState,
+    id: AttachmentId,
+    key: &str,
+    field: axum::extract::multipart::Field<'_>,
+) -> Result<(Attachment, String)> {
+    let settings = &state.attachments;
+    let mut scan = match &settings.scanner {
+        Some(scanner) => Some(scanner.start().await.map_err(scanner_failed)?),
+        None => None,
+    };
+    let written = state.files.write(key, field, settings.max_bytes, scan.as_mut()).await.map_err(
+        |error| match error {
+            WriteError::TooLarge(max) => Error::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                detail: format!("the file is larger than {max} bytes, the most this server takes"),
+            },
+            WriteError::Body(detail) => Error::BadRequest(detail),
+            WriteError::Storage(error) => Error::Internal(format!("storing an upload failed: {error}")),
+            WriteError::Scan(error) => scanner_failed(error),
+        },
+    )?;
+    if let Some(scan) = scan {
+        match scan.verdict().await.map_err(scanner_failed)? {
+            Verdict::Clean => {}
+            Verdict::Infected(signature) => {
+                tracing::warn!(upload = id, signature, "refused an infected upload");
+                return Err(Error::Validation(format!(
+                    "the file carries malware ({signature}) and was not kept"
+                )));
+            }
+        }
+    }
+    let token = new_upload_token();
+    let content_type = sniff_content_type(&written.head);
+    let attachment = state
+        .store
+        .finish_upload(id, content_type, written.size, &written.sha256, &upload_token_hash(&token))
+        .await?;
+    Ok((attachment, token))
+}
+
+/// Removes what a failed upload left: its bytes, then its row (kept if the bytes stay, so the
+/// sweeper still finds them).
+async fn discard_upload(state: &AppState, id: AttachmentId, key: &str) {
+    if let Err(error) = state.files.delete(key).await {
+        tracing::warn!(%error, upload = id, "removing a failed upload's bytes failed; the sweeper retries");
+        return;
+    }
+    if let Err(error) = state.store.forget_uploads(&[id]).await {
+        tracing::warn!(%error, upload = id, "forgetting a failed upload failed; the sweeper removes it");
+    }
+}
+
+fn scanner_failed(error: ScanError) -> Error {
+    tracing::error!(%error, "the malware scan failed; the upload is refused");
+    Error::Unavailable(format!("{error}; the file was not kept, try again later"))
 }
 
 /// The file, if the caller may see it; otherwise the same 404 as a missing one.

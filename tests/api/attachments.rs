@@ -5,6 +5,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use ticketdesk::domain::{Attachment, Comment, Ticket};
 
+use crate::clamd::Clamd;
 use crate::helpers::{Backend, DemoTokens, EmptyDatabase, TestApp, TestResponse, files_folder};
 use crate::s3::S3Server;
 
@@ -87,6 +88,8 @@ on_every_backend_and_storage!(
     a_replayed_reply_returns_the_same_files,
     a_file_sent_slowly_has_its_own_deadline,
     one_user_sends_only_so_many_files_at_once,
+    with_a_scanner_infected_files_are_refused_and_not_kept,
+    a_file_the_scanner_cannot_judge_is_refused,
 );
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
@@ -483,4 +486,59 @@ async fn one_user_sends_only_so_many_files_at_once(place: Place) {
     assert_eq!(bobs.status, StatusCode::CREATED, "{}", bobs.text);
     // Its slot is given back when it is done.
     assert_eq!(app.upload(&tokens.alice, "third.txt", "text/plain", b"3").await.status, StatusCode::CREATED);
+}
+
+async fn with_a_scanner_infected_files_are_refused_and_not_kept(place: Place) {
+    let Some(clamd) = Clamd::start(1 << 20) else { return };
+    let app = place.app(&clamd.settings()).await;
+    let tokens = app.demo_tokens().await;
+    // Declared a harmless image, and hidden in the middle of a larger file: the bytes decide.
+    let mut hidden = vec![b'a'; 100_000];
+    hidden.extend_from_slice(&crate::clamd::eicar());
+    hidden.extend_from_slice(&[b'z'; 100_000]);
+    for (name, bytes) in [("eicar.png", crate::clamd::eicar()), ("notes.txt", hidden)] {
+        let infected = app.upload(&tokens.alice, name, "image/png", &bytes).await;
+        infected.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(infected.text.contains(crate::clamd::SIGNATURE), "{name}: {}", infected.text);
+    }
+    assert_eq!(app.texts("SELECT filename FROM attachments").await, Vec::<String>::new());
+    assert_eq!(place.stored_files(), Vec::<std::path::PathBuf>::new());
+
+    // A clean file passes the same scanner, and is stored and usable as ever.
+    let clean = app.upload_token(&tokens.alice, "log.txt", b"all fine here\n").await;
+    let created = app
+        .call(
+            Method::POST,
+            "/tickets/",
+            Some(&tokens.alice),
+            Some(json!({"subject": "Crash", "description": "See it", "attachments": [clean]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let ticket: Ticket = created.body();
+    assert_eq!(
+        app.get(&content(ticket.attachments.0[0].id), Some(&tokens.alice)).await.text,
+        "all fine here\n"
+    );
+    assert_eq!(place.stored_files().len(), 1);
+}
+
+async fn a_file_the_scanner_cannot_judge_is_refused(place: Place) {
+    // Nothing listens on this port: the scan cannot start.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let app = place.app(&[("CLAMD_ADDR", closed.as_str())]).await;
+    let alice = app.login("alice", "alice123").await;
+    let unscanned = app.upload(&alice, "a.txt", "text/plain", b"hello").await;
+    unscanned.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(unscanned.text.contains("malware scanner"), "{}", unscanned.text);
+
+    // A scanner that takes streams of at most 64 KiB: a larger file is not judged, so not kept.
+    let Some(clamd) = Clamd::start(64 * 1024) else { return };
+    let app = place.app(&clamd.settings()).await;
+    let small = app.upload(&alice, "small.txt", "text/plain", b"hello").await;
+    assert_eq!(small.status, StatusCode::CREATED, "{}", small.text);
+    let large = app.upload(&alice, "large.bin", "application/octet-stream", &vec![b'x'; 1 << 20]).await;
+    large.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.texts("SELECT filename FROM attachments").await, ["small.txt"]);
+    assert_eq!(place.stored_files().len(), 1, "{:?}", place.stored_files());
 }
