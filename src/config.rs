@@ -106,6 +106,9 @@ pub struct S3Settings {
     pub region: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// With it, downloads are redirected to a presigned URL valid this long, instead of
+    /// streaming through the server (`S3_PRESIGNED_URL_SECS`).
+    pub presigned_url_ttl: Option<Duration>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -116,6 +119,7 @@ impl fmt::Debug for S3Settings {
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"[redacted]")
+            .field("presigned_url_ttl", &self.presigned_url_ttl)
             .finish()
     }
 }
@@ -375,6 +379,10 @@ impl Config {
             seconds("EMBED_STREAM_MAX_SECS", DEFAULT_EMBED_STREAM_MAX_SECS, 7 * 86_400)?;
         let max_connections_per_client =
             number("MAX_CONNECTIONS_PER_CLIENT", 1, 1_000_000)?.unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
+        // Up to S3's own limit for a presigned URL, a week; 0 (the default): no redirect.
+        let presigned_url_ttl = number("S3_PRESIGNED_URL_SECS", 0, 7 * 86_400)?
+            .filter(|&secs| secs > 0)
+            .map(|secs| Duration::from_secs(secs as u64));
         let storage = match lookup("ATTACHMENT_STORAGE") {
             Some(url) if url.starts_with("s3://") => {
                 let bucket = url.trim_start_matches("s3://").trim_end_matches('/').to_owned();
@@ -391,7 +399,14 @@ impl Config {
                     region: lookup("S3_REGION").unwrap_or_else(|| "us-east-1".to_owned()),
                     access_key_id: required("S3_ACCESS_KEY_ID")?,
                     secret_access_key: required("S3_SECRET_ACCESS_KEY")?,
+                    presigned_url_ttl,
                 })
+            }
+            _ if presigned_url_ttl.is_some() => {
+                return Err(invalid(
+                    "S3_PRESIGNED_URL_SECS",
+                    "applies only when ATTACHMENT_STORAGE is s3://".into(),
+                ));
             }
             folder => {
                 FileStorage::Local(folder.unwrap_or_else(|| DEFAULT_ATTACHMENT_STORAGE.to_owned()).into())
@@ -540,6 +555,8 @@ mod tests {
             ("CLAMD_ADDR", "3310"),
             ("CLAMD_ADDR", "clamd:"),
             ("CLAMD_ADDR", ":3310"),
+            ("S3_PRESIGNED_URL_SECS", "60"),
+            ("S3_PRESIGNED_URL_SECS", "604801"),
         ] {
             let err = config_from(&[(name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
+use object_store::signer::Signer;
+use object_store::{
+    Attribute, GetOptions, GetRange, GetResultPayload, ObjectStore, PutMultipartOptions, WriteMultipart,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::FileStorage;
 use crate::domain::UserId;
-use crate::domain::attachment::SNIFF_BYTES;
+use crate::domain::attachment::{SNIFF_BYTES, content_disposition, sniff_content_type};
 use crate::store::Store;
 
 /// Parts of this size go to storage as they fill (S3's smallest part is 5 MiB), at most two in
@@ -23,6 +27,16 @@ const PARTS_IN_FLIGHT: usize = 2;
 #[derive(Clone)]
 pub struct Files {
     store: Arc<dyn ObjectStore>,
+    /// Set for S3 storage: objects carry their type and disposition, and downloads may be
+    /// redirected to a presigned URL.
+    s3: Option<S3Files>,
+}
+
+#[derive(Clone)]
+struct S3Files {
+    bucket: Arc<AmazonS3>,
+    /// How long a download's presigned URL lasts; `None`: downloads stream through the server.
+    presigned_url_ttl: Option<std::time::Duration>,
 }
 
 /// What writing a file found.
@@ -30,8 +44,8 @@ pub struct Files {
 pub struct Written {
     pub size: u64,
     pub sha256: String,
-    /// The first bytes, to tell the content type by.
-    pub head: Vec<u8>,
+    /// As its first bytes tell it.
+    pub content_type: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +64,13 @@ pub enum WriteError {
 impl Files {
     /// Opens the storage `ATTACHMENT_STORAGE` names, creating a local folder if need be.
     pub fn open(storage: &FileStorage) -> Result<Self, String> {
-        let store: Arc<dyn ObjectStore> = match storage {
+        match storage {
             FileStorage::Local(folder) => {
                 std::fs::create_dir_all(folder)
                     .map_err(|e| format!("cannot create the attachment folder {}: {e}", folder.display()))?;
                 let local = object_store::local::LocalFileSystem::new_with_prefix(folder)
                     .map_err(|e| format!("cannot use the attachment folder {}: {e}", folder.display()))?;
-                Arc::new(local)
+                Ok(Self { store: Arc::new(local), s3: None })
             }
             FileStorage::S3(s3) => {
                 let mut builder = object_store::aws::AmazonS3Builder::new()
@@ -68,10 +82,11 @@ impl Files {
                     builder =
                         builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
                 }
-                Arc::new(builder.build().map_err(|e| format!("cannot use S3 storage: {e}"))?)
+                let bucket = Arc::new(builder.build().map_err(|e| format!("cannot use S3 storage: {e}"))?);
+                let presigned_url_ttl = s3.presigned_url_ttl;
+                Ok(Self { store: bucket.clone(), s3: Some(S3Files { bucket, presigned_url_ttl }) })
             }
-        };
-        Ok(Self { store })
+        }
     }
 
     /// A key for a new file.
@@ -81,17 +96,36 @@ impl Files {
 
     /// Streams `body` into the file at `key`, hashing and counting as it goes, and into `scan` if
     /// there is one. Past `max_bytes`, or if the body or the scan breaks off, nothing is left
-    /// behind.
+    /// behind. On S3 the object keeps its type and `filename` for downloads straight from there.
     pub async fn write<E: std::fmt::Display>(
         &self,
         key: &str,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
         max_bytes: u64,
+        filename: &str,
         mut scan: Option<&mut crate::scan::Scan>,
     ) -> Result<Written, WriteError> {
-        let upload = self.store.put_multipart(&Path::from(key)).await?;
+        // The first bytes tell the type, which S3 is given when the upload starts.
+        let mut first = Vec::new();
+        while first.iter().map(Bytes::len).sum::<usize>() < SNIFF_BYTES {
+            match body.next().await {
+                None => break,
+                Some(Err(error)) => return Err(WriteError::Body(error.to_string())),
+                Some(Ok(chunk)) => first.push(chunk),
+            }
+        }
+        let head: Vec<u8> = first.iter().flat_map(|chunk| chunk.iter().copied()).take(SNIFF_BYTES).collect();
+        let content_type = sniff_content_type(&head);
+        let mut options = PutMultipartOptions::default();
+        if self.s3.is_some() {
+            options.attributes.insert(Attribute::ContentType, content_type.into());
+            options.attributes.insert(Attribute::ContentDisposition, content_disposition(filename).into());
+        }
+        let mut body = futures_util::stream::iter(first.into_iter().map(Ok)).chain(body);
+
+        let upload = self.store.put_multipart_opts(&Path::from(key), options).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let (mut size, mut hash, mut head) = (0u64, Sha256::new(), Vec::new());
+        let (mut size, mut hash) = (0u64, Sha256::new());
         let failure = loop {
             let chunk = match body.next().await {
                 None => break None,
@@ -101,9 +135,6 @@ impl Files {
             size += chunk.len() as u64;
             if size > max_bytes {
                 break Some(WriteError::TooLarge(max_bytes));
-            }
-            if head.len() < SNIFF_BYTES {
-                head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
             }
             hash.update(&chunk);
             if let Some(scan) = scan.as_deref_mut()
@@ -124,7 +155,15 @@ impl Files {
         }
         writer.finish().await?;
         let sha256 = hash.finalize().iter().map(|byte| format!("{byte:02x}")).collect();
-        Ok(Written { size, sha256, head })
+        Ok(Written { size, sha256, content_type })
+    }
+
+    /// Where a client may fetch `key` straight from storage for a while, if downloads are
+    /// redirected there (S3 with `S3_PRESIGNED_URL_SECS`).
+    pub async fn presigned_url(&self, key: &str) -> Result<Option<String>, object_store::Error> {
+        let Some(S3Files { bucket, presigned_url_ttl: Some(ttl) }) = &self.s3 else { return Ok(None) };
+        let url = bucket.signed_url(reqwest::Method::GET, &Path::from(key), *ttl).await?;
+        Ok(Some(url.into()))
     }
 
     /// The bytes of `key` in `range` (all of them for `None`), as they come from storage.

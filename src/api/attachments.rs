@@ -13,8 +13,7 @@ use utoipa_axum::routes;
 use super::extract::{Json, Path};
 use crate::auth::CurrentUser;
 use crate::domain::attachment::{
-    Upload, UploadedFile, clean_filename, content_disposition, new_upload_token, sniff_content_type,
-    upload_token_hash,
+    Upload, UploadedFile, clean_filename, content_disposition, new_upload_token, upload_token_hash,
 };
 use crate::domain::{Attachment, AttachmentId, User, access, allow};
 use crate::error::{Error, Result};
@@ -99,7 +98,7 @@ async fn upload(
     let expires_at = Utc::now() + settings.upload_ttl;
     let pending_cap = settings.pending_per_user as u64;
     let id = state.store.begin_upload(user.id, &key, &filename, expires_at, pending_cap).await?;
-    let stored = store_upload(&state, id, &key, field).await;
+    let stored = store_upload(&state, id, &key, &filename, field).await;
     let (attachment, token) = match stored {
         Ok(stored) => stored,
         Err(error) => {
@@ -123,6 +122,7 @@ async fn store_upload(
     state: &AppState,
     id: AttachmentId,
     key: &str,
+    filename: &str,
     field: axum::extract::multipart::Field<'_>,
 ) -> Result<(Attachment, String)> {
     let settings = &state.attachments;
@@ -130,7 +130,7 @@ async fn store_upload(
         Some(scanner) => Some(scanner.start().await.map_err(scanner_failed)?),
         None => None,
     };
-    let written = state.files.write(key, field, settings.max_bytes, scan.as_mut()).await.map_err(
+    let written = state.files.write(key, field, settings.max_bytes, filename, scan.as_mut()).await.map_err(
         |error| match error {
             WriteError::TooLarge(max) => Error::Rejected {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,10 +153,9 @@ async fn store_upload(
         }
     }
     let token = new_upload_token();
-    let content_type = sniff_content_type(&written.head);
     let attachment = state
         .store
-        .finish_upload(id, content_type, written.size, &written.sha256, &upload_token_hash(&token))
+        .finish_upload(id, written.content_type, written.size, &written.sha256, &upload_token_hash(&token))
         .await?;
     Ok((attachment, token))
 }
@@ -213,6 +212,9 @@ async fn get_attachment(
 }
 
 /// Download a file: always as a download, never shown inline; `Range` requests are served.
+///
+/// Where the server is set to (S3 storage with `S3_PRESIGNED_URL_SECS`), the answer is instead a
+/// redirect to a short-lived presigned URL on the storage service, which serves the bytes itself.
 #[utoipa::path(
     get,
     path = "/attachments/{id}/content",
@@ -229,6 +231,9 @@ async fn get_attachment(
         (status = 206, description = "The range asked for", content_type = "*/*", body = String,
             headers(("Content-Range" = String, description = "`bytes start-end/size`"))),
         (status = 304, description = "Unchanged since the ETag in If-None-Match"),
+        (status = 307, description = "With S3 storage and `S3_PRESIGNED_URL_SECS` set: fetch the file from `Location`, \
+a presigned URL valid that long (the object carries the same type and `attachment` disposition)",
+            headers(("Location" = String, description = "The presigned URL"))),
         (status = 416, description = "The range lies outside the file"),
         super::docs::LookupErrors,
     )
@@ -240,6 +245,20 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let attachment = visible_attachment(&state, &user, id).await?;
+    let presigned = state
+        .files
+        .presigned_url(&attachment.storage_key)
+        .await
+        .map_err(|e| Error::Internal(format!("presigning attachment {id} failed: {e}")))?;
+    if let Some(url) = presigned {
+        // Access was checked above; the URL works for anyone until it expires, so no cache keeps it.
+        return Ok(Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::empty())
+            .expect("valid headers"));
+    }
     let size = u64::try_from(attachment.size).unwrap_or(0);
     let etag = format!("\"{}\"", attachment.sha256);
     let mut response = Response::builder()

@@ -92,6 +92,21 @@ on_every_backend_and_storage!(
     a_file_the_scanner_cannot_judge_is_refused,
 );
 
+/// Downloads redirected to S3 itself: only S3 storage has them, on both databases.
+mod presigned {
+    use super::{Backend, run};
+
+    #[tokio::test]
+    async fn sqlite_s3() {
+        run(super::downloads_redirect_to_a_presigned_url_when_set, Backend::Sqlite, true).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_s3() {
+        run(super::downloads_redirect_to_a_presigned_url_when_set, Backend::Postgres, true).await;
+    }
+}
+
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
 
 fn content(id: i64) -> String {
@@ -541,4 +556,57 @@ async fn a_file_the_scanner_cannot_judge_is_refused(place: Place) {
     large.assert_problem(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(app.texts("SELECT filename FROM attachments").await, ["small.txt"]);
     assert_eq!(place.stored_files().len(), 1, "{:?}", place.stored_files());
+}
+
+async fn downloads_redirect_to_a_presigned_url_when_set(place: Place) {
+    let app = place.app(&[("S3_PRESIGNED_URL_SECS", "60")]).await;
+    let tokens = app.demo_tokens().await;
+    let page = b"<html><script>alert(document.cookie)</script></html>";
+    let upload = app.upload(&tokens.alice, "page.html", "image/png", page).await;
+    assert_eq!(upload.status, StatusCode::CREATED, "{}", upload.text);
+    let (token, id) =
+        (upload.json["token"].as_str().unwrap(), upload.json["attachment"]["id"].as_i64().unwrap());
+    let created = app
+        .call(
+            Method::POST,
+            "/tickets/",
+            Some(&tokens.alice),
+            Some(json!({"subject": "Page", "description": "It shows this", "attachments": [token]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    // Access is checked before any URL is handed out.
+    app.add_user("eve", "eve-password-1", ticketdesk::domain::Role::Customer).await;
+    let eve = app.login("eve", "eve-password-1").await;
+    let refused = app.get(&content(id), Some(&eve)).await;
+    refused.assert_problem(StatusCode::NOT_FOUND);
+    assert!(refused.headers.get("location").is_none());
+
+    let redirect = app.get(&content(id), Some(&tokens.alice)).await;
+    assert_eq!(redirect.status, StatusCode::TEMPORARY_REDIRECT, "{}", redirect.text);
+    assert_eq!(redirect.headers["cache-control"], "no-store");
+    let location = redirect.headers["location"].to_str().unwrap();
+    let s3 = place.s3.as_ref().expect("S3 storage");
+    assert!(location.starts_with(&s3.endpoint) && location.contains("X-Amz-Signature="), "{location}");
+    assert!(location.contains("X-Amz-Expires=60"), "{location}");
+
+    // S3 serves the bytes itself, as a download of the type the bytes are, not the one declared.
+    let fetched = reqwest::get(location).await.unwrap();
+    assert_eq!(fetched.status(), reqwest::StatusCode::OK);
+    let header = |name: &str| fetched.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "text/plain; charset=utf-8");
+    assert!(
+        header("content-disposition").starts_with("attachment; filename=\"page.html\""),
+        "{}",
+        header("content-disposition")
+    );
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), page);
+
+    // A URL signed for one object opens no other.
+    let other = location.replace(
+        location.split('?').next().unwrap(),
+        &format!("{}/{}/attachments/other", s3.endpoint, s3.bucket),
+    );
+    assert_eq!(reqwest::get(other).await.unwrap().status(), reqwest::StatusCode::FORBIDDEN);
 }
