@@ -8,7 +8,12 @@
   memory    the server's peak RSS (VmHWM) before and after a 100 MB file is uploaded and
             downloaded: it streams, so the peak must not grow with the file.
 
-Rounds alternate server and straight I/O (3 each); ratios are the median round's.
+  ceiling   the same curl commands against the thinnest HTTP peer on the same loopback: a socket
+            that answers GET with sendfile(2) of the stored file and reads a POST's body into
+            nothing. What curl and loopback TCP alone allow; the server's ratio to it is the
+            cost of the server itself.
+
+Rounds alternate server, ceiling and straight I/O (3 each); ratios are the median round's.
 
     python3 bench/attachments.py                 # SQLite, 100 MB file
     python3 bench/attachments.py --mb 20 --backend postgres
@@ -22,7 +27,9 @@ import os
 import statistics
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +57,45 @@ def straight_read(path):
         while source.read(CHUNK):
             pass
     return time.perf_counter() - started
+
+
+def ceiling_peer(path):
+    """A bare HTTP/1.1 peer on a free port: GET sends `path` with sendfile, POST swallows the body."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve(conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            head, body = head.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            if lines[0].startswith(b"GET"):
+                size = os.path.getsize(path)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+                with open(path, "rb") as source:
+                    conn.sendfile(source)
+                return
+            length = next(int(l.split(b":")[1]) for l in lines if l.lower().startswith(b"content-length"))
+            if any(l.lower().startswith(b"expect: 100-continue") for l in lines):
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            received, buffer = len(body), bytearray(CHUNK)
+            while received < length:
+                n = conn.recv_into(buffer)
+                if n == 0:
+                    break
+                received += n
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/"
 
 
 def curl(*args):
@@ -88,32 +134,47 @@ def main():
         for _ in range(ROUNDS):
             up_seconds, code = curl("-H", auth, "-F", f"file=@{source}", server.base + "/uploads")
             assert code == "201", code
-            straight_up = straight_write(data, storage)
             if stored_id is None:
                 stored_id, key = backend.query("SELECT id, storage_key FROM attachments ORDER BY id DESC LIMIT 1")[0].split("|")
+                ceiling = ceiling_peer(storage / key)
+            ceiling_up, code = curl("-H", auth, "-F", f"file=@{source}", ceiling)
+            assert code == "201", code
+            straight_up = straight_write(data, storage)
             down_seconds, code = curl("-H", auth, f"{server.base}/attachments/{stored_id}/content")
             assert code == "200", code
+            ceiling_down, code = curl(ceiling)
+            assert code == "200", code
             straight_down = straight_read(storage / key)
-            rounds.append({"upload_s": up_seconds, "straight_write_s": straight_up,
-                           "download_s": down_seconds, "straight_read_s": straight_down})
+            rounds.append({"upload_s": up_seconds, "ceiling_upload_s": ceiling_up, "straight_write_s": straight_up,
+                           "download_s": down_seconds, "ceiling_download_s": ceiling_down,
+                           "straight_read_s": straight_down})
         rss_after = server.peak_rss_mib()
     finally:
         server.stop()
         backend.drop()
 
     mb = len(data) / 1e6
-    upload_ratios = sorted(r["straight_write_s"] / r["upload_s"] for r in rounds)
-    download_ratios = sorted(r["straight_read_s"] / r["download_s"] for r in rounds)
+    def median_ratio(baseline, measured):
+        ratios = sorted(r[baseline] / r[measured] for r in rounds)
+        return round(ratios[len(ratios) // 2], 3)
+
+    def mb_s(field):
+        return round(mb / statistics.median(r[field] for r in rounds), 1)
+
     report = {
         "backend": args.backend,
         "file_mb": mb,
         "rounds": [{k: round(v, 4) for k, v in r.items()} for r in rounds],
-        "upload_mb_s": round(mb / statistics.median(r["upload_s"] for r in rounds), 1),
-        "straight_write_mb_s": round(mb / statistics.median(r["straight_write_s"] for r in rounds), 1),
-        "download_mb_s": round(mb / statistics.median(r["download_s"] for r in rounds), 1),
-        "straight_read_mb_s": round(mb / statistics.median(r["straight_read_s"] for r in rounds), 1),
-        "upload_ratio": round(upload_ratios[len(upload_ratios) // 2], 3),
-        "download_ratio": round(download_ratios[len(download_ratios) // 2], 3),
+        "upload_mb_s": mb_s("upload_s"),
+        "ceiling_upload_mb_s": mb_s("ceiling_upload_s"),
+        "straight_write_mb_s": mb_s("straight_write_s"),
+        "download_mb_s": mb_s("download_s"),
+        "ceiling_download_mb_s": mb_s("ceiling_download_s"),
+        "straight_read_mb_s": mb_s("straight_read_s"),
+        "upload_ratio": median_ratio("straight_write_s", "upload_s"),
+        "download_ratio": median_ratio("straight_read_s", "download_s"),
+        "upload_ratio_to_ceiling": median_ratio("ceiling_upload_s", "upload_s"),
+        "download_ratio_to_ceiling": median_ratio("ceiling_download_s", "download_s"),
         "peak_rss_mib_before": round(rss_before, 1),
         "peak_rss_mib_after": round(rss_after, 1),
     }
