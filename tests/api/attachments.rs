@@ -241,6 +241,23 @@ async fn downloads_are_never_shown_inline_and_their_type_comes_from_the_bytes(pl
         disposition.header("content-disposition"),
         Some("attachment; filename=\"Gr__e.txt\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe.txt")
     );
+    // Quotes and line breaks cannot end the header's quoted name or start a header of their own:
+    // the plain `filename` has them replaced, `filename*` has them percent-encoded.
+    for (sent, kept) in [(r#"say \"hi\".txt"#, r#"say "hi".txt"#), ("tab\there.txt", "tabhere.txt")] {
+        let quoted = app.upload(&alice, sent, "text/plain", b"x").await;
+        assert_eq!(quoted.status, StatusCode::CREATED, "{sent}: {}", quoted.text);
+        assert_eq!(quoted.json["attachment"]["filename"], kept, "{sent}");
+        let id = quoted.json["attachment"]["id"].as_i64().unwrap();
+        let disposition = app.get(&content(id), Some(&alice)).await;
+        let disposition = disposition.header("content-disposition").unwrap().to_owned();
+        assert!(!disposition.contains(['\r', '\n', '\t']), "{disposition}");
+        assert_eq!(disposition.matches('"').count(), 2, "{disposition}");
+    }
+    // A raw line break inside the form's part header is a malformed form, not a name.
+    let broken = app.upload(&alice, "two\r\nlines.txt", "text/plain", b"x").await;
+    broken.assert_problem(StatusCode::BAD_REQUEST);
+    assert!(app.texts("SELECT filename FROM attachments WHERE filename LIKE 'two%'").await.is_empty());
+
     // Every stored object's key is the server's own, whatever the name.
     for path in place.stored_files() {
         let name = path.file_name().unwrap().to_str().unwrap();
