@@ -61,6 +61,7 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
 pub mod access;
 pub mod actions;
 pub mod attachment;
+pub mod calendar;
 pub mod comment;
 pub mod event;
 pub mod idempotency;
