@@ -32,6 +32,7 @@ Every error is an RFC 9457 `application/problem+json` document.",
         (name = "attachments", description = "Files on tickets and comments: upload, then reference the upload's token"),
         (name = "embed", description = "Public, token-guarded ticket status for chatbots"),
         (name = "webhooks", description = "Signed pushes of ticket changes to other systems (admins)"),
+        (name = "service levels", description = "Business calendars and SLA policies: response and resolution targets (admins)"),
         (name = "operations", description = "Health probes"),
     )
 )]

@@ -311,6 +311,7 @@ fn render_card(view: &EmbedView, status: TicketStatus) -> String {
   .badge {{ display: inline-block; padding: 2px 10px; border-radius: 999px; font-weight: 600; font-size: 13px; }}
   .open {{ background: #dbeafe; color: #1e3a8a; }}
   .in_progress {{ background: #fef3c7; color: #78350f; }}
+  .pending {{ background: #fce7f3; color: #831843; }}
   .resolved {{ background: #dcfce7; color: #14532d; }}
   .closed {{ background: #e5e7eb; color: #1f2937; }}
   p {{ margin: 8px 0 0; }}

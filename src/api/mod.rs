@@ -12,6 +12,7 @@ pub use operations::metrics_router;
 mod paging;
 mod request_id;
 mod security;
+mod service_levels;
 mod tickets;
 mod users;
 mod webhooks;
@@ -104,6 +105,7 @@ fn openapi_routers(
         .merge(tickets::router().layer(cors.clone()))
         .merge(attachments::router().layer(cors.clone()))
         .merge(webhooks::router().layer(cors.clone()))
+        .merge(service_levels::router().layer(cors.clone()))
         .merge(embed::router());
     (api, attachments::upload_router(max_upload_bytes).layer(cors))
 }

@@ -359,7 +359,9 @@ struct UpdateTicket {
 /// Work a ticket: change its status and/or priority (its assigned agent, or an admin).
 ///
 /// Status follows the lifecycle open -> in_progress -> resolved -> closed, with resolved -> open
-/// (reopen) and in_progress -> open; admins may close from any state; closed is final. Any other
+/// (reopen) and in_progress -> open; in_progress -> pending while waiting on the customer (service
+/// clocks pause; the customer's reply puts it back in progress), pending -> in_progress or
+/// resolved; admins may close from any state; closed is final. Any other
 /// move is a 409 whose detail lists the allowed next states. Setting a field to its current value
 /// changes nothing.
 #[utoipa::path(

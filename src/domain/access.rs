@@ -60,6 +60,12 @@ pub fn can_manage_webhooks(user: &User) -> bool {
     user.role == Role::Admin
 }
 
+/// Calendars and SLA policies shape every ticket's service targets: admins only.
+#[must_use]
+pub fn can_manage_service_levels(user: &User) -> bool {
+    user.role == Role::Admin
+}
+
 /// Everyone may look themselves up; admins may look up anyone.
 #[must_use]
 pub fn can_look_up_user(viewer: &User, id: UserId) -> bool {

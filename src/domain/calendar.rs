@@ -20,6 +20,7 @@ use super::Refusal;
 
 const MINUTES_PER_DAY: u32 = 24 * 60;
 const MINUTES_PER_WEEK: u32 = 7 * MINUTES_PER_DAY;
+const MAX_RANGES_PER_DAY: usize = 12;
 /// How far ahead a due time is looked for: a calendar with an hour a month still gets targets of
 /// many hours, and one with no hours at all is known to have none, not searched forever.
 const HORIZON_DAYS: u64 = 10 * 366;
@@ -93,6 +94,11 @@ impl BusinessCalendar {
         })?;
         let mut week: [Vec<Span>; 7] = Default::default();
         for (day, (name, ranges)) in hours.days().into_iter().enumerate() {
+            if ranges.len() > MAX_RANGES_PER_DAY {
+                return Err(Refusal::Invalid(format!(
+                    "hours.{name}: at most {MAX_RANGES_PER_DAY} ranges a day"
+                )));
+            }
             for range in ranges {
                 let start = minutes(&range.start, false).ok_or_else(|| bad_time(name, &range.start))?;
                 let end = minutes(&range.end, true).ok_or_else(|| bad_time(name, &range.end))?;
@@ -358,6 +364,8 @@ mod tests {
             let hours = WeeklyHours { monday: vec![range(bad, "17:00")], ..WeeklyHours::default() };
             assert!(refused("UTC", hours).contains("hours.monday"), "{bad}");
         }
+        let too_many = WeeklyHours { monday: vec![range("09:00", "09:01"); 13], ..WeeklyHours::default() };
+        assert!(refused("UTC", too_many).contains("at most 12"));
         let start_at_24 = WeeklyHours { monday: vec![range("24:00", "02:00")], ..WeeklyHours::default() };
         assert!(refused("UTC", start_at_24).contains("hours.monday"));
         let overlapping = WeeklyHours {

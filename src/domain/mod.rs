@@ -66,6 +66,7 @@ pub mod comment;
 pub mod event;
 pub mod idempotency;
 pub mod refusal;
+pub mod service_level;
 pub mod session;
 pub mod throttle;
 pub mod ticket;

@@ -17,11 +17,19 @@ pub type TicketId = i64;
 pub enum TicketStatus {
     Open,
     InProgress,
+    /// Waiting on the customer: service clocks pause; the customer's reply ends it.
+    Pending,
     Resolved,
     Closed,
 }
 
-text_enum!(TicketStatus { Open => "open", InProgress => "in_progress", Resolved => "resolved", Closed => "closed" });
+text_enum!(TicketStatus {
+    Open => "open",
+    InProgress => "in_progress",
+    Pending => "pending",
+    Resolved => "resolved",
+    Closed => "closed",
+});
 
 impl TicketStatus {
     /// The wording people read, as the embed endpoint shows it.
@@ -29,6 +37,7 @@ impl TicketStatus {
         match self {
             TicketStatus::Open => "Open",
             TicketStatus::InProgress => "In Progress",
+            TicketStatus::Pending => "Waiting for your reply",
             TicketStatus::Resolved => "Resolved",
             TicketStatus::Closed => "Closed",
         }
@@ -37,13 +46,15 @@ impl TicketStatus {
 
 impl TicketStatus {
     /// The lifecycle, in one place: open -> in_progress -> resolved -> closed, with resolved -> open
-    /// (reopen) and in_progress -> open (put back); admins may also close from any state. Closed is
+    /// (reopen) and in_progress -> open (put back); in_progress -> pending while waiting on the
+    /// customer, and back (or on to resolved); admins may also close from any state. Closed is
     /// final.
     pub fn next_states(self, role: Role) -> Vec<TicketStatus> {
         use TicketStatus::*;
         let mut next = match self {
             Open => vec![InProgress],
-            InProgress => vec![Resolved, Open],
+            InProgress => vec![Resolved, Open, Pending],
+            Pending => vec![InProgress, Resolved],
             Resolved => vec![Closed, Open],
             Closed => vec![],
         };
@@ -53,16 +64,22 @@ impl TicketStatus {
         next
     }
 
-    /// A reply on a resolved ticket from its customer means "not fixed": it reopens. Nobody
-    /// replies on a closed ticket.
+    /// A reply on a resolved ticket from its customer means "not fixed": it reopens; on a pending
+    /// one it is what the team waited for: back in progress. Nobody replies on a closed ticket.
     pub fn after_reply(self, author: Role) -> Result<Option<TicketStatus>, Refusal> {
         match (self, author) {
             (TicketStatus::Closed, _) => {
                 Err(Refusal::Conflict("the ticket is closed; open a new one".into()))
             }
             (TicketStatus::Resolved, Role::Customer) => Ok(Some(TicketStatus::Open)),
+            (TicketStatus::Pending, Role::Customer) => Ok(Some(TicketStatus::InProgress)),
             _ => Ok(None),
         }
+    }
+
+    /// Whether service clocks stop for good here (they resume only if the ticket is reopened).
+    pub fn stops_clocks(self) -> bool {
+        matches!(self, TicketStatus::Resolved | TicketStatus::Closed)
     }
 
     /// Checks a move to `to`; on refusal, says which states are allowed instead.
@@ -326,10 +343,22 @@ mod tests {
             (Resolved, Closed),
             (Resolved, Open),
             (InProgress, Open),
+            (InProgress, Pending),
+            (Pending, InProgress),
+            (Pending, Resolved),
         ] {
             assert!(from.check_transition(to, Role::Agent).is_ok(), "{from:?} -> {to:?}");
         }
-        for (from, to) in [(Open, Resolved), (Open, Closed), (InProgress, Closed), (Resolved, InProgress)] {
+        for (from, to) in [
+            (Open, Resolved),
+            (Open, Closed),
+            (InProgress, Closed),
+            (Resolved, InProgress),
+            (Open, Pending),
+            (Pending, Open),
+            (Resolved, Pending),
+            (Pending, Closed),
+        ] {
             assert!(from.check_transition(to, Role::Agent).is_err(), "{from:?} -> {to:?}");
         }
     }
@@ -337,10 +366,10 @@ mod tests {
     #[test]
     fn admins_may_close_from_any_state_but_closed_is_final() {
         use TicketStatus::*;
-        for from in [Open, InProgress, Resolved] {
+        for from in [Open, InProgress, Pending, Resolved] {
             assert!(from.check_transition(Closed, Role::Admin).is_ok(), "{from:?}");
         }
-        for to in [Open, InProgress, Resolved, Closed] {
+        for to in [Open, InProgress, Pending, Resolved, Closed] {
             assert!(Closed.check_transition(to, Role::Admin).is_err(), "closed -> {to:?}");
         }
     }
@@ -363,6 +392,8 @@ mod tests {
         assert_eq!(Resolved.after_reply(Role::Customer), Ok(Some(Open)));
         assert_eq!(Resolved.after_reply(Role::Agent), Ok(None));
         assert_eq!(InProgress.after_reply(Role::Customer), Ok(None));
+        assert_eq!(Pending.after_reply(Role::Customer), Ok(Some(InProgress)));
+        assert_eq!(Pending.after_reply(Role::Agent), Ok(None));
         for role in [Role::Customer, Role::Agent, Role::Admin] {
             assert!(matches!(Closed.after_reply(role), Err(Refusal::Conflict(_))));
         }

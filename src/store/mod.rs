@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::Refusal;
+use crate::domain::service_level::{Calendar, CalendarId, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId};
 use crate::domain::throttle::Locked;
 use crate::domain::{
     Attachment, AttachmentId, AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery,
@@ -130,9 +131,9 @@ pub enum Change {
 
 /// Everything the handlers hold: one trait per aggregate, each implemented in its own file of
 /// `store/sql/`. Code names the aggregates it uses (`use crate::store::Tickets`).
-pub trait Store: Operations + Accounts + Tickets + Listing + Webhooks + Attachments {}
+pub trait Store: Operations + Accounts + Tickets + Listing + Webhooks + Attachments + ServiceLevels {}
 
-impl<T: Operations + Accounts + Tickets + Listing + Webhooks + Attachments> Store for T {}
+impl<T: Operations + Accounts + Tickets + Listing + Webhooks + Attachments + ServiceLevels> Store for T {}
 
 /// The store as a whole: readiness, pool figures, closing, counts, and change announcements.
 #[async_trait]
@@ -283,6 +284,29 @@ pub trait Webhooks: Send + Sync + 'static {
     /// Records how an attempt went; once the delivery is done (delivered or failed for good),
     /// the next one for its ticket and webhook becomes due.
     async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()>;
+}
+
+/// Business calendars and SLA policies (admin configuration).
+#[async_trait]
+pub trait ServiceLevels: Send + Sync + 'static {
+    /// A taken name is `Taken`.
+    async fn create_calendar(&self, calendar: &NewCalendar) -> Result<Calendar>;
+    /// Every calendar, by id.
+    async fn calendars(&self) -> Result<Vec<Calendar>>;
+    async fn calendar(&self, id: CalendarId) -> Result<Option<Calendar>>;
+    /// Replaces the calendar whole; a missing one is `NotFound`, a taken name `Taken`.
+    async fn replace_calendar(&self, id: CalendarId, calendar: &NewCalendar) -> Result<Calendar>;
+    /// A missing calendar is `NotFound`; one a policy uses is refused (`Conflict`).
+    async fn delete_calendar(&self, id: CalendarId) -> Result<()>;
+    /// A taken name or position is refused (`Conflict`), an unknown calendar too (`Invalid`).
+    async fn create_sla_policy(&self, policy: &NewSlaPolicy) -> Result<SlaPolicy>;
+    /// Every policy, by position: the order they are tried in.
+    async fn sla_policies(&self) -> Result<Vec<SlaPolicy>>;
+    async fn sla_policy(&self, id: SlaPolicyId) -> Result<Option<SlaPolicy>>;
+    /// Replaces the policy whole, with `create_sla_policy`'s checks; a missing one is `NotFound`.
+    async fn replace_sla_policy(&self, id: SlaPolicyId, policy: &NewSlaPolicy) -> Result<SlaPolicy>;
+    /// A missing policy is `NotFound`.
+    async fn delete_sla_policy(&self, id: SlaPolicyId) -> Result<()>;
 }
 
 /// Uploaded files: their records while they are written, wait to be referenced and are read;

@@ -41,7 +41,7 @@ async fn bad_bodies_paths_and_methods_get_clear_problems(app: TestApp) {
 
     let by_carol = vec![
         // PATCH /tickets/{id}
-        case(Method::PATCH, &ticket, json, r#"{"status": "pending"}"#, S::UNPROCESSABLE_ENTITY),
+        case(Method::PATCH, &ticket, json, r#"{"status": "waiting"}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{"status": null}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, "/users/2", json, r#"{"active": false, "role": null}"#, S::UNPROCESSABLE_ENTITY),
         case(Method::PATCH, &ticket, json, r#"{"priority": "critical"}"#, S::UNPROCESSABLE_ENTITY),
@@ -217,7 +217,7 @@ async fn nothing_is_stored_by_rejected_requests(app: TestApp) {
             .unwrap();
         app.send(request).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    app.set_status(&tokens.carol, id, "pending").await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+    app.set_status(&tokens.carol, id, "waiting").await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
 
     assert_eq!(app.get("/tickets/my", Some(&tokens.alice)).await.json.as_array().unwrap().len(), 1);
     assert_eq!(app.get(&format!("/tickets/{id}"), Some(&tokens.carol)).await.json, before);

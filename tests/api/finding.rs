@@ -206,7 +206,7 @@ async fn search_takes_any_text_without_error(app: TestApp) {
 async fn bad_listing_parameters_are_400_and_created_by_is_for_admins(app: TestApp) {
     let DemoTokens { alice, bob, carol } = app.demo_tokens().await;
     for query in [
-        "status=pending",
+        "status=waiting",
         "priority=asap",
         "assigned_to=bob",
         "created_by=me",

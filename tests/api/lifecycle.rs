@@ -11,7 +11,44 @@ crate::on_both_backends!(
     customers_choose_a_priority_and_staff_change_it,
     admins_unassign_with_null_and_an_empty_body_changes_nothing,
     if_match_keeps_two_agents_from_overwriting_each_other,
+    pending_waits_on_the_customer_whose_reply_ends_it,
 );
+
+async fn pending_waits_on_the_customer_whose_reply_ends_it(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    let id = app.bobs_ticket(&tokens, "Which version?").await;
+    app.set_status(&tokens.bob, id, "pending").await.assert_problem(StatusCode::CONFLICT);
+    app.set_status(&tokens.bob, id, "in_progress").await;
+    let waiting = app.set_status(&tokens.bob, id, "pending").await;
+    assert_eq!(waiting.json["status"], "pending", "{}", waiting.text);
+    let embed =
+        app.get(&format!("/tickets/embed/{}", waiting.json["embed_token"].as_str().unwrap()), None).await;
+    assert_eq!(embed.json["status"], "Waiting for your reply", "{}", embed.text);
+
+    // The agent's own note or reply does not end the wait; the customer's reply does.
+    let note = app.comment(&tokens.bob, id, json!({"body": "asked for the version"})).await;
+    assert_eq!(note.status, StatusCode::CREATED, "{}", note.text);
+    assert_eq!(app.get(&format!("/tickets/{id}"), Some(&tokens.bob)).await.json["status"], "pending");
+    let answer = app.comment(&tokens.alice, id, json!({"body": "version 4.2"})).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+    let ticket = app.get(&format!("/tickets/{id}"), Some(&tokens.bob)).await;
+    assert_eq!(ticket.json["status"], "in_progress");
+    let history = app.get(&format!("/tickets/{id}/events"), Some(&tokens.bob)).await;
+    let moves: Vec<(Value, Value)> = history
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["kind"] == "status_changed")
+        .map(|event| (event["from"].clone(), event["to"].clone()))
+        .collect();
+    assert_eq!(moves.last(), Some(&(json!("pending"), json!("in_progress"))), "{moves:?}");
+
+    // From pending the agent may also resolve; admins may close.
+    app.set_status(&tokens.bob, id, "pending").await;
+    let resolved = app.set_status(&tokens.bob, id, "resolved").await;
+    assert_eq!(resolved.json["status"], "resolved", "{}", resolved.text);
+}
 
 async fn status_follows_the_lifecycle_and_refusals_name_the_allowed_states(app: TestApp) {
     let tokens = app.demo_tokens().await;

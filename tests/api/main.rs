@@ -22,6 +22,7 @@ mod people;
 mod roles;
 mod round_trips;
 mod s3;
+mod service_levels;
 mod serving;
 mod sessions;
 mod startup;

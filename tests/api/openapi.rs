@@ -9,7 +9,7 @@ crate::on_both_backends!(
     the_document_describes_what_the_server_accepts,
 );
 
-const ROUTES: [(&str, &str); 33] = [
+const ROUTES: [(&str, &str); 43] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("post", "/auth/token"),
@@ -39,6 +39,16 @@ const ROUTES: [(&str, &str); 33] = [
     ("delete", "/webhooks/{id}"),
     ("post", "/webhooks/{id}/rotate-secret"),
     ("get", "/webhooks/{id}/deliveries"),
+    ("post", "/calendars"),
+    ("get", "/calendars"),
+    ("get", "/calendars/{id}"),
+    ("put", "/calendars/{id}"),
+    ("delete", "/calendars/{id}"),
+    ("post", "/sla-policies"),
+    ("get", "/sla-policies"),
+    ("get", "/sla-policies/{id}"),
+    ("put", "/sla-policies/{id}"),
+    ("delete", "/sla-policies/{id}"),
     ("post", "/uploads"),
     ("get", "/attachments/{id}"),
     ("delete", "/attachments/{id}"),

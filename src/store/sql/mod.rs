@@ -3,10 +3,11 @@
 //! write transaction begins, row locks, full-text search, the migrations) is a [`Dialect`],
 //! implemented for `sqlx::Postgres` in postgres.rs and for `sqlx::Sqlite` in sqlite.rs.
 //!
-//! One file per aggregate (accounts, tickets, listing, webhooks, operations), each implementing
-//! its trait of `store/mod.rs`; this one holds what they share: the column lists, the dialect,
-//! and the steps inside a transaction. Rust does not carry `where` clauses from one item to
-//! another, so each `impl` lists the sqlx bounds its queries need, and only those.
+//! One file per aggregate (accounts, tickets, listing, webhooks, attachments, service levels,
+//! operations), each implementing its trait of `store/mod.rs`; this one holds what they share:
+//! the column lists, the dialect, and the steps inside a transaction. Rust does not carry `where`
+//! clauses from one item to another, so each `impl` lists the sqlx bounds its queries need, and
+//! only those.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -102,6 +103,16 @@ macro_rules! event_columns {
         "id, ticket_id, actor_id, kind, from_value, to_value, comment_id, internal, created_at"
     };
 }
+macro_rules! calendar_columns {
+    () => {
+        "id, name, time_zone, hours, holidays, created_at, updated_at"
+    };
+}
+macro_rules! sla_policy_columns {
+    () => {
+        "id, name, position, conditions, targets, warn_before_minutes, calendar_id, pause_statuses, created_at, updated_at"
+    };
+}
 macro_rules! webhook_columns {
     () => {
         "id, url, events, active, include_embed_token, created_at, updated_at"
@@ -114,6 +125,7 @@ mod accounts;
 mod attachments;
 mod listing;
 mod operations;
+mod service_levels;
 mod tickets;
 mod webhooks;
 
