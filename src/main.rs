@@ -5,7 +5,7 @@ use clap::Parser;
 use ticketdesk::cli::{Cli, Command};
 use ticketdesk::config::{self, Config, JwtSecret};
 use ticketdesk::state::AppState;
-use ticketdesk::{api, demo, files, server, store, telemetry, webhooks};
+use ticketdesk::{api, clocks, demo, files, server, store, telemetry, webhooks};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -133,6 +133,8 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
         webhooks::start(store.clone(), &config.webhooks, state.metrics.webhook_attempts(), shutdown.clone())
     });
     let sweeper = files::start_sweeper(store.clone(), files, SWEEP_EVERY, shutdown.clone());
+    let evaluator =
+        clocks::start(store.clone(), state.metrics.sla_breaches(), clocks::CHECK_EVERY, shutdown.clone());
     let api = server::serve(listener, api::router(state), shutdown.clone().cancelled_owned(), options);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -142,12 +144,13 @@ async fn serve(config: Config, demo_users: bool) -> Result<(), Box<dyn std::erro
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }
-    // The worker records its last attempts, and the sweeper its last sweep, before the store
-    // closes.
+    // The worker records its last attempts, the sweeper its last sweep and the evaluator its last
+    // check, before the store closes.
     if let Some(delivery) = delivery {
         let _ = delivery.await;
     }
     let _ = sweeper.await;
+    let _ = evaluator.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

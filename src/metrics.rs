@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::auth::HashingMetrics;
+use crate::domain::sla_clock::{ClockNews, RecordedNews};
 use crate::domain::{NextStep, TicketStatus};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -60,6 +61,26 @@ impl WebhookAttempts {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreachLabels {
+    metric: &'static str,
+    /// Policy names are few and chosen by admins.
+    policy: String,
+}
+
+/// Service targets missed, by metric and policy, as this server's evaluator recorded them.
+#[derive(Clone)]
+pub struct SlaBreaches(Family<BreachLabels, Counter>);
+
+impl SlaBreaches {
+    pub fn count(&self, recorded: &RecordedNews) {
+        if recorded.news == ClockNews::Breached {
+            let labels = BreachLabels { metric: recorded.metric.as_str(), policy: recorded.policy.clone() };
+            self.0.get_or_create(&labels).inc();
+        }
+    }
+}
+
 /// One open live embed stream, counted until dropped.
 pub struct OpenStream(Gauge);
 
@@ -73,6 +94,7 @@ pub struct Metrics {
     registry: Registry,
     embed_streams: Gauge,
     webhook_attempts: WebhookAttempts,
+    sla_breaches: SlaBreaches,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     in_flight: Gauge,
@@ -100,6 +122,12 @@ impl Metrics {
             "webhook_attempts",
             "Webhook delivery attempts: delivered, retrying (failed, tried again later) or failed (gave up)",
             webhook_attempts.0.clone(),
+        );
+        let sla_breaches = SlaBreaches(Family::default());
+        registry.register(
+            "sla_breaches",
+            "Service targets missed, by metric and policy (counted by the server that recorded them)",
+            sla_breaches.0.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency =
@@ -156,6 +184,7 @@ impl Metrics {
             registry,
             embed_streams,
             webhook_attempts,
+            sla_breaches,
             requests,
             latency,
             in_flight,
@@ -169,6 +198,10 @@ impl Metrics {
     pub fn open_embed_stream(&self) -> OpenStream {
         self.embed_streams.inc();
         OpenStream(self.embed_streams.clone())
+    }
+
+    pub fn sla_breaches(&self) -> SlaBreaches {
+        self.sla_breaches.clone()
     }
 
     pub fn webhook_attempts(&self) -> WebhookAttempts {

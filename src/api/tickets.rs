@@ -87,7 +87,7 @@ async fn create_ticket(
         Write::Replayed(ticket) => (ticket, true),
     };
     let location = format!("/tickets/{}", ticket.id);
-    Ok(created(replayed, Some(location), Json(ticket)))
+    Ok(created(replayed, Some(location), Json(ticket.as_seen_by(&user))))
 }
 
 /// The `Idempotency-Key` header, as documented on the routes that take it.
@@ -224,7 +224,8 @@ async fn list(
     scope: TicketScope,
 ) -> Result<Response> {
     let (query, page) = params.into_query(user, scope)?;
-    let tickets = state.store.tickets(&query).await?;
+    let tickets =
+        state.store.tickets(&query).await?.into_iter().map(|ticket| ticket.as_seen_by(user)).collect();
     Ok(page.respond(uri, tickets, |ticket| TicketCursor::after(ticket, query.sort)))
 }
 
@@ -308,7 +309,7 @@ async fn get_ticket(
     let user = token.admit(caller)?;
     let ticket = ticket.ok_or(actions::NOT_FOUND)?;
     actions::visible(&user, &ticket)?;
-    Ok(TicketWithEtag(ticket))
+    Ok(TicketWithEtag(ticket.as_seen_by(&user)))
 }
 
 /// The ticket, if the caller may see it; otherwise the same 404 as a missing one.
@@ -396,7 +397,7 @@ async fn update_ticket(
             actions::work(&user, current, precondition(&headers, current), work)
         })
         .await?;
-    Ok(TicketWithEtag(outcome.ticket))
+    Ok(TicketWithEtag(outcome.ticket.as_seen_by(&user)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -447,7 +448,7 @@ async fn assign_ticket(
             actions::assign(&user, current, precondition(&headers, current), body.agent_id)
         })
         .await?;
-    Ok(TicketWithEtag(outcome.ticket))
+    Ok(TicketWithEtag(outcome.ticket.as_seen_by(&user)))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -496,6 +497,7 @@ async fn add_comment(
     let key = idempotency_key.for_request(user.id, &format!("POST /tickets/{id}/comments"), &body)?;
     let comment = NewComment {
         author_id: user.id,
+        author_role: user.role,
         body: CommentBody::parse(body.body)?,
         internal: body.internal,
         attachments: attachment::parse_upload_tokens(&body.attachments)?,
@@ -596,5 +598,5 @@ async fn rotate_embed_token(
         .store
         .update_ticket(id, user.id, &|current| actions::rotate_embed_token(&user, current))
         .await?;
-    Ok(Json(outcome.ticket))
+    Ok(Json(outcome.ticket.as_seen_by(&user)))
 }

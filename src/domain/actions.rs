@@ -150,6 +150,7 @@ mod tests {
     fn note(author: i64, internal: bool) -> NewComment {
         NewComment {
             author_id: author,
+            author_role: Role::Agent,
             body: CommentBody::parse("hello".into()).unwrap(),
             internal,
             attachments: Vec::new(),

@@ -6,7 +6,7 @@ use super::attachment::Attachments;
 use super::refusal::Refusal;
 use super::reject_nul;
 use super::ticket::TicketId;
-use super::user::UserId;
+use super::user::{Role, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 #[schema(example = json!({"id": 7, "ticket_id": 42, "author_id": 2, "body": "Could you send the crash log?",
@@ -29,6 +29,8 @@ pub struct Comment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewComment {
     pub author_id: UserId,
+    /// Whether the author is the customer or staff (what service clocks go by).
+    pub author_role: Role,
     pub body: CommentBody,
     pub internal: bool,
     /// Hashes of the upload tokens of the files sent with it.

@@ -19,6 +19,13 @@ pub enum EventKind {
     EmbedTokenRotated,
     /// An admin deleted a file; `from` is its id and name.
     AttachmentDeleted,
+    /// A service target is about to be missed (its policy's `warn_before_minutes`); `from` is
+    /// the policy, `to` the metric. Staff only, like every SLA event, and without an actor.
+    SlaWarning,
+    /// A service target was missed.
+    SlaBreached,
+    /// A service target was met in time.
+    SlaAchieved,
 }
 
 text_enum!(EventKind {
@@ -30,6 +37,9 @@ text_enum!(EventKind {
     CommentAdded => "comment_added",
     EmbedTokenRotated => "embed_token_rotated",
     AttachmentDeleted => "attachment_deleted",
+    SlaWarning => "sla_warning",
+    SlaBreached => "sla_breached",
+    SlaAchieved => "sla_achieved",
 });
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
@@ -39,8 +49,8 @@ text_enum!(EventKind {
 pub struct TicketEvent {
     pub id: i64,
     pub ticket_id: TicketId,
-    /// Who made the change.
-    pub actor_id: UserId,
+    /// Who made the change; null for what the server records itself (SLA events).
+    pub actor_id: Option<UserId>,
     #[sqlx(try_from = "String")]
     pub kind: EventKind,
     /// The value before: a status, a priority or an agent's id. Null where it does not apply.
@@ -153,6 +163,7 @@ mod tests {
     fn an_internal_note_records_an_internal_event() {
         let note = NewComment {
             author_id: 2,
+            author_role: crate::domain::Role::Agent,
             body: CommentBody::parse("psst".into()).unwrap(),
             internal: true,
             attachments: Vec::new(),

@@ -68,6 +68,7 @@ pub mod idempotency;
 pub mod refusal;
 pub mod service_level;
 pub mod session;
+pub mod sla_clock;
 pub mod throttle;
 pub mod ticket;
 pub mod user;

@@ -8,6 +8,7 @@ use super::comment::NewComment;
 use super::event::{NewEvent, events_for};
 use super::refusal::Refusal;
 use super::reject_nul;
+use super::sla_clock::{SlaColumn, TicketSla};
 use super::user::{Role, UserId};
 
 pub type TicketId = i64;
@@ -146,6 +147,21 @@ pub struct Ticket {
     #[sqlx(try_from = "String")]
     #[serde(default)]
     pub attachments: Attachments,
+    /// Its service targets, for staff only (absent for customers, and where no policy applies).
+    #[sqlx(try_from = "Option<String>")]
+    #[serde(default, skip_serializing_if = "SlaColumn::is_none")]
+    #[schema(value_type = Option<TicketSla>)]
+    pub sla: SlaColumn,
+}
+
+impl Ticket {
+    /// The ticket as `viewer` may see it: customers never see service targets.
+    pub fn as_seen_by(mut self, viewer: &super::User) -> Ticket {
+        if viewer.role == Role::Customer {
+            self.sla = SlaColumn::default();
+        }
+        self
+    }
 }
 
 /// What the public embed shows of a ticket, and all it reads: never its people or its text.
@@ -299,6 +315,7 @@ impl Ticket {
             created_at: now,
             updated_at: now,
             attachments: Attachments::default(),
+            sla: SlaColumn::default(),
         }
     }
 }
@@ -406,6 +423,7 @@ mod tests {
         let comment = |internal| TicketChange {
             comment: Some(NewComment {
                 author_id: 2,
+                author_role: Role::Agent,
                 body: CommentBody::parse("hi".into()).unwrap(),
                 internal,
                 attachments: Vec::new(),

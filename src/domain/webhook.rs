@@ -46,6 +46,15 @@ pub enum EventType {
     /// A file deleted from an internal note; staff-only like the note.
     #[serde(rename = "ticket.internal_attachment_deleted")]
     TicketInternalAttachmentDeleted,
+    /// A service target is about to be missed (staff-only data, like every SLA event).
+    #[serde(rename = "ticket.sla_warning")]
+    TicketSlaWarning,
+    /// A service target was missed.
+    #[serde(rename = "ticket.sla_breached")]
+    TicketSlaBreached,
+    /// A service target was met in time.
+    #[serde(rename = "ticket.sla_achieved")]
+    TicketSlaAchieved,
 }
 
 text_enum!(EventType {
@@ -59,6 +68,9 @@ text_enum!(EventType {
     TicketEmbedTokenRotated => "ticket.embed_token_rotated",
     TicketAttachmentDeleted => "ticket.attachment_deleted",
     TicketInternalAttachmentDeleted => "ticket.internal_attachment_deleted",
+    TicketSlaWarning => "ticket.sla_warning",
+    TicketSlaBreached => "ticket.sla_breached",
+    TicketSlaAchieved => "ticket.sla_achieved",
 });
 
 impl EventType {
@@ -77,6 +89,9 @@ impl EventType {
             EventKind::EmbedTokenRotated => EventType::TicketEmbedTokenRotated,
             EventKind::AttachmentDeleted if internal => EventType::TicketInternalAttachmentDeleted,
             EventKind::AttachmentDeleted => EventType::TicketAttachmentDeleted,
+            EventKind::SlaWarning => EventType::TicketSlaWarning,
+            EventKind::SlaBreached => EventType::TicketSlaBreached,
+            EventKind::SlaAchieved => EventType::TicketSlaAchieved,
         }
     }
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::Refusal;
 use crate::domain::service_level::{Calendar, CalendarId, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId};
+use crate::domain::sla_clock::RecordedNews;
 use crate::domain::throttle::Locked;
 use crate::domain::{
     Attachment, AttachmentId, AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery,
@@ -307,6 +308,11 @@ pub trait ServiceLevels: Send + Sync + 'static {
     async fn replace_sla_policy(&self, id: SlaPolicyId, policy: &NewSlaPolicy) -> Result<SlaPolicy>;
     /// A missing policy is `NotFound`.
     async fn delete_sla_policy(&self, id: SlaPolicyId) -> Result<()>;
+    /// Records the warnings and breaches due by `now` of up to `limit` clocks, reading only the
+    /// clocks due (an index on their next check), each once across every server: the ticket's
+    /// row is taken first, and a ticket another server holds is left for the next call. Returns
+    /// what it recorded.
+    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>>;
 }
 
 /// Uploaded files: their records while they are written, wait to be referenced and are read;

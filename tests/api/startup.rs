@@ -12,6 +12,7 @@ crate::on_both_backends!(
     idempotency_keys_stored_before_the_upgrade_still_replay,
     long_conversations_are_split_into_search_chunks_on_upgrade,
     events_recorded_before_the_upgrade_get_their_webhook_type,
+    history_and_deliveries_survive_the_upgrade_to_service_clocks,
 );
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
@@ -190,6 +191,35 @@ async fn events_recorded_before_the_upgrade_get_their_webhook_type(database: Emp
     let app = crate::helpers::TestApp::at(&database.url, &[]).await;
     let types = app.texts("SELECT event_type FROM ticket_events ORDER BY id").await;
     assert_eq!(types, ["ticket.status_changed", "ticket.comment_added", "ticket.internal_note_added"]);
+}
+
+/// Migration 0015 lets events have no actor, which on SQLite rebuilds `ticket_events` while
+/// webhook deliveries point into it: every event, delivery and status comes through.
+async fn history_and_deliveries_survive_the_upgrade_to_service_clocks(database: EmptyDatabase) {
+    let stored = format!(
+        "{}
+         INSERT INTO webhooks (url, events, secret, active, include_embed_token, created_at, updated_at)
+         VALUES ('https://hooks.example.com/x', ',ticket.status_changed,', 'whsec_x', TRUE, FALSE,
+                 '2026-07-23T12:00:00Z', '2026-07-23T12:00:00Z');
+         INSERT INTO ticket_events (ticket_id, actor_id, kind, from_value, to_value, internal, created_at, event_type)
+         VALUES (1, 1, 'created', NULL, 'open', FALSE, '2026-07-23T12:00:00Z', 'ticket.created'),
+                (1, 1, 'status_changed', 'open', 'in_progress', FALSE, '2026-07-23T12:01:00Z', 'ticket.status_changed');
+         UPDATE tickets SET status = 'in_progress';",
+        a_user_and_a_ticket(&database, "dana", "agent", ["Old", "", "normal"]),
+    );
+    as_an_earlier_release_left_it(&database, 14, &stored).await;
+    let app = crate::helpers::TestApp::at(&database.url, &[]).await;
+    assert_eq!(app.texts("SELECT kind FROM ticket_events ORDER BY id").await, ["created", "status_changed"]);
+    assert_eq!(
+        app.texts("SELECT CAST(event_id AS TEXT) FROM webhook_deliveries").await,
+        ["2"],
+        "not fanned out again"
+    );
+    assert_eq!(app.texts("SELECT status FROM tickets").await, ["in_progress"]);
+    let tokens = app.demo_tokens().await;
+    let id = app.create_ticket_id(&tokens.alice, "After the upgrade").await;
+    let events = app.get(&format!("/tickets/{id}/events"), Some(&tokens.carol)).await;
+    assert_eq!(events.json[0]["id"], 3, "ids go on after the old ones: {}", events.text);
 }
 
 /// SQL for user 1 and their open ticket 1 (`[subject, description, priority]`) as an earlier

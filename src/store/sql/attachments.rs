@@ -156,7 +156,7 @@ where
             to: None,
             internal: attachment.internal,
         };
-        Self::record_event(&mut tx, ticket, actor, &event, None, now).await?;
+        Self::record_event(&mut tx, ticket, Some(actor), &event, None, now).await?;
         tx.commit().await?;
         self.announce_change_to(ticket);
         Ok(attachment)

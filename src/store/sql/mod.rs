@@ -54,7 +54,8 @@ macro_rules! with_ticket_columns {
             embed_token,
             created_at,
             updated_at,
-            attachments
+            attachments,
+            sla
         )
     };
 }
@@ -404,7 +405,7 @@ where
     async fn record_event(
         tx: &mut Transaction<'static, DB>,
         ticket: TicketId,
-        actor: UserId,
+        actor: Option<UserId>,
         event: &NewEvent,
         comment_id: Option<i64>,
         at: DateTime<Utc>,

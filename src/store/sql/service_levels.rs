@@ -1,11 +1,25 @@
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Transaction, Type};
+use sqlx::{AssertSqlSafe, ColumnIndex, Encode, Executor, IntoArguments, Transaction, Type};
+use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
-use crate::domain::Refusal;
-use crate::domain::service_level::{Calendar, CalendarId, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId};
+use crate::domain::calendar::Schedule;
+use crate::domain::service_level::{
+    Calendar, CalendarId, Metric, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId,
+};
+use crate::domain::sla_clock::{self, ClockNews, RecordedNews, Reply, Schedules, SlaClock, SlaColumn};
+use crate::domain::{EventKind, NewEvent, Refusal, Ticket, TicketId};
 use crate::store::{Result, ServiceLevels, StoreError, now, taken_if_unique};
+
+macro_rules! clock_columns {
+    () => {
+        "ticket_id, metric, cycle, policy_id, policy_name, target_minutes, warn_before_minutes, calendar_id,
+         pause_statuses, used_seconds, running_since, due_at, warn_at, warned, breached_at, completed_at, next_check_at"
+    };
+}
 
 const NO_CALENDAR: StoreError = StoreError::NotFound("calendar not found");
 const NO_POLICY: StoreError = StoreError::NotFound("SLA policy not found");
@@ -24,7 +38,52 @@ where
     DateTime<Utc>: Column<DB>,
     Option<i64>: Column<DB>,
     Option<i32>: Column<DB>,
+    bool: Column<DB>,
+    Uuid: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<DateTime<Utc>>: Column<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
 {
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>> {
+        let mut tx = self.begin_write().await?;
+        let mut due: Vec<TicketId> = sqlx::query_scalar(
+            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        due.sort_unstable();
+        due.dedup();
+        let mut recorded = Vec::new();
+        for id in due {
+            // The ticket's row first, as every ticket write takes it: an evaluator on another
+            // server, or a write, holding it is passed over until the next tick.
+            let ticket: Option<Ticket> = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {} FROM tickets d WHERE id = $1{}",
+                ticket_columns!(),
+                DB::SKIP_LOCKED
+            )))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(mut ticket) = ticket else { continue };
+            let loaded = Self::clocks_of(&mut tx, id).await?;
+            let mut clocks = loaded.clone();
+            let mut news = Vec::new();
+            for clock in &mut clocks {
+                news.extend(clock.check(now).into_iter().map(|item| (clock.metric, clock.cycle, item)));
+            }
+            recorded.extend(Self::save_clocks(&mut tx, &mut ticket, &loaded, &clocks, &news, now).await?);
+        }
+        tx.commit().await?;
+        if !recorded.is_empty() {
+            self.announce_deliveries();
+        }
+        Ok(recorded)
+    }
+
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn create_calendar(&self, calendar: &NewCalendar) -> Result<Calendar> {
         sqlx::query_as(concat!(
@@ -245,4 +304,183 @@ where
         }
     }
     Ok(())
+}
+
+/// The calendars a write's clocks count in, read once per write; a calendar deleted meanwhile
+/// counts around the clock.
+struct LoadedSchedules(HashMap<CalendarId, Schedule>);
+
+impl Schedules for LoadedSchedules {
+    fn schedule(&self, calendar: Option<CalendarId>) -> Schedule {
+        calendar.and_then(|id| self.0.get(&id).cloned()).unwrap_or(Schedule::AroundTheClock)
+    }
+}
+
+/// The service clocks' steps inside a ticket write's transaction.
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'n> &'n str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    String: Column<DB>,
+    i64: Column<DB>,
+    i32: Column<DB>,
+    bool: Column<DB>,
+    Uuid: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<i32>: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<DateTime<Utc>>: Column<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+{
+    /// Moves the ticket's clocks for a write (`before` is the ticket as it was, `None` for a new
+    /// one; `after` as written, whose `sla` this keeps up to date), and records their news.
+    /// Writes that cannot touch a clock (an assignment, a note) cost nothing.
+    pub(super) async fn move_clocks(
+        tx: &mut Transaction<'static, DB>,
+        before: Option<&Ticket>,
+        after: &mut Ticket,
+        reply: Option<Reply>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let priority_changed = before.is_none_or(|before| before.priority != after.priority);
+        let status_changed = before.is_some_and(|before| before.status != after.status);
+        if !priority_changed && !status_changed && reply.is_none() {
+            return Ok(());
+        }
+        let loaded = match before {
+            Some(_) => Self::clocks_of(tx, after.id).await?,
+            None => Vec::new(),
+        };
+        let may_start = priority_changed || reply == Some(Reply::ByCustomer);
+        if loaded.is_empty() && !may_start {
+            return Ok(());
+        }
+        let policies: Vec<SlaPolicy> = if may_start {
+            sqlx::query_as(concat!("SELECT ", sla_policy_columns!(), " FROM sla_policies ORDER BY position"))
+                .fetch_all(&mut **tx)
+                .await?
+        } else {
+            Vec::new()
+        };
+        if loaded.is_empty() && policies.is_empty() {
+            return Ok(());
+        }
+        let mut calendars: Vec<CalendarId> = loaded
+            .iter()
+            .map(|clock| clock.calendar_id)
+            .chain(policies.iter().map(|policy| policy.calendar_id))
+            .flatten()
+            .collect();
+        calendars.sort_unstable();
+        calendars.dedup();
+        let mut schedules = HashMap::new();
+        for id in calendars {
+            let calendar: Option<Calendar> =
+                sqlx::query_as(concat!("SELECT ", calendar_columns!(), " FROM calendars WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if let Some(calendar) = calendar {
+                schedules.insert(id, calendar.schedule());
+            }
+        }
+        let mut clocks = loaded.clone();
+        let news =
+            sla_clock::react(&mut clocks, before, after, reply, &policies, &LoadedSchedules(schedules), now);
+        Self::save_clocks(tx, after, &loaded, &clocks, &news, now).await?;
+        Ok(())
+    }
+
+    async fn clocks_of(tx: &mut Transaction<'static, DB>, ticket: TicketId) -> Result<Vec<SlaClock>> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            clock_columns!(),
+            " FROM sla_clocks WHERE ticket_id = $1 ORDER BY metric"
+        ))
+        .bind(ticket)
+        .fetch_all(&mut **tx)
+        .await?)
+    }
+
+    /// Writes what changed of `clocks` (read as `loaded`), the ticket's summary of them, and
+    /// their `news` as staff-only history without an actor; returns the news as recorded.
+    async fn save_clocks(
+        tx: &mut Transaction<'static, DB>,
+        ticket: &mut Ticket,
+        loaded: &[SlaClock],
+        clocks: &[SlaClock],
+        news: &[(Metric, i32, ClockNews)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RecordedNews>> {
+        if clocks != loaded {
+            sqlx::query("DELETE FROM sla_clocks WHERE ticket_id = $1")
+                .bind(ticket.id)
+                .execute(&mut **tx)
+                .await?;
+            for clock in clocks {
+                Self::insert_clock(tx, clock).await?;
+            }
+        }
+        let summary = SlaColumn::of(clocks);
+        if summary != ticket.sla {
+            sqlx::query("UPDATE tickets SET sla = $2 WHERE id = $1")
+                .bind(ticket.id)
+                .bind(summary.to_column())
+                .execute(&mut **tx)
+                .await?;
+            ticket.sla = summary;
+        }
+        let mut recorded = Vec::with_capacity(news.len());
+        for &(metric, _, item) in news {
+            let policy =
+                clocks.iter().find(|clock| clock.metric == metric).map(|clock| clock.policy_name.clone());
+            let kind = match item {
+                ClockNews::Warning => EventKind::SlaWarning,
+                ClockNews::Breached => EventKind::SlaBreached,
+                ClockNews::Achieved => EventKind::SlaAchieved,
+            };
+            let event =
+                NewEvent { kind, from: policy.clone(), to: Some(metric.as_str().to_owned()), internal: true };
+            Self::record_event(tx, ticket.id, None, &event, None, now).await?;
+            recorded.push(RecordedNews {
+                ticket_id: ticket.id,
+                policy: policy.unwrap_or_default(),
+                metric,
+                news: item,
+            });
+        }
+        Ok(recorded)
+    }
+
+    async fn insert_clock(tx: &mut Transaction<'static, DB>, clock: &SlaClock) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO sla_clocks (",
+            clock_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        ))
+        .bind(clock.ticket_id)
+        .bind(clock.metric.as_str())
+        .bind(clock.cycle)
+        .bind(clock.policy_id)
+        .bind(clock.policy_name.as_str())
+        .bind(clock.target_minutes)
+        .bind(clock.warn_before_minutes)
+        .bind(clock.calendar_id)
+        .bind(clock.pause_statuses.to_column())
+        .bind(clock.used_seconds)
+        .bind(clock.running_since)
+        .bind(clock.due_at)
+        .bind(clock.warn_at)
+        .bind(clock.warned)
+        .bind(clock.breached_at)
+        .bind(clock.completed_at)
+        .bind(clock.next_check_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Row, T
 use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
+use crate::domain::sla_clock::Reply;
 use crate::domain::{
     Caller, Comment, EventKind, IdempotencyKey, NewEvent, NewTicket, PublicTicket, Role, Ticket, TicketEvent,
     TicketId, User, UserId, access,
@@ -25,6 +26,9 @@ where
     Uuid: Column<DB>,
     DateTime<Utc>: Column<DB>,
     Option<i64>: Column<DB>,
+    Option<i32>: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<DateTime<Utc>>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -51,6 +55,8 @@ where
         .bind(files.to_column())
         .fetch_one(&mut *tx)
         .await?;
+        let mut created = created;
+        Self::move_clocks(&mut tx, None, &mut created, None, now).await?;
         Self::place_uploads(&mut tx, &files, created.id, None, false).await?;
         let event = NewEvent {
             kind: EventKind::Created,
@@ -58,7 +64,7 @@ where
             to: Some(created.status.as_str().to_owned()),
             internal: false,
         };
-        Self::record_event(&mut tx, created.id, ticket.created_by, &event, None, now).await?;
+        Self::record_event(&mut tx, created.id, Some(ticket.created_by), &event, None, now).await?;
         Self::commit_keeping(tx, key, &created).await?;
         self.announce_deliveries();
         Ok(Write::Written(created))
@@ -214,10 +220,14 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     String: Column<DB>,
     i64: Column<DB>,
+    i32: Column<DB>,
     bool: Column<DB>,
     Uuid: Column<DB>,
     DateTime<Utc>: Column<DB>,
     Option<i64>: Column<DB>,
+    Option<i32>: Column<DB>,
+    Option<String>: Column<DB>,
+    Option<DateTime<Utc>>: Column<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
     /// Reads the ticket with its row locked, asks `edit` what to change, and writes the change
@@ -256,7 +266,7 @@ where
             return Ok(ChangeOutcome { ticket: current, comment: None });
         };
         let after = write.fields;
-        let ticket = sqlx::query_as(concat!(
+        let mut ticket: Ticket = sqlx::query_as(concat!(
             "UPDATE tickets SET status = $2, priority = $3, assigned_to = $4, embed_token = $5, updated_at = $6
              WHERE id = $1 RETURNING ",
             ticket_columns!()
@@ -293,8 +303,15 @@ where
         };
         for event in &write.events {
             let comment_id = comment.as_ref().filter(|_| event.kind == EventKind::CommentAdded).map(|c| c.id);
-            Self::record_event(tx, id, actor, event, comment_id, now).await?;
+            Self::record_event(tx, id, Some(actor), event, comment_id, now).await?;
         }
+        let reply = change.comment.as_ref().filter(|comment| !comment.internal).map(|comment| match comment
+            .author_role
+        {
+            Role::Customer => Reply::ByCustomer,
+            Role::Agent | Role::Admin => Reply::ByStaff,
+        });
+        Self::move_clocks(tx, Some(&current), &mut ticket, reply, now).await?;
         Ok(ChangeOutcome { ticket, comment })
     }
 }
