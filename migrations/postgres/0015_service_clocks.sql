@@ -19,6 +19,7 @@ CREATE TABLE sla_clocks (
     warned              BOOLEAN     NOT NULL,
     breached_at         TIMESTAMPTZ,
     completed_at        TIMESTAMPTZ,
+    achieved            BOOLEAN     NOT NULL,
     next_check_at       TIMESTAMPTZ,
     PRIMARY KEY (ticket_id, metric)
 );

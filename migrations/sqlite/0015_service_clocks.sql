@@ -54,6 +54,7 @@ CREATE TABLE sla_clocks (
     warned              INTEGER NOT NULL CHECK (warned IN (0, 1)),
     breached_at         TEXT,
     completed_at        TEXT,
+    achieved            INTEGER NOT NULL CHECK (achieved IN (0, 1)),
     next_check_at       TEXT,
     PRIMARY KEY (ticket_id, metric)
 ) STRICT;

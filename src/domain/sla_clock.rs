@@ -44,6 +44,8 @@ pub struct SlaClock {
     pub breached_at: Option<DateTime<Utc>>,
     /// When the target was met (or, after a breach, completed).
     pub completed_at: Option<DateTime<Utc>>,
+    /// Whether its achievement was announced: a target met, reopened and met again is news once.
+    pub achieved: bool,
     /// The earlier of `warn_at` and an unbreached `due_at`: what the evaluator looks for.
     pub next_check_at: Option<DateTime<Utc>>,
 }
@@ -168,6 +170,7 @@ impl SlaClock {
             warned: false,
             breached_at: None,
             completed_at: None,
+            achieved: false,
             next_check_at: None,
         };
         clock.run_from(now, schedule);
@@ -262,7 +265,9 @@ impl SlaClock {
         }
         self.stand_still(now, schedule);
         self.completed_at = Some(now);
-        self.breached_at.is_none().then_some(ClockNews::Achieved)
+        let news = (self.breached_at.is_none() && !self.achieved).then_some(ClockNews::Achieved);
+        self.achieved |= news.is_some();
+        news
     }
 
     /// The ticket now falls under `policy` (its priority changed): the target, calendar and pause
@@ -543,10 +548,12 @@ mod tests {
         let schedule = Schedule::AroundTheClock;
         let mut clock =
             SlaClock::start(7, target(120), 1, &policy(None), &schedule, at("2026-06-03T10:00:00Z"));
-        clock.complete(at("2026-06-03T11:00:00Z"), &schedule);
+        assert_eq!(clock.complete(at("2026-06-03T11:00:00Z"), &schedule), Some(ClockNews::Achieved));
         clock.resume(at("2026-06-04T08:00:00Z"), &schedule);
         assert_eq!(clock.status(), ClockStatus::Active);
         assert_eq!(clock.due_at, Some(at("2026-06-04T09:00:00Z")), "one hour was used before");
+        assert_eq!(clock.complete(at("2026-06-04T08:30:00Z"), &schedule), None, "the same target, met once");
+        assert_eq!(clock.status(), ClockStatus::Achieved);
     }
 
     #[test]

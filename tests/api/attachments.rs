@@ -507,9 +507,23 @@ async fn a_file_sent_slowly_has_its_own_deadline(place: Place) {
 async fn one_user_sends_only_so_many_files_at_once(place: Place) {
     let app = place.app(&[("UPLOADS_IN_FLIGHT_PER_USER", "1")]).await;
     let tokens = app.demo_tokens().await;
-    // While alice's first file is still arriving, her second is refused; bob's is not.
+    // While alice's first file is still arriving (the server has begun storing it, so it holds
+    // her slot), her second is refused; bob's is not.
+    let slow = slow_upload(&app, &tokens.alice, std::time::Duration::from_millis(1000));
+    tokio::pin!(slow);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let arriving = async {
+        while app.texts("SELECT filename FROM attachments").await.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the slow upload never began");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        done = &mut slow => panic!("the slow upload ended before the others were sent: {}", done.text),
+        () = arriving => {}
+    }
     let (slow, second, bobs) = tokio::join!(
-        slow_upload(&app, &tokens.alice, std::time::Duration::from_millis(300)),
+        slow,
         app.upload(&tokens.alice, "second.txt", "text/plain", b"2"),
         app.upload(&tokens.bob, "bobs.txt", "text/plain", b"b"),
     );

@@ -198,6 +198,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub files: ticketdesk::files::Files,
     pub passwords: Passwords,
+    /// What this app's SLA evaluator counts (tests run it with their own clock).
+    pub sla_breaches: ticketdesk::metrics::SlaBreaches,
     /// Stops this app's webhook delivery and streams when the app is dropped.
     _shutdown: tokio_util::sync::DropGuard,
 }
@@ -251,10 +253,18 @@ impl TestApp {
             store: state.store.clone(),
             files,
             passwords: state.passwords.clone(),
+            sla_breaches: state.metrics.sla_breaches(),
             metrics: ticketdesk::api::metrics_router(state.clone()),
             router: ticketdesk::api::router(state),
             config,
         }
+    }
+
+    /// Runs the SLA evaluator once as of `now`; returns how many events it recorded.
+    pub async fn check_clocks_at(&self, now: chrono::DateTime<chrono::Utc>) -> usize {
+        ticketdesk::clocks::check_due(self.store.as_ref(), &self.sla_breaches, now)
+            .await
+            .expect("checking clocks")
     }
 
     /// Adds a user beside the demo ones; returns their id.

@@ -25,6 +25,7 @@ mod s3;
 mod service_levels;
 mod serving;
 mod sessions;
+mod sla;
 mod startup;
 mod streams;
 mod throttling;

@@ -17,7 +17,7 @@ use crate::store::{Result, ServiceLevels, StoreError, now, taken_if_unique};
 macro_rules! clock_columns {
     () => {
         "ticket_id, metric, cycle, policy_id, policy_name, target_minutes, warn_before_minutes, calendar_id,
-         pause_statuses, used_seconds, running_since, due_at, warn_at, warned, breached_at, completed_at, next_check_at"
+         pause_statuses, used_seconds, running_since, due_at, warn_at, warned, breached_at, completed_at, achieved, next_check_at"
     };
 }
 
@@ -460,7 +460,7 @@ where
         sqlx::query(concat!(
             "INSERT INTO sla_clocks (",
             clock_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(clock.ticket_id)
         .bind(clock.metric.as_str())
@@ -478,6 +478,7 @@ where
         .bind(clock.warned)
         .bind(clock.breached_at)
         .bind(clock.completed_at)
+        .bind(clock.achieved)
         .bind(clock.next_check_at)
         .execute(&mut **tx)
         .await?;
