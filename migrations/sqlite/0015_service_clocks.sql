@@ -63,3 +63,8 @@ CREATE INDEX sla_clocks_calendar_id_idx ON sla_clocks (calendar_id) WHERE calend
 CREATE INDEX sla_clocks_policy_id_idx ON sla_clocks (policy_id) WHERE policy_id IS NOT NULL;
 
 ALTER TABLE tickets ADD COLUMN sla TEXT;
+-- From the summary, for listings: the overall state, and when the next running target is due.
+ALTER TABLE tickets ADD COLUMN sla_status TEXT;
+ALTER TABLE tickets ADD COLUMN sla_due_at TEXT;
+CREATE INDEX tickets_sla_due_at_id_idx ON tickets (sla_due_at, id) WHERE sla_due_at IS NOT NULL;
+CREATE INDEX tickets_sla_status_id_idx ON tickets (sla_status, id DESC) WHERE sla_status IS NOT NULL;

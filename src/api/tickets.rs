@@ -12,6 +12,7 @@ use super::paging::{Page, PageQuery};
 use crate::auth::{CurrentUser, VerifiedToken};
 use crate::domain::actions::{Precondition, Work};
 use crate::domain::allow;
+use crate::domain::sla_clock::ClockStatus;
 use crate::domain::{
     Comment, CommentBody, Description, NewComment, NewTicket, Priority, Subject, Ticket, TicketEvent,
     TicketId, TicketScope, TicketStatus, User, UserId, access, actions, attachment,
@@ -131,7 +132,14 @@ struct ListTickets {
     created_by: Option<UserId>,
     /// Only tickets changed at or after this time (RFC 3339; write `+` as `%2B`).
     updated_since: Option<DateTime<Utc>>,
-    /// `created` (default) or `updated`.
+    /// Staff: only tickets whose service targets are, overall, `breached` (any is), `active` (any
+    /// runs), `paused` (any waits) or `achieved` (all met).
+    #[param(inline)]
+    sla_status: Option<ClockStatus>,
+    /// Staff: only tickets with a running target due at or before this time (RFC 3339).
+    sla_due_before: Option<DateTime<Utc>>,
+    /// `created` (default), `updated`, or `sla_due` (staff: when the next target is due; only
+    /// tickets with a running target).
     #[param(inline)]
     sort: Option<Sort>,
     /// `desc` (default, newest first) or `asc`.
@@ -153,6 +161,7 @@ struct ListTickets {
 enum Sort {
     Created,
     Updated,
+    SlaDue,
 }
 
 impl From<Sort> for SortKey {
@@ -160,6 +169,7 @@ impl From<Sort> for SortKey {
         match sort {
             Sort::Created => SortKey::Created,
             Sort::Updated => SortKey::Updated,
+            Sort::SlaDue => SortKey::SlaDue,
         }
     }
 }
@@ -176,6 +186,12 @@ impl ListTickets {
     fn into_query(self, user: &User, scope: TicketScope) -> Result<(TicketQuery, Page<TicketCursor>)> {
         if self.created_by.is_some() && !access::can_filter_by_creator(user) {
             return Err(Error::Forbidden("only admins filter by created_by"));
+        }
+        let by_sla = self.sla_status.is_some()
+            || self.sla_due_before.is_some()
+            || matches!(self.sort, Some(Sort::SlaDue));
+        if by_sla && !access::can_see_service_levels(user) {
+            return Err(Error::Forbidden("service targets are for staff"));
         }
         let assignee = match self.assigned_to.as_deref() {
             None => None,
@@ -207,6 +223,8 @@ impl ListTickets {
             assignee,
             created_by: self.created_by,
             updated_since: self.updated_since,
+            sla_status: self.sla_status,
+            sla_due_before: self.sla_due_before,
             text,
             sort,
             after: page.after.clone(),

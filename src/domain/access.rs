@@ -60,6 +60,12 @@ pub fn can_manage_webhooks(user: &User) -> bool {
     user.role == Role::Admin
 }
 
+/// Service targets are the team's business: staff see them, customers never.
+#[must_use]
+pub fn can_see_service_levels(user: &User) -> bool {
+    user.role != Role::Customer
+}
+
 /// Calendars and SLA policies shape every ticket's service targets: admins only.
 #[must_use]
 pub fn can_manage_service_levels(user: &User) -> bool {

@@ -82,6 +82,26 @@ pub struct SlaTarget {
     pub breached_at: Option<DateTime<Utc>>,
 }
 
+impl TicketSla {
+    /// The ticket's state as listings filter it: breached if any target is, else active if any
+    /// runs, else paused if any waits, else achieved.
+    pub fn status(&self) -> ClockStatus {
+        [ClockStatus::Breached, ClockStatus::Active, ClockStatus::Paused]
+            .into_iter()
+            .find(|status| self.targets.iter().any(|target| target.status == *status))
+            .unwrap_or(ClockStatus::Achieved)
+    }
+
+    /// When its next target will be missed: the soonest due time of those still running in time.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.targets
+            .iter()
+            .filter(|target| target.status == ClockStatus::Active)
+            .filter_map(|t| t.due_at)
+            .min()
+    }
+}
+
 /// The `sla` column: the summary, or null for a ticket no policy covers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -106,6 +126,16 @@ impl SlaColumn {
 
     pub fn is_none(&self) -> bool {
         self.0.is_none()
+    }
+
+    /// What the `sla_status` column holds.
+    pub fn status(&self) -> Option<ClockStatus> {
+        self.0.as_ref().map(TicketSla::status)
+    }
+
+    /// What the `sla_due_at` column holds.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.0.as_ref().and_then(TicketSla::next_due)
     }
 
     pub fn to_column(&self) -> Option<String> {

@@ -157,7 +157,7 @@ pub struct Ticket {
 impl Ticket {
     /// The ticket as `viewer` may see it: customers never see service targets.
     pub fn as_seen_by(mut self, viewer: &super::User) -> Ticket {
-        if viewer.role == Role::Customer {
+        if !super::access::can_see_service_levels(viewer) {
             self.sla = SlaColumn::default();
         }
         self

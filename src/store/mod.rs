@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::config::{DatabaseUrl, PoolSettings};
 use crate::domain::Refusal;
 use crate::domain::service_level::{Calendar, CalendarId, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId};
-use crate::domain::sla_clock::RecordedNews;
+use crate::domain::sla_clock::{ClockStatus, RecordedNews};
 use crate::domain::throttle::Locked;
 use crate::domain::{
     Attachment, AttachmentId, AttemptOutcome, Caller, Comment, Delivery, DeliveryId, DueDelivery,
@@ -70,6 +70,10 @@ pub struct TicketQuery {
     pub assignee: Option<Option<UserId>>,
     pub created_by: Option<UserId>,
     pub updated_since: Option<DateTime<Utc>>,
+    /// Tickets whose service targets are, overall, in this state (see `TicketSla::status`).
+    pub sla_status: Option<ClockStatus>,
+    /// Tickets with a running target due at or before this time.
+    pub sla_due_before: Option<DateTime<Utc>>,
     /// Full-text search over subject, description and public comments; words are ANDed and
     /// stemmed (English) on both backends.
     pub text: Option<String>,
@@ -85,6 +89,19 @@ pub enum SortKey {
     Created,
     /// Time of the last change.
     Updated,
+    /// When the ticket's next service target is due; only tickets with a running target.
+    SlaDue,
+}
+
+impl SortKey {
+    /// The ticket column the order goes by (with ids among equal values).
+    pub fn column(self) -> &'static str {
+        match self {
+            SortKey::Created => "id",
+            SortKey::Updated => "updated_at",
+            SortKey::SlaDue => "sla_due_at",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,18 +111,23 @@ pub struct TicketSort {
 }
 
 /// Where a page of tickets continues: after this row, in this order. Ids break ties between equal
-/// update times, so the order is total and no row is skipped or repeated across pages.
+/// times, so the order is total and no row is skipped or repeated across pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketCursor {
     pub sort: TicketSort,
-    pub updated_at: Option<DateTime<Utc>>,
+    /// The row's time the order goes by (update or SLA due time); none when it goes by id.
+    pub at: Option<DateTime<Utc>>,
     pub id: TicketId,
 }
 
 impl TicketCursor {
     pub fn after(ticket: &Ticket, sort: TicketSort) -> Self {
-        let updated_at = (sort.key == SortKey::Updated).then_some(ticket.updated_at);
-        Self { sort, updated_at, id: ticket.id }
+        let at = match sort.key {
+            SortKey::Created => None,
+            SortKey::Updated => Some(ticket.updated_at),
+            SortKey::SlaDue => ticket.sla.next_due(),
+        };
+        Self { sort, at, id: ticket.id }
     }
 }
 

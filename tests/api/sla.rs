@@ -15,6 +15,7 @@ crate::on_both_backends!(
     the_evaluator_warns_and_breaches_once_with_history_webhooks_and_metrics,
     two_servers_record_each_breach_once,
     a_priority_change_counts_the_time_used_against_the_new_target,
+    staff_list_tickets_by_sla_state_and_next_due_time,
 );
 
 /// Urgent tickets: first reply in 60 minutes, next reply in 30, resolved in 8 hours, warned 15
@@ -284,4 +285,57 @@ async fn a_priority_change_counts_the_time_used_against_the_new_target(app: Test
         &Value::Null,
         "the old policy had no first-response clock to carry over"
     );
+}
+
+/// The ids of every page of `path` (following `Link: rel="next"`), in order.
+async fn all_pages(app: &TestApp, token: &str, path: &str) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut next = Some(path.to_owned());
+    while let Some(path) = next.take() {
+        let page = app.get(&path, Some(token)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
+        ids.extend(page.json.as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()));
+        next = page.header("link").map(|link| {
+            let url = link.trim_start_matches('<').split('>').next().unwrap();
+            url[url.find("/tickets").unwrap()..].to_owned()
+        });
+    }
+    ids
+}
+
+async fn staff_list_tickets_by_sla_state_and_next_due_time(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    policies(&app, &tokens).await;
+    let later = app.create_ticket(&tokens.alice, "Whenever").await.id; // resolution in 3 days
+    let first = urgent_ticket(&app, &tokens).await; // first response in an hour
+    let waiting = urgent_ticket(&app, &tokens).await;
+    app.set_status(&tokens.bob, waiting, "pending").await;
+    let second = urgent_ticket(&app, &tokens).await;
+
+    let by_due = all_pages(&app, &tokens.carol, "/tickets?sort=sla_due&direction=asc&limit=1").await;
+    assert_eq!(by_due, [first, second, later], "soonest first, paused ones have no due time");
+    let latest_first = all_pages(&app, &tokens.carol, "/tickets?sort=sla_due&limit=2").await;
+    assert_eq!(latest_first, [later, second, first]);
+    assert_eq!(all_pages(&app, &tokens.carol, "/tickets?sla_status=paused").await, [waiting]);
+    let soon = (Utc::now() + TimeDelta::hours(2)).to_rfc3339().replace('+', "%2B");
+    let mut due_soon = all_pages(&app, &tokens.carol, &format!("/tickets?sla_due_before={soon}")).await;
+    due_soon.sort();
+    assert_eq!(due_soon, [first, second]);
+    // bob's own queue, by due time.
+    assert_eq!(all_pages(&app, &tokens.bob, "/tickets?sort=sla_due&direction=asc").await, [first, second]);
+
+    app.check_clocks_at(Utc::now() + TimeDelta::hours(2)).await;
+    let mut breached = all_pages(&app, &tokens.carol, "/tickets?sla_status=breached").await;
+    breached.sort();
+    assert_eq!(breached, [first, second]);
+    assert_eq!(all_pages(&app, &tokens.carol, "/tickets?sla_status=active").await, [later]);
+
+    // Customers never filter or sort by what they cannot see.
+    for path in [
+        "/tickets/my?sla_status=breached",
+        "/tickets/my?sort=sla_due",
+        "/tickets/my?sla_due_before=2026-01-01T00:00:00Z",
+    ] {
+        app.get(path, Some(&tokens.alice)).await.assert_problem(StatusCode::FORBIDDEN);
+    }
 }

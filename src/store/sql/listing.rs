@@ -144,6 +144,15 @@ where
         if let Some(since) = query.updated_since {
             sql.push(" AND updated_at >= ").push_bind(since);
         }
+        if let Some(status) = query.sla_status {
+            sql.push(" AND sla_status = ").push_bind(status.as_str());
+        }
+        if let Some(before) = query.sla_due_before {
+            sql.push(" AND sla_due_at <= ").push_bind(before);
+        }
+        if query.sort.key == SortKey::SlaDue {
+            sql.push(" AND sla_due_at IS NOT NULL");
+        }
     }
 
     /// Keyset conditions: rows strictly after `after` and at or before `until`, in `sort`'s order
@@ -164,16 +173,16 @@ where
         }
         match sort.key {
             SortKey::Created => sql.push(format_args!(" ORDER BY id {order}")),
-            SortKey::Updated => sql.push(format_args!(" ORDER BY updated_at {order}, id {order}")),
+            key => sql.push(format_args!(" ORDER BY {column} {order}, id {order}", column = key.column())),
         };
     }
 
-    /// ` AND` the rows on one side of `row` (`op`: `<`, `>=`, ...): by id, or by update time with
-    /// ids among equal times, as one row comparison, which an index on (updated_at, id) serves.
+    /// ` AND` the rows on one side of `row` (`op`: `<`, `>=`, ...): by id, or by a time with ids
+    /// among equal times, as one row comparison, which an index on (that time, id) serves.
     fn push_side_of(sql: &mut QueryBuilder<DB>, sort: TicketSort, row: &TicketCursor, op: &str) {
-        match (sort.key, row.updated_at) {
-            (SortKey::Updated, Some(at)) => {
-                sql.push(format_args!(" AND (updated_at, id) {op} (")).push_bind(at);
+        match (sort.key, row.at) {
+            (SortKey::Updated | SortKey::SlaDue, Some(at)) => {
+                sql.push(format_args!(" AND ({}, id) {op} (", sort.key.column())).push_bind(at);
                 sql.push(", ").push_bind(row.id).push(")");
             }
             _ => {
@@ -204,19 +213,22 @@ where
             None
         } else if sort.key == SortKey::Created {
             let id = if sort.descending { lowest } else { highest };
-            Some(TicketCursor { sort, updated_at: None, id })
+            Some(TicketCursor { sort, at: None, id })
         } else {
             let (query, after) = (query.clone(), after.cloned());
-            let (id, updated_at): (TicketId, DateTime<Utc>) = self
+            let (id, at): (TicketId, DateTime<Utc>) = self
                 .read(async move |connection| {
-                    let mut sql = QueryBuilder::<DB>::new("SELECT id, updated_at FROM tickets WHERE 1 = 1");
+                    let mut sql = QueryBuilder::<DB>::new(format!(
+                        "SELECT id, {} FROM tickets WHERE 1 = 1",
+                        sort.key.column()
+                    ));
                     Self::push_filters(&mut sql, &query);
                     Self::push_span(&mut sql, sort, after.as_ref(), None);
                     sql.push(" LIMIT 1 OFFSET ").push_bind(SEARCH_WALK - 1);
                     sql.build_query_as().fetch_one(connection).await
                 })
                 .await?;
-            Some(TicketCursor { sort, updated_at: Some(updated_at), id })
+            Some(TicketCursor { sort, at: Some(at), id })
         };
         Ok(Some(Walk { end, ids: (lowest, highest) }))
     }

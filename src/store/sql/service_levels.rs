@@ -10,7 +10,9 @@ use crate::domain::calendar::Schedule;
 use crate::domain::service_level::{
     Calendar, CalendarId, Metric, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId,
 };
-use crate::domain::sla_clock::{self, ClockNews, RecordedNews, Reply, Schedules, SlaClock, SlaColumn};
+use crate::domain::sla_clock::{
+    self, ClockNews, ClockStatus, RecordedNews, Reply, Schedules, SlaClock, SlaColumn,
+};
 use crate::domain::{EventKind, NewEvent, Refusal, Ticket, TicketId};
 use crate::store::{Result, ServiceLevels, StoreError, now, taken_if_unique};
 
@@ -427,9 +429,11 @@ where
         }
         let summary = SlaColumn::of(clocks);
         if summary != ticket.sla {
-            sqlx::query("UPDATE tickets SET sla = $2 WHERE id = $1")
+            sqlx::query("UPDATE tickets SET sla = $2, sla_status = $3, sla_due_at = $4 WHERE id = $1")
                 .bind(ticket.id)
                 .bind(summary.to_column())
+                .bind(summary.status().map(ClockStatus::as_str))
+                .bind(summary.next_due())
                 .execute(&mut **tx)
                 .await?;
             ticket.sla = summary;
