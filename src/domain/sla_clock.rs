@@ -573,6 +573,37 @@ mod tests {
         assert_eq!(clock.complete(at("2026-06-05T09:30:00Z"), &schedule), None, "achieved once");
     }
 
+    /// The README's worked example, step by step.
+    #[test]
+    fn the_readme_example() {
+        let day = vec![HoursRange { start: "09:00".into(), end: "17:00".into() }];
+        let hours = WeeklyHours {
+            monday: day.clone(),
+            tuesday: day.clone(),
+            wednesday: day.clone(),
+            thursday: day.clone(),
+            friday: day,
+            ..WeeklyHours::default()
+        };
+        let berlin = Schedule::Calendar(BusinessCalendar::new("Europe/Berlin", &hours, &[]).unwrap());
+        let urgent = policy(Some(30));
+        let created = at("2026-06-05T15:00:00+02:00");
+        let mut first = SlaClock::start(7, target(240), 1, &urgent, &berlin, created);
+        let resolution_target = Target { metric: Metric::Resolution, minutes: 960 };
+        let mut resolution = SlaClock::start(7, resolution_target, 1, &urgent, &berlin, created);
+        assert_eq!(first.due_at, Some(at("2026-06-08T11:00:00+02:00")));
+        assert_eq!(first.warn_at, Some(at("2026-06-08T10:30:00+02:00")));
+        assert_eq!(resolution.due_at, Some(at("2026-06-09T15:00:00+02:00")));
+        for clock in [&mut first, &mut resolution] {
+            clock.pause(at("2026-06-08T10:00:00+02:00"), &berlin);
+            assert_eq!(clock.used_seconds, 3 * 3600);
+            clock.resume(at("2026-06-09T14:00:00+02:00"), &berlin);
+        }
+        assert_eq!(first.due_at, Some(at("2026-06-09T15:00:00+02:00")));
+        assert_eq!(first.warn_at, Some(at("2026-06-09T14:30:00+02:00")));
+        assert_eq!(resolution.due_at, Some(at("2026-06-11T11:00:00+02:00")));
+    }
+
     #[test]
     fn a_reopen_resumes_with_the_time_used() {
         let schedule = Schedule::AroundTheClock;
