@@ -27,7 +27,7 @@ use uuid::Uuid;
 const USER_AND_TICKET: &str = "SELECT u.role, u.active, u.token_version,
         EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family = $3 AND r.revoked_at IS NULL) AS session_open,
         t.id, t.subject, t.description, t.status, t.priority, t.created_by, t.assigned_to,
-        t.embed_token, t.created_at, t.updated_at, t.attachments
+        t.embed_token, t.created_at, t.updated_at, t.attachments, t.sla
     FROM users u JOIN tickets t ON t.id = $2 WHERE u.id = $1";
 const BY_EMBED_TOKEN: &str =
     "SELECT subject, status, updated_at, embed_token FROM tickets WHERE embed_token = $1";
@@ -56,6 +56,28 @@ struct Ticket {
     updated_at: DateTime<Utc>,
     #[sqlx(try_from = "String")]
     attachments: Files,
+    /// The service targets' summary (JSON, for staff), read and written back as the server does.
+    #[sqlx(try_from = "Option<String>")]
+    #[serde(skip_serializing_if = "Sla::is_none")]
+    sla: Sla,
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Sla(Option<serde_json::Value>);
+
+impl Sla {
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl TryFrom<Option<String>> for Sla {
+    type Error = serde_json::Error;
+
+    fn try_from(column: Option<String>) -> Result<Self, Self::Error> {
+        column.map(|text| serde_json::from_str(&text)).transpose().map(Sla)
+    }
 }
 
 /// A ticket's files, kept as a JSON array beside it: read and written back, as the server does.

@@ -36,7 +36,7 @@ PASSWORD = "bench-password-1"
 JWT_SECRET = "benchmark-signing-key-0123456789abcdef"
 SUBJECTS = ["Printer", "Network", "Login", "Invoice", "Laptop", "Email", "VPN", "Phone"]
 STATUSES = ["open", "in_progress", "resolved", "closed"]
-TICKET_COLUMNS = "id, subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at, attachments"
+TICKET_COLUMNS = "id, subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at, attachments, sla"
 
 
 def sh(*args, **kwargs):

@@ -16,6 +16,7 @@ crate::on_both_backends!(
     two_servers_record_each_breach_once,
     a_priority_change_counts_the_time_used_against_the_new_target,
     staff_list_tickets_by_sla_state_and_next_due_time,
+    a_running_evaluator_records_a_breach_within_seconds_of_its_time,
 );
 
 /// Urgent tickets: first reply in 60 minutes, next reply in 30, resolved in 8 hours, warned 15
@@ -338,4 +339,37 @@ async fn staff_list_tickets_by_sla_state_and_next_due_time(app: TestApp) {
     ] {
         app.get(path, Some(&tokens.alice)).await.assert_problem(StatusCode::FORBIDDEN);
     }
+}
+
+async fn a_running_evaluator_records_a_breach_within_seconds_of_its_time(app: TestApp) {
+    let tokens = app.demo_tokens().await;
+    policies(&app, &tokens).await;
+    let id = urgent_ticket(&app, &tokens).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let evaluator = ticketdesk::clocks::start(
+        app.store.clone(),
+        app.sla_breaches.clone(),
+        ticketdesk::clocks::CHECK_EVERY,
+        shutdown.clone(),
+    );
+    // The first response comes due now (as if its hour had passed).
+    let now = Utc::now();
+    let stamp = if app.config.database_url.expose().starts_with("sqlite") {
+        format!("'{}'", now.to_rfc3339())
+    } else {
+        format!("'{}'::timestamptz", now.to_rfc3339())
+    };
+    app.execute(&format!(
+        "UPDATE sla_clocks SET due_at = {stamp}, next_check_at = {stamp}, warned = TRUE
+         WHERE ticket_id = {id} AND metric = 'first_response'"
+    ))
+    .await;
+    let deadline = now + TimeDelta::seconds(5);
+    while sla_events(&app, &tokens.bob, id).await.is_empty() {
+        assert!(Utc::now() < deadline, "no breach recorded within 5 s of the due time");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sla_events(&app, &tokens.bob, id).await, pairs(&[("sla_breached", "first_response")]));
+    shutdown.cancel();
+    evaluator.await.unwrap();
 }
