@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::calendar::{BusinessCalendar, Schedule, WeeklyHours};
-use super::{Priority, Refusal, TicketStatus};
+use super::{Priority, Refusal, TicketStatus, WholeNumber};
 
 pub type CalendarId = i64;
 pub type SlaPolicyId = i64;
@@ -155,6 +155,16 @@ pub struct Target {
     pub minutes: u32,
 }
 
+/// A target as a client sends it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetInput {
+    pub metric: Metric,
+    /// Business minutes, 1 to 525600 (a year).
+    #[schema(value_type = u32, minimum = 1, maximum = 525600)]
+    pub minutes: WholeNumber,
+}
+
 /// Which tickets a policy covers; an empty list matches every value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -209,15 +219,22 @@ pub struct SlaPolicy {
 pub struct SlaPolicyInput {
     pub name: String,
     /// 1 to 10000, unique among policies.
-    pub position: i32,
+    #[schema(value_type = i32, minimum = 1, maximum = 10000)]
+    pub position: WholeNumber,
     #[serde(default)]
     pub conditions: PolicyConditions,
     /// At most one per metric; at least one.
-    pub targets: Vec<Target>,
+    #[schema(min_items = 1, max_items = 3)]
+    pub targets: Vec<TargetInput>,
+    /// A warning goes out this many business minutes before a target is due (less than the
+    /// longest target); none if left out.
     #[serde(default)]
-    pub warn_before_minutes: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 525600)]
+    pub warn_before_minutes: Option<WholeNumber>,
+    /// Whose business hours count (see `/calendars`); around the clock if left out.
     #[serde(default)]
-    pub calendar_id: Option<CalendarId>,
+    #[schema(value_type = Option<CalendarId>)]
+    pub calendar_id: Option<WholeNumber>,
     /// Statuses in which the clocks pause; `resolved` and `closed` stop them anyway.
     #[serde(default = "default_pause_statuses")]
     pub pause_statuses: Vec<TicketStatus>,
@@ -245,31 +262,38 @@ const MAX_POSITION: i32 = 10_000;
 impl SlaPolicyInput {
     pub fn check(self) -> Result<NewSlaPolicy, Refusal> {
         let name = check_name(&self.name)?;
-        if !(1..=MAX_POSITION).contains(&self.position) {
-            return Err(Refusal::Invalid(format!("position must be from 1 to {MAX_POSITION}")));
-        }
+        let position = i32::try_from(self.position.0)
+            .ok()
+            .filter(|position| (1..=MAX_POSITION).contains(position))
+            .ok_or_else(|| Refusal::Invalid(format!("position must be from 1 to {MAX_POSITION}")))?;
         if self.targets.is_empty() {
             return Err(Refusal::Invalid("targets: at least one is needed".into()));
         }
-        let mut targets = self.targets;
+        let mut targets = Vec::with_capacity(self.targets.len());
+        for target in self.targets {
+            let minutes = u32::try_from(target.minutes.0)
+                .ok()
+                .filter(|minutes| (1..=MAX_TARGET_MINUTES).contains(minutes))
+                .ok_or_else(|| {
+                    Refusal::Invalid(format!(
+                        "targets: {} must be from 1 to {MAX_TARGET_MINUTES} minutes",
+                        target.metric.as_str()
+                    ))
+                })?;
+            targets.push(Target { metric: target.metric, minutes });
+        }
         targets.sort_by_key(|target| target.metric);
         if targets.windows(2).any(|pair| pair[0].metric == pair[1].metric) {
             return Err(Refusal::Invalid("targets: one per metric".into()));
         }
-        if let Some(target) = targets.iter().find(|t| !(1..=MAX_TARGET_MINUTES).contains(&t.minutes)) {
-            return Err(Refusal::Invalid(format!(
-                "targets: {} must be from 1 to {MAX_TARGET_MINUTES} minutes",
-                target.metric.as_str()
-            )));
-        }
-        let longest = targets.iter().map(|t| t.minutes).max().unwrap_or(0);
+        let longest = i64::from(targets.iter().map(|t| t.minutes).max().unwrap_or(0));
         let warn_before_minutes = match self.warn_before_minutes {
-            Some(warn) if warn == 0 || warn >= longest => {
+            Some(WholeNumber(warn)) if warn < 1 || warn >= longest => {
                 return Err(Refusal::Invalid(
                     "warn_before_minutes must be at least 1 and less than the longest target".into(),
                 ));
             }
-            warn => warn.map(|minutes| minutes as i32),
+            warn => warn.map(|WholeNumber(minutes)| minutes as i32),
         };
         let mut pause_statuses = self.pause_statuses;
         pause_statuses.retain(|status| !status.stops_clocks());
@@ -277,11 +301,11 @@ impl SlaPolicyInput {
         pause_statuses.dedup();
         Ok(NewSlaPolicy {
             name,
-            position: self.position,
+            position,
             conditions: JsonColumn(self.conditions),
             targets: JsonColumn(targets),
             warn_before_minutes,
-            calendar_id: self.calendar_id,
+            calendar_id: self.calendar_id.map(|WholeNumber(id)| id),
             pause_statuses: JsonColumn(pause_statuses),
         })
     }
@@ -296,13 +320,16 @@ mod tests {
         crate::domain::assert_text_matches_serde(Metric::ALL, Metric::as_str);
     }
 
-    fn policy(targets: &[(Metric, u32)], warn: Option<u32>) -> SlaPolicyInput {
+    fn policy(targets: &[(Metric, i64)], warn: Option<i64>) -> SlaPolicyInput {
         SlaPolicyInput {
             name: "Urgent".into(),
-            position: 1,
+            position: WholeNumber(1),
             conditions: PolicyConditions::default(),
-            targets: targets.iter().map(|&(metric, minutes)| Target { metric, minutes }).collect(),
-            warn_before_minutes: warn,
+            targets: targets
+                .iter()
+                .map(|&(metric, minutes)| TargetInput { metric, minutes: WholeNumber(minutes) })
+                .collect(),
+            warn_before_minutes: warn.map(WholeNumber),
             calendar_id: None,
             pause_statuses: default_pause_statuses(),
         }
@@ -319,9 +346,13 @@ mod tests {
         assert!(refused(policy(&[(Resolution, 60), (Resolution, 90)], None)).contains("one per metric"));
         assert!(refused(policy(&[(FirstResponse, 0)], None)).contains("first_response"));
         assert!(refused(policy(&[(FirstResponse, 60)], Some(60))).contains("warn_before_minutes"));
-        assert!(
-            refused(SlaPolicyInput { position: 0, ..policy(&[(Resolution, 60)], None) }).contains("position")
-        );
+        for position in [0, 1 << 40] {
+            let input =
+                SlaPolicyInput { position: WholeNumber(position), ..policy(&[(Resolution, 60)], None) };
+            assert!(refused(input).contains("position"), "{position}");
+        }
+        assert!(refused(policy(&[(FirstResponse, 1 << 40)], None)).contains("first_response"));
+        assert!(refused(policy(&[(FirstResponse, 60)], Some(-5))).contains("warn_before_minutes"));
         assert!(
             refused(SlaPolicyInput { name: " ".into(), ..policy(&[(Resolution, 60)], None) })
                 .contains("name")

@@ -211,6 +211,16 @@ async fn policies_are_tried_by_position_and_checked(app: TestApp) {
     let names: Vec<&str> =
         listed.json.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["Everyone", "Urgent"]);
+    // Whole numbers may be written as JSON writes them: 40.0 is 40.
+    let whole =
+        json!({"name": "Whole", "position": 40.0, "targets": [{"metric": "resolution", "minutes": 60.0}]});
+    let whole = send(&app, Method::POST, "/sla-policies", &tokens.carol, whole).await;
+    assert_eq!(
+        (whole.status, whole.json["position"].clone()),
+        (StatusCode::CREATED, json!(40)),
+        "{}",
+        whole.text
+    );
     let taken_again =
         send(&app, Method::POST, "/sla-policies", &tokens.carol, policy("Third", 10, json!([]), json!(null)))
             .await;
