@@ -164,6 +164,8 @@ pub trait Operations: Send + Sync + 'static {
     /// Whether the database answers and every migration this build knows is applied.
     async fn ready(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;
+    /// Whether write transactions run side by side (see `Dialect::WRITES_SIDE_BY_SIDE`).
+    fn writes_side_by_side(&self) -> bool;
     /// Closes the pool: waits for connections in use to come back, then closes them all.
     async fn close(&self);
     /// How many tickets there are in each status (statuses with none may be left out).

@@ -49,9 +49,14 @@ where
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>> {
         let mut tx = self.begin_write().await?;
-        let mut due: Vec<TicketId> = sqlx::query_scalar(
-            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2",
-        )
+        // The due clocks' rows are claimed (passing over those another evaluator holds), so
+        // evaluators working side by side take different batches. Neither they nor a ticket
+        // write wait in a circle: a write takes the ticket, then its clocks; an evaluator takes
+        // clocks, then the ticket only if it is free.
+        let mut due: Vec<TicketId> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT ticket_id FROM sla_clocks d WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2{}",
+            DB::SKIP_LOCKED
+        )))
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -60,8 +65,7 @@ where
         due.dedup();
         let mut recorded = Vec::new();
         for id in due {
-            // The ticket's row first, as every ticket write takes it: an evaluator on another
-            // server, or a write, holding it is passed over until the next tick.
+            // The ticket's row, if free: one a write holds is passed over until the next round.
             let ticket: Option<Ticket> = sqlx::query_as(AssertSqlSafe(format!(
                 "SELECT {} FROM tickets d WHERE id = $1{}",
                 ticket_columns!(),
