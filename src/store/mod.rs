@@ -311,6 +311,17 @@ pub trait Webhooks: Send + Sync + 'static {
     async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()>;
 }
 
+/// A share of the tickets, for work split between workers: those whose id modulo `of` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl Slice {
+    pub const WHOLE: Slice = Slice { index: 0, of: 1 };
+}
+
 /// Business calendars and SLA policies (admin configuration).
 #[async_trait]
 pub trait ServiceLevels: Send + Sync + 'static {
@@ -332,11 +343,11 @@ pub trait ServiceLevels: Send + Sync + 'static {
     async fn replace_sla_policy(&self, id: SlaPolicyId, policy: &NewSlaPolicy) -> Result<SlaPolicy>;
     /// A missing policy is `NotFound`.
     async fn delete_sla_policy(&self, id: SlaPolicyId) -> Result<()>;
-    /// Records the warnings and breaches due by `now` of up to `limit` clocks, reading only the
-    /// clocks due (an index on their next check), each once across every server: the ticket's
-    /// row is taken first, and a ticket another server holds is left for the next call. Returns
-    /// what it recorded.
-    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>>;
+    /// Records the warnings and breaches due by `now` of up to `limit` clocks of the tickets in
+    /// `slice`, reading only the clocks due (an index on their next check), each once across
+    /// every server: the ticket's row is taken first, and a ticket another server holds is left
+    /// for the next call. Returns what it recorded.
+    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32, slice: Slice) -> Result<Vec<RecordedNews>>;
 }
 
 /// Uploaded files: their records while they are written, wait to be referenced and are read;

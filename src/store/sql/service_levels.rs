@@ -14,7 +14,7 @@ use crate::domain::sla_clock::{
     self, ClockNews, ClockStatus, RecordedNews, Reply, Schedules, SlaClock, SlaColumn,
 };
 use crate::domain::{EventKind, NewEvent, Refusal, Ticket, TicketId};
-use crate::store::{Result, ServiceLevels, StoreError, now, taken_if_unique};
+use crate::store::{Result, ServiceLevels, Slice, StoreError, now, taken_if_unique};
 
 macro_rules! clock_columns {
     () => {
@@ -47,25 +47,26 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>> {
+    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32, slice: Slice) -> Result<Vec<RecordedNews>> {
         let mut tx = self.begin_write().await?;
-        // The due clocks' rows are claimed (passing over those another evaluator holds), so
-        // evaluators working side by side take different batches. Neither they nor a ticket
-        // write wait in a circle: a write takes the ticket, then its clocks; an evaluator takes
-        // clocks, then the ticket only if it is free.
-        let mut due: Vec<TicketId> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT ticket_id FROM sla_clocks d WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2{}",
-            DB::SKIP_LOCKED
-        )))
+        // Only the ticket ids: each ticket's row is taken below before its clocks are touched,
+        // in the order every ticket write takes them, so no two transactions wait in a circle.
+        let mut due: Vec<TicketId> = sqlx::query_scalar(
+            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 AND ticket_id % $3 = $4
+             ORDER BY next_check_at LIMIT $2",
+        )
         .bind(now)
         .bind(i64::from(limit))
+        .bind(i64::from(slice.of))
+        .bind(i64::from(slice.index))
         .fetch_all(&mut *tx)
         .await?;
         due.sort_unstable();
         due.dedup();
         let mut recorded = Vec::new();
         for id in due {
-            // The ticket's row, if free: one a write holds is passed over until the next round.
+            // The ticket's row first, as every ticket write takes it: an evaluator on another
+            // server, or a write, holding it is passed over until the next round.
             let ticket: Option<Ticket> = sqlx::query_as(AssertSqlSafe(format!(
                 "SELECT {} FROM tickets d WHERE id = $1{}",
                 ticket_columns!(),
