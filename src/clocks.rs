@@ -8,49 +8,30 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::SlaBreaches;
-use crate::store::{Slice, Store};
+use crate::store::Store;
 
 /// How often the evaluator looks; the bound is 5 s from the due time.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Clocks one transaction takes on; more due are taken by the next round at once.
 const BATCH: u32 = 200;
-/// Batches recorded side by side when many clocks come due together (database round trips, not
-/// the server's CPU, bound a batch).
-const PARALLEL: u32 = 4;
 
-/// Checks until nothing more is due now; returns how many events were recorded. One batch
-/// first (a tick usually finds little or nothing); if it came back full, the rest in `PARALLEL`
-/// workers side by side where the database runs writes so, each over its own slice of tickets.
+/// Checks until nothing more is due now; returns how many events were recorded.
 pub async fn check_due(
     store: &dyn Store,
     breaches: &SlaBreaches,
     now: chrono::DateTime<chrono::Utc>,
 ) -> crate::store::Result<usize> {
-    let batch = async |slice: Slice| -> crate::store::Result<usize> {
-        let recorded = store.check_clocks(now, BATCH, slice).await?;
+    let mut total = 0;
+    loop {
+        let recorded = store.check_clocks(now, BATCH).await?;
         for news in &recorded {
             breaches.count(news);
         }
-        Ok(recorded.len())
-    };
-    let worker = async |slice: Slice| -> crate::store::Result<usize> {
-        let mut total = 0;
-        loop {
-            let recorded = batch(slice).await?;
-            total += recorded;
-            if recorded < BATCH as usize {
-                return Ok(total);
-            }
+        total += recorded.len();
+        if recorded.len() < BATCH as usize {
+            return Ok(total);
         }
-    };
-    let first = batch(Slice::WHOLE).await?;
-    if first < BATCH as usize {
-        return Ok(first);
     }
-    let of = if store.writes_side_by_side() { PARALLEL } else { 1 };
-    let slices = (0..of).map(|index| worker(Slice { index, of }));
-    let rest: crate::store::Result<usize> = futures_util::future::join_all(slices).await.into_iter().sum();
-    Ok(first + rest?)
 }
 
 /// Runs the evaluator every `every` until `shutdown`.

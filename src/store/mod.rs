@@ -164,8 +164,6 @@ pub trait Operations: Send + Sync + 'static {
     /// Whether the database answers and every migration this build knows is applied.
     async fn ready(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;
-    /// Whether write transactions run side by side (see `Dialect::WRITES_SIDE_BY_SIDE`).
-    fn writes_side_by_side(&self) -> bool;
     /// Closes the pool: waits for connections in use to come back, then closes them all.
     async fn close(&self);
     /// How many tickets there are in each status (statuses with none may be left out).
@@ -311,17 +309,6 @@ pub trait Webhooks: Send + Sync + 'static {
     async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()>;
 }
 
-/// A share of the tickets, for work split between workers: those whose id modulo `of` is `index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slice {
-    pub index: u32,
-    pub of: u32,
-}
-
-impl Slice {
-    pub const WHOLE: Slice = Slice { index: 0, of: 1 };
-}
-
 /// Business calendars and SLA policies (admin configuration).
 #[async_trait]
 pub trait ServiceLevels: Send + Sync + 'static {
@@ -343,11 +330,11 @@ pub trait ServiceLevels: Send + Sync + 'static {
     async fn replace_sla_policy(&self, id: SlaPolicyId, policy: &NewSlaPolicy) -> Result<SlaPolicy>;
     /// A missing policy is `NotFound`.
     async fn delete_sla_policy(&self, id: SlaPolicyId) -> Result<()>;
-    /// Records the warnings and breaches due by `now` of up to `limit` clocks of the tickets in
-    /// `slice`, reading only the clocks due (an index on their next check), each once across
-    /// every server: the ticket's row is taken first, and a ticket another server holds is left
-    /// for the next call. Returns what it recorded.
-    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32, slice: Slice) -> Result<Vec<RecordedNews>>;
+    /// Records the warnings and breaches due by `now` of up to `limit` clocks, reading only the
+    /// clocks due (an index on their next check), each once across every server: the ticket's
+    /// row is taken first, and a ticket another server holds is left for the next call. Returns
+    /// what it recorded.
+    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>>;
 }
 
 /// Uploaded files: their records while they are written, wait to be referenced and are read;

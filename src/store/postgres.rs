@@ -87,7 +87,6 @@ impl Dialect for Postgres {
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF d SKIP LOCKED";
     // Migration 0009's trigger NOTIFYs on commit; `relay_notifications` passes it on.
     const ANNOUNCES_TICKET_CHANGES: bool = true;
-    const WRITES_SIDE_BY_SIDE: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -144,7 +144,6 @@ impl Dialect for Sqlite {
     // The write lock serializes claims.
     const SKIP_LOCKED: &'static str = "";
     const ANNOUNCES_TICKET_CHANGES: bool = false;
-    const WRITES_SIDE_BY_SIDE: bool = false;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -156,9 +156,6 @@ pub trait Dialect: Database {
     /// Whether the database announces committed ticket changes to every server itself
     /// (PostgreSQL: a trigger and NOTIFY); if not, the store does, in process, after each commit.
     const ANNOUNCES_TICKET_CHANGES: bool;
-    /// Whether write transactions run side by side (PostgreSQL), or one at a time whatever the
-    /// connections (SQLite), where more writers at once only wait on each other.
-    const WRITES_SIDE_BY_SIDE: bool;
     /// This database's migrations.
     fn migrator() -> &'static Migrator;
     /// Pushes ` AND <condition>` keeping the tickets whose subject, description and public

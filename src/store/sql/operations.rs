@@ -46,10 +46,6 @@ where
         self.pool.close().await;
     }
 
-    fn writes_side_by_side(&self) -> bool {
-        DB::WRITES_SIDE_BY_SIDE
-    }
-
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.pool.size() + self.reads.open(),

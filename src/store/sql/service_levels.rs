@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, ColumnIndex, Encode, Executor, IntoArguments, Transaction, Type};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
 use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
@@ -14,7 +14,7 @@ use crate::domain::sla_clock::{
     self, ClockNews, ClockStatus, RecordedNews, Reply, Schedules, SlaClock, SlaColumn,
 };
 use crate::domain::{EventKind, NewEvent, Refusal, Ticket, TicketId};
-use crate::store::{Result, ServiceLevels, Slice, StoreError, now, taken_if_unique};
+use crate::store::{Result, ServiceLevels, StoreError, now, taken_if_unique};
 
 macro_rules! clock_columns {
     () => {
@@ -47,36 +47,48 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB>,
 {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32, slice: Slice) -> Result<Vec<RecordedNews>> {
+    async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>> {
         let mut tx = self.begin_write().await?;
-        // Only the ticket ids: each ticket's row is taken below before its clocks are touched,
-        // in the order every ticket write takes them, so no two transactions wait in a circle.
         let mut due: Vec<TicketId> = sqlx::query_scalar(
-            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 AND ticket_id % $3 = $4
-             ORDER BY next_check_at LIMIT $2",
+            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2",
         )
         .bind(now)
         .bind(i64::from(limit))
-        .bind(i64::from(slice.of))
-        .bind(i64::from(slice.index))
         .fetch_all(&mut *tx)
         .await?;
         due.sort_unstable();
         due.dedup();
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The tickets' rows first, as every ticket write takes them: those another server, or a
+        // write, holds are passed over until the next tick. Then their clocks, all at once.
+        let mut sql =
+            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets d WHERE id IN ("));
+        let mut ids = sql.separated(", ");
+        for id in &due {
+            ids.push_bind(*id);
+        }
+        sql.push(")").push(DB::SKIP_LOCKED);
+        let tickets: Vec<Ticket> = sql.build_query_as().fetch_all(&mut *tx).await?;
+        if tickets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::<DB>::new(concat!(
+            "SELECT ",
+            clock_columns!(),
+            " FROM sla_clocks WHERE ticket_id IN ("
+        ));
+        let mut ids = sql.separated(", ");
+        for ticket in &tickets {
+            ids.push_bind(ticket.id);
+        }
+        sql.push(") ORDER BY ticket_id, metric");
+        let all_clocks: Vec<SlaClock> = sql.build_query_as().fetch_all(&mut *tx).await?;
         let mut recorded = Vec::new();
-        for id in due {
-            // The ticket's row first, as every ticket write takes it: an evaluator on another
-            // server, or a write, holding it is passed over until the next round.
-            let ticket: Option<Ticket> = sqlx::query_as(AssertSqlSafe(format!(
-                "SELECT {} FROM tickets d WHERE id = $1{}",
-                ticket_columns!(),
-                DB::SKIP_LOCKED
-            )))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(mut ticket) = ticket else { continue };
-            let loaded = Self::clocks_of(&mut tx, id).await?;
+        for mut ticket in tickets {
+            let loaded: Vec<SlaClock> =
+                all_clocks.iter().filter(|c| c.ticket_id == ticket.id).cloned().collect();
             let mut clocks = loaded.clone();
             let mut news = Vec::new();
             for clock in &mut clocks {
@@ -423,14 +435,18 @@ where
         news: &[(Metric, i32, ClockNews)],
         now: DateTime<Utc>,
     ) -> Result<Vec<RecordedNews>> {
-        if clocks != loaded {
-            sqlx::query("DELETE FROM sla_clocks WHERE ticket_id = $1")
+        // Only what changed: a breach rewrites one clock, a reply one or two.
+        for clock in clocks {
+            if loaded.iter().find(|old| old.metric == clock.metric) != Some(clock) {
+                Self::upsert_clock(tx, clock).await?;
+            }
+        }
+        for gone in loaded.iter().filter(|old| clocks.iter().all(|clock| clock.metric != old.metric)) {
+            sqlx::query("DELETE FROM sla_clocks WHERE ticket_id = $1 AND metric = $2")
                 .bind(ticket.id)
+                .bind(gone.metric.as_str())
                 .execute(&mut **tx)
                 .await?;
-            for clock in clocks {
-                Self::insert_clock(tx, clock).await?;
-            }
         }
         let summary = SlaColumn::of(clocks);
         if summary != ticket.sla {
@@ -465,11 +481,18 @@ where
         Ok(recorded)
     }
 
-    async fn insert_clock(tx: &mut Transaction<'static, DB>, clock: &SlaClock) -> Result<()> {
+    async fn upsert_clock(tx: &mut Transaction<'static, DB>, clock: &SlaClock) -> Result<()> {
         sqlx::query(concat!(
             "INSERT INTO sla_clocks (",
             clock_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT (ticket_id, metric) DO UPDATE SET cycle = excluded.cycle, policy_id = excluded.policy_id,
+             policy_name = excluded.policy_name, target_minutes = excluded.target_minutes,
+             warn_before_minutes = excluded.warn_before_minutes, calendar_id = excluded.calendar_id,
+             pause_statuses = excluded.pause_statuses, used_seconds = excluded.used_seconds,
+             running_since = excluded.running_since, due_at = excluded.due_at, warn_at = excluded.warn_at,
+             warned = excluded.warned, breached_at = excluded.breached_at, completed_at = excluded.completed_at,
+             achieved = excluded.achieved, next_check_at = excluded.next_check_at"
         ))
         .bind(clock.ticket_id)
         .bind(clock.metric.as_str())
