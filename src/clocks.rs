@@ -41,14 +41,9 @@ pub fn start(
     every: Duration,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+    crate::background::every(every, shutdown, move || {
+        let (store, breaches) = (store.clone(), breaches.clone());
+        async move {
             match check_due(store.as_ref(), &breaches, chrono::Utc::now()).await {
                 Ok(0) => {}
                 Ok(recorded) => tracing::debug!(recorded, "recorded service target news"),

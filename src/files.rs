@@ -307,14 +307,9 @@ pub fn start_sweeper(
     every: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
+    crate::background::every(every, shutdown, move || {
+        let (store, files) = (store.clone(), files.clone());
+        async move {
             match sweep(store.as_ref(), &files, chrono::Utc::now()).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "removed expired uploads"),
