@@ -196,18 +196,11 @@ where
              calendar_id, pause_statuses, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING ",
             sla_policy_columns!()
-        ))
-        .bind(&policy.name)
-        .bind(policy.position)
-        .bind(policy.conditions.to_column())
-        .bind(policy.targets.to_column())
-        .bind(policy.warn_before_minutes)
-        .bind(policy.calendar_id)
-        .bind(policy.pause_statuses.to_column())
-        .bind(now())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| taken_if_unique(e, "a policy with that name or position exists"))?;
+        ));
+        let created = bind_policy(created, policy)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| taken_if_unique(e, "a policy with that name or position exists"))?;
         tx.commit().await?;
         Ok(created)
     }
@@ -243,19 +236,12 @@ where
              WHERE id = $1 RETURNING ",
             sla_policy_columns!()
         ))
-        .bind(id)
-        .bind(&policy.name)
-        .bind(policy.position)
-        .bind(policy.conditions.to_column())
-        .bind(policy.targets.to_column())
-        .bind(policy.warn_before_minutes)
-        .bind(policy.calendar_id)
-        .bind(policy.pause_statuses.to_column())
-        .bind(now())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| taken_if_unique(e, "a policy with that name or position exists"))?
-        .ok_or(NO_POLICY)?;
+        .bind(id);
+        let replaced = bind_policy(replaced, policy)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| taken_if_unique(e, "a policy with that name or position exists"))?
+            .ok_or(NO_POLICY)?;
         tx.commit().await?;
         Ok(replaced)
     }
@@ -269,6 +255,31 @@ where
                 .await?;
         deleted.map(|_| ()).ok_or(NO_POLICY)
     }
+}
+
+/// Binds `policy`'s columns, then the time of the write, in the order both policy writes name
+/// them.
+fn bind_policy<'q, DB: Dialect, O>(
+    query: sqlx::query::QueryAs<'q, DB, O, DB::Arguments>,
+    policy: &'q NewSlaPolicy,
+) -> sqlx::query::QueryAs<'q, DB, O, DB::Arguments>
+where
+    for<'a> &'a str: Encode<'a, DB> + Type<DB>,
+    String: Column<DB>,
+    i32: Column<DB>,
+    DateTime<Utc>: Column<DB>,
+    Option<i64>: Column<DB>,
+    Option<i32>: Column<DB>,
+{
+    query
+        .bind(policy.name.as_str())
+        .bind(policy.position)
+        .bind(policy.conditions.to_column())
+        .bind(policy.targets.to_column())
+        .bind(policy.warn_before_minutes)
+        .bind(policy.calendar_id)
+        .bind(policy.pause_statuses.to_column())
+        .bind(now())
 }
 
 fn in_use(policy: &str) -> StoreError {
