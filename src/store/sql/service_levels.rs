@@ -48,14 +48,22 @@ where
 {
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn check_clocks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RecordedNews>> {
+        const DUE: &str =
+            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2";
+        // Most ticks find nothing due: they look on a read connection, and take the write lock
+        // (SQLite's one writer) only when there is something to write.
+        let anything_due = self
+            .read(async move |connection| {
+                sqlx::query_scalar::<_, TicketId>(DUE).bind(now).bind(1i64).fetch_optional(connection).await
+            })
+            .await?
+            .is_some();
+        if !anything_due {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
-        let mut due: Vec<TicketId> = sqlx::query_scalar(
-            "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut due: Vec<TicketId> =
+            sqlx::query_scalar(DUE).bind(now).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
         due.sort_unstable();
         due.dedup();
         if due.is_empty() {
