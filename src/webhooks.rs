@@ -102,7 +102,6 @@ async fn run(
                             deadline = deadline.min(looked + NOTICE_GAP);
                         }
                     }
-                    Ok(Change::Ticket(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
                 () = tokio::time::sleep_until(deadline) => break,

@@ -19,7 +19,7 @@ use crate::domain::{PublicTicket, TicketStatus};
 use crate::error::{Error, Result};
 use crate::server::{ConnectionHandle, Refusal, Share};
 use crate::state::AppState;
-use crate::store::Change;
+use crate::store::TicketWatch;
 
 /// How long a client or cache may reuse an answer without asking again; a rotated (leaked) token
 /// stops working everywhere within this time.
@@ -174,8 +174,6 @@ async fn stream(
     connection: Option<Extension<ConnectionHandle>>,
 ) -> Result<Response> {
     let token = embed_token(&token)?;
-    // Subscribed before the first read, so no change between the two goes unseen.
-    let changes = state.store.changes();
     let ticket = state.store.public_ticket(token).await?.ok_or_else(not_found)?;
     let share = state.embed_streams.take(Some(client)).map_err(|refusal| match refusal {
         Refusal::Full => Error::Unavailable(
@@ -185,6 +183,9 @@ async fn stream(
             "this address holds as many live embed streams as one client may; close one or poll instead",
         ),
     })?;
+    // Followed before the view is read again, so no change after that read goes unseen.
+    let changes = state.store.watch(ticket.id).await?;
+    let ticket = state.store.public_ticket(token).await?.ok_or_else(not_found)?;
     // From here the connection counts as a stream, not among ordinary connections, so streams
     // can never crowd out logins and reads.
     if let Some(Extension(connection)) = connection {
@@ -214,7 +215,7 @@ struct OpenStream {
 struct Following {
     state: AppState,
     shown: PublicTicket,
-    changes: tokio::sync::broadcast::Receiver<Change>,
+    changes: TicketWatch,
     lifetime: std::pin::Pin<Box<tokio::time::Sleep>>,
     started: bool,
     ended: bool,
@@ -225,7 +226,6 @@ impl Following {
     /// The view as it is, then again whenever it changes; `None` once the token was rotated
     /// (after `gone`), the stream has lasted its lifetime, or the server stops.
     async fn next(&mut self) -> Option<Event> {
-        use tokio::sync::broadcast::error::RecvError;
         if self.ended {
             return None;
         }
@@ -234,19 +234,11 @@ impl Following {
             return self.view(&self.shown);
         }
         loop {
-            let read_again = tokio::select! {
-                change = self.changes.recv() => match change {
-                    Ok(Change::Ticket(id)) => id == self.shown.id,
-                    Ok(Change::Deliveries) => false,
-                    Ok(Change::Missed) | Err(RecvError::Lagged(_)) => true,
-                    Err(RecvError::Closed) => return None,
-                },
+            tokio::select! {
+                () = self.changes.changed() => {}
                 () = self.state.shutdown.cancelled() => return None,
                 // The browser's EventSource reconnects by itself, to whichever server is least busy.
                 () = &mut self.lifetime => return None,
-            };
-            if !read_again {
-                continue;
             }
             match self.state.store.public_ticket(self.shown.embed_token).await {
                 Ok(Some(now)) if now == self.shown => {}
@@ -258,7 +250,7 @@ impl Following {
                     self.ended = true;
                     return Some(Event::default().event("gone").data("the embed token was rotated"));
                 }
-                // The database is away: the stream stays; once it is back, `Missed` has it read again.
+                // The database is away: the stream stays; once it is back, every stream reads again.
                 Err(error) => tracing::warn!(%error, "a live embed stream could not read its ticket"),
             }
         }

@@ -6,6 +6,7 @@ mod postgres;
 mod reads;
 mod sql;
 mod sqlite;
+pub mod watches;
 
 use std::sync::Arc;
 
@@ -28,7 +29,9 @@ use crate::domain::{
 use crate::domain::{Priority, Role, TicketStatus};
 
 pub use error::{Result, StoreError};
+pub use postgres::renew_watches;
 pub use sql::{Dialect, SqlStore};
+pub use watches::TicketWatch;
 
 /// Decides, inside the write's transaction and from the ticket as it is there, what to change;
 /// an `Err` aborts the transaction with nothing written.
@@ -138,17 +141,14 @@ pub struct ChangeOutcome {
     pub comment: Option<Comment>,
 }
 
-/// A change the store announces to whoever listens (live embed streams, webhook delivery):
-/// ticket changes to every server (PostgreSQL's LISTEN/NOTIFY; in process on SQLite), new
-/// deliveries to the server that made them.
+/// A change the store announces to the webhook delivery of the server that made it. (Ticket
+/// changes reach the live streams that follow them through [`Operations::watch`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
-    /// What the embed shows of this ticket may have changed (or its embed token was rotated).
-    Ticket(TicketId),
-    /// New webhook deliveries may be due (announced by the server that queued them).
+    /// New webhook deliveries may be due.
     Deliveries,
     /// Announcements may have been lost (the connection to the database was, or a listener fell
-    /// behind): listeners read again whatever they follow.
+    /// behind): listeners look again.
     Missed,
 }
 
@@ -170,6 +170,9 @@ pub trait Operations: Send + Sync + 'static {
     async fn ticket_counts(&self) -> Result<Vec<(TicketStatus, i64)>>;
     /// Changes as they are committed (see [`Change`]).
     fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
+    /// Follows `ticket` for a live stream: the watch wakes after each change to what its embed
+    /// shows, made by any server, committed after this returns.
+    async fn watch(&self, ticket: TicketId) -> Result<TicketWatch>;
 }
 
 /// Users, their sessions (refresh token families) and login throttling.

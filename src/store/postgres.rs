@@ -1,14 +1,18 @@
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 use tokio::sync::broadcast;
 
 use super::Change;
 use super::sql::{Dialect, SqlStore, TextMatch};
+use super::watches::{self, Watches};
 use crate::config::PoolSettings;
+use crate::domain::TicketId;
 use crate::store::Result;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -33,34 +37,43 @@ impl SqlStore<Postgres> {
             .await
             .map_err(|e| crate::store::StoreError::Internal(format!("migrating PostgreSQL failed: {e}")))?;
         let url = url.to_owned();
-        Ok(Self::new(pool, reads).relaying(move |changes| relay_notifications(url, changes)))
+        Ok(Self::new(pool, reads).relaying(move |pool, changes, watches| relay(url, pool, changes, watches)))
     }
 }
 
-/// The channel migration 0009's trigger notifies on, with the changed ticket's id.
+/// The channel migration 0016's trigger notifies on, with the changed ticket's id.
 const TICKETS_CHANNEL: &str = "ticketdesk_tickets";
 
-/// Listens (on a connection of its own) to what every server's commits announce and passes it
-/// on to this server's listeners. When the connection is lost, notifications sent meanwhile are
-/// lost with it: once listening again, it announces `Change::Missed` so listeners read afresh.
-async fn relay_notifications(url: String, changes: broadcast::Sender<Change>) {
+/// Relays what every server's commits announce to this server's streams, and keeps this
+/// server's watches recorded.
+async fn relay(url: String, pool: PgPool, changes: broadcast::Sender<Change>, watches: Arc<Watches>) {
+    tokio::join!(relay_notifications(url, changes, watches.clone()), keep_watches(pool, watches));
+}
+
+/// Listens (on a connection of its own) to the announced changes of watched tickets and wakes
+/// this server's streams of each. When the connection is lost, notifications sent meanwhile are
+/// lost with it: once listening again, every stream reads afresh, and the delivery worker is told
+/// (`Change::Missed`).
+async fn relay_notifications(url: String, changes: broadcast::Sender<Change>, watches: Arc<Watches>) {
+    let missed = || {
+        watches.all_changed();
+        let _ = changes.send(Change::Missed);
+    };
     let mut retry = Duration::from_millis(100);
     loop {
         match listen(&url).await {
             Ok(mut listener) => {
                 retry = Duration::from_millis(100);
-                let _ = changes.send(Change::Missed);
+                missed();
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(notification)) => {
                             if let Ok(ticket) = notification.payload().parse() {
-                                let _ = changes.send(Change::Ticket(ticket));
+                                watches.changed(ticket);
                             }
                         }
                         // Reconnected (sqlx listens again by itself): some may have been missed.
-                        Ok(None) => {
-                            let _ = changes.send(Change::Missed);
-                        }
+                        Ok(None) => missed(),
                         Err(error) => {
                             tracing::warn!(%error, "lost the database's change notifications; listening again");
                             break;
@@ -81,12 +94,55 @@ async fn listen(url: &str) -> sqlx::Result<PgListener> {
     Ok(listener)
 }
 
+/// Renews this server's recorded watches every [`watches::RENEW_EVERY`] and drops every server's
+/// lapsed ones.
+async fn keep_watches(pool: PgPool, watches: Arc<Watches>) {
+    let mut ticks = tokio::time::interval(watches::RENEW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = renew_watches(&pool, &watches, Utc::now()).await {
+            tracing::warn!(%error, "could not renew the live streams' watches");
+        }
+    }
+}
+
+/// Renews the watches of the tickets this server's streams follow and deletes every lapsed one.
+/// A watch found lapsed (this server was stalled past its lifetime) is recorded again, and its
+/// streams read afresh: a change may have gone unannounced meanwhile.
+pub async fn renew_watches(pool: &PgPool, watches: &Watches, now: DateTime<Utc>) -> sqlx::Result<()> {
+    let followed = watches.recorded();
+    if !followed.is_empty() {
+        let lapsed: Vec<Option<TicketId>> = sqlx::query_scalar(
+            "INSERT INTO embed_watches (ticket_id, expires_at) SELECT unnest($1::bigint[]), $2
+             ON CONFLICT (ticket_id) DO UPDATE SET expires_at = greatest(embed_watches.expires_at, EXCLUDED.expires_at)
+             RETURNING CASE WHEN xmax = 0 THEN ticket_id END",
+        )
+        .bind(&followed)
+        .bind(now + watches::LIFETIME)
+        .fetch_all(pool)
+        .await?;
+        for ticket in lapsed.into_iter().flatten() {
+            watches.changed(ticket);
+        }
+    }
+    sqlx::query("DELETE FROM embed_watches WHERE expires_at < $1").bind(now).execute(pool).await?;
+    Ok(())
+}
+
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF d SKIP LOCKED";
-    // Migration 0009's trigger NOTIFYs on commit; `relay_notifications` passes it on.
-    const ANNOUNCES_TICKET_CHANGES: bool = true;
+    // Migration 0016's trigger NOTIFYs changes of tickets with a watch; `relay_notifications`
+    // passes them on. The watch takes the ticket's row in share mode first: a write in progress
+    // (which may have missed the watch) commits before it, one after it sees the watch. Either
+    // way the stream's read after this sees the change or is told of it.
+    const RECORD_WATCH: Option<&'static str> = Some(
+        "WITH ticket AS (SELECT id FROM tickets WHERE id = $1 FOR SHARE)
+         INSERT INTO embed_watches (ticket_id, expires_at) SELECT id, $2 FROM ticket
+         ON CONFLICT (ticket_id) DO UPDATE SET expires_at = greatest(embed_watches.expires_at, EXCLUDED.expires_at)",
+    );
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -143,7 +143,8 @@ impl Dialect for Sqlite {
     const LOCK_ROW: &'static str = "";
     // The write lock serializes claims.
     const SKIP_LOCKED: &'static str = "";
-    const ANNOUNCES_TICKET_CHANGES: bool = false;
+    // One server: the store wakes its streams itself after each commit.
+    const RECORD_WATCH: Option<&'static str> = None;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -9,6 +9,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use sqlx::Connection;
+
 use crate::helpers::{Backend, EmptyDatabase, TestApp};
 use crate::outage::{CuttableLink, through};
 
@@ -26,6 +28,21 @@ async fn a_change_on_another_server_reaches_the_stream_within_a_second() {
 #[tokio::test]
 async fn a_stream_catches_up_after_the_database_was_away() {
     crate::helpers::run(stream_after_an_outage, Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn only_changes_of_watched_tickets_are_announced() {
+    crate::helpers::run(only_watched_tickets_are_announced, Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_stream_opened_during_a_write_sees_that_write() {
+    crate::helpers::run(stream_opened_during_a_write, Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn watches_are_renewed_and_lapsed_ones_recorded_again() {
+    crate::helpers::run(watches_renewed, Backend::Postgres).await;
 }
 
 /// One server-sent event.
@@ -225,4 +242,115 @@ async fn a_stream_ends_after_its_lifetime(database: EmptyDatabase) {
     assert!(lasted >= Duration::from_millis(850) && lasted < Duration::from_millis(1500), "{lasted:?}");
     let metrics = app.metrics().await;
     assert!(metrics.contains("\nembed_streams_open 0\n"), "its place is given back: {metrics}");
+}
+
+/// Gives the app's tickets ids no other test's tickets have: NOTIFY channels belong to the whole
+/// database, which every test's schema shares. Returns the next id.
+async fn unique_ticket_ids(app: &TestApp) -> i64 {
+    let first = i64::try_from(uuid::Uuid::new_v4().as_u64_pair().0 >> 20).unwrap() + 1;
+    app.execute(&format!("ALTER TABLE tickets ALTER COLUMN id RESTART WITH {first}")).await;
+    first
+}
+
+async fn only_watched_tickets_are_announced(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, &[]).await;
+    unique_ticket_ids(&app).await;
+    let tokens = app.demo_tokens().await;
+    let unwatched = app.create_ticket(&tokens.alice, "Nobody watches").await.id;
+    let watched = app.create_ticket(&tokens.alice, "Watched").await;
+    let mut listener = sqlx::postgres::PgListener::connect(&database.url).await.unwrap();
+    listener.listen("ticketdesk_tickets").await.unwrap();
+    let mut stream = EventStream::open(&app, &watched.embed_token.to_string()).await.unwrap();
+    stream.next(Duration::from_secs(2)).await.unwrap();
+    let recorded = app.texts("SELECT ticket_id::text FROM embed_watches").await;
+    assert_eq!(recorded, vec![watched.id.to_string()]);
+
+    // Notifications arrive in commit order: the first of these two tickets' is the watched one's.
+    for id in [unwatched, watched.id] {
+        assert_eq!(app.set_status(&tokens.carol, id, "closed").await.status, StatusCode::OK);
+    }
+    let first = loop {
+        let notification =
+            tokio::time::timeout(Duration::from_secs(2), listener.recv()).await.unwrap().unwrap();
+        let id: i64 = notification.payload().parse().unwrap();
+        if id == unwatched || id == watched.id {
+            break id;
+        }
+    };
+    assert_eq!(first, watched.id, "the unwatched ticket's change was announced");
+    assert_eq!(stream.next(Duration::from_secs(1)).await.unwrap().json()["status"], "Closed");
+}
+
+/// A write in progress when a stream opens may have looked for watches before the stream's was
+/// recorded: the stream must still show it, either in its first view or as a change.
+async fn stream_opened_during_a_write(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, &[]).await;
+    let tokens = app.demo_tokens().await;
+    let ticket = app.create_ticket(&tokens.alice, "Changing as it is opened").await;
+    let mut writer = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut writer).await.unwrap();
+    sqlx::query("UPDATE tickets SET status = 'closed', updated_at = now() WHERE id = $1")
+        .bind(ticket.id)
+        .execute(&mut writer)
+        .await
+        .unwrap();
+
+    let opening = tokio::spawn({
+        let router = app.router();
+        let token = ticket.embed_token;
+        async move {
+            let request = Request::get(format!("/tickets/embed/{token}/stream")).body(Body::empty()).unwrap();
+            router.oneshot(request).await.unwrap()
+        }
+    });
+    // Commit once the stream waits for the write (or has opened without waiting, which shows the
+    // view from before it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !opening.is_finished() && std::time::Instant::now() < deadline {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%embed_watches%'",
+        )
+        .fetch_one(&mut writer)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    let response = opening.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = EventStream { body: response.into_body(), buffer: String::new() };
+    let mut shown = stream.next(Duration::from_secs(2)).await.unwrap().json();
+    if shown["status"] != "Closed" {
+        shown = stream.next(Duration::from_secs(2)).await.unwrap().json();
+    }
+    assert_eq!(shown["status"], "Closed");
+}
+
+async fn watches_renewed(database: EmptyDatabase) {
+    use ticketdesk::store::watches::Watches;
+    let app = TestApp::at(&database.url, &[]).await;
+    let tokens = app.demo_tokens().await;
+    let (followed, stopped) = (app.create_ticket_id(&tokens.alice, "Followed").await, 999_999);
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let watches = std::sync::Arc::new(Watches::default());
+    let (mut watch, recorded) = watches.follow(followed);
+    recorded.set(()).unwrap();
+    let now = chrono::Utc::now();
+    // The followed ticket's watch has lapsed and was deleted by some server; a stopped server's
+    // watch has lapsed and is still there.
+    app.execute(&format!("INSERT INTO embed_watches VALUES ({stopped}, now() - interval '1 minute')")).await;
+
+    ticketdesk::store::renew_watches(&pool, &watches, now).await.unwrap();
+    let rows = app
+        .texts("SELECT ticket_id || ' ' || (expires_at > now() + interval '60 s') FROM embed_watches")
+        .await;
+    assert_eq!(rows, vec![format!("{followed} true")], "renewed for the lifetime; the lapsed one deleted");
+    tokio::time::timeout(Duration::from_secs(1), watch.changed()).await.expect("recorded again: read afresh");
+
+    ticketdesk::store::renew_watches(&pool, &watches, now).await.unwrap();
+    let woken = tokio::time::timeout(Duration::ZERO, watch.changed()).await;
+    assert!(woken.is_err(), "a watch renewed in place wakes nobody");
 }

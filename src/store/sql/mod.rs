@@ -9,6 +9,8 @@
 //! clauses from one item to another, so each `impl` lists the sqlx bounds its queries need, and
 //! only those.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,6 +25,7 @@ use uuid::Uuid;
 
 use super::Change;
 use super::reads::ReadConnections;
+use super::watches::Watches;
 use crate::domain::{
     AttachmentRef, Attachments, IdempotencyKey, NewEvent, Refusal, TicketId, UserId, idempotency,
 };
@@ -153,9 +156,11 @@ pub trait Dialect: Database {
     /// Appended to the `SELECT` of the deliveries (`d`) a server claims: rows another server is
     /// claiming are passed over, not waited for.
     const SKIP_LOCKED: &'static str;
-    /// Whether the database announces committed ticket changes to every server itself
-    /// (PostgreSQL: a trigger and NOTIFY); if not, the store does, in process, after each commit.
-    const ANNOUNCES_TICKET_CHANGES: bool;
+    /// Where the database itself announces the committed changes of watched tickets to every
+    /// server (PostgreSQL: migration 0016's trigger NOTIFYs when the ticket has an
+    /// `embed_watches` row), the statement recording that some server watches ticket `$1` until
+    /// `$2`. Without one, the store announces each change in process, after its commit.
+    const RECORD_WATCH: Option<&'static str>;
     /// This database's migrations.
     fn migrator() -> &'static Migrator;
     /// Pushes ` AND <condition>` keeping the tickets whose subject, description and public
@@ -169,8 +174,10 @@ pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
     reads: ReadConnections<DB>,
     changes: broadcast::Sender<Change>,
-    /// The task relaying the database's announcements into `changes`, if it makes any; it stops
-    /// when the store is closed (or dropped unclosed, as tests do).
+    /// The tickets this server's live streams follow.
+    watches: Arc<Watches>,
+    /// The task relaying the database's announcements into `changes` and `watches`, if it makes
+    /// any; it stops when the store is closed (or dropped unclosed, as tests do).
     relay: Option<tokio::task::AbortHandle>,
 }
 
@@ -182,15 +189,19 @@ impl<DB: Database> SqlStore<DB> {
         let reads = ReadConnections::new(reads, options, pool.options().get_acquire_timeout());
         // Listeners that fall this far behind are told they missed some (`Change::Missed`).
         let (changes, _) = broadcast::channel(1024);
-        Self { pool, reads, changes, relay: None }
+        Self { pool, reads, changes, watches: Arc::default(), relay: None }
     }
 
-    /// Starts `relay(sender)` as the task relaying the database's announcements.
-    pub(super) fn relaying<F>(mut self, relay: impl FnOnce(broadcast::Sender<Change>) -> F) -> Self
+    /// Starts `relay(pool, sender, watches)` as the task relaying the database's announcements.
+    pub(super) fn relaying<F>(
+        mut self,
+        relay: impl FnOnce(Pool<DB>, broadcast::Sender<Change>, Arc<Watches>) -> F,
+    ) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.relay = Some(tokio::spawn(relay(self.changes.clone())).abort_handle());
+        let relay = relay(self.pool.clone(), self.changes.clone(), self.watches.clone());
+        self.relay = Some(tokio::spawn(relay).abort_handle());
         self
     }
 }
@@ -214,8 +225,8 @@ impl<DB: Dialect> SqlStore<DB> {
     /// After a ticket's change: its embed may show something new (where the database does not
     /// say so itself), and deliveries may be due.
     fn announce_change_to(&self, ticket: TicketId) {
-        if !DB::ANNOUNCES_TICKET_CHANGES {
-            let _ = self.changes.send(Change::Ticket(ticket));
+        if DB::RECORD_WATCH.is_none() {
+            self.watches.changed(ticket);
         }
         self.announce_deliveries();
     }

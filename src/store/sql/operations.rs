@@ -5,8 +5,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
-use crate::domain::TicketStatus;
-use crate::store::{Change, Operations, PoolStats};
+use crate::domain::{TicketId, TicketStatus};
+use crate::store::{Change, Operations, PoolStats, TicketWatch};
 use crate::store::{Result, StoreError};
 
 #[async_trait]
@@ -70,5 +70,24 @@ where
 
     fn changes(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), err(level = "debug"))]
+    async fn watch(&self, ticket: TicketId) -> Result<TicketWatch> {
+        let (watch, recorded) = self.watches.follow(ticket);
+        if let Some(record) = DB::RECORD_WATCH {
+            // The first stream of the ticket on this server records it; the others wait for that.
+            recorded
+                .get_or_try_init(async || {
+                    sqlx::query(record)
+                        .bind(ticket)
+                        .bind(Utc::now() + crate::store::watches::LIFETIME)
+                        .execute(&self.pool)
+                        .await
+                        .map(|_| ())
+                })
+                .await?;
+        }
+        Ok(watch)
     }
 }
