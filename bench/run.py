@@ -7,6 +7,7 @@ ceiling for the same primary-key SELECT with pgbench in the same run.
     python3 bench/run.py --tickets 1000000    # a million
     python3 bench/run.py --backend postgres --duration 5
     python3 bench/run.py --tickets 10000 --webhooks --only   # only what webhooks cost writes
+    python3 bench/run.py --tickets 30000 --streams 10000 --only   # only what live streams cost
 
 Writes bench/results/latest.json and prints a table. Needs wrk, pgbench and sqlite3 (installed
 with apt-get when missing) and a PostgreSQL server (BENCH_DATABASE_URL, default
@@ -30,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
 BINARY = ROOT / "target" / "release" / "ticketdesk"
 FLOOR = ROOT / "target" / "release" / "examples" / "floor"
 PASSWORD = "bench-password-1"
@@ -269,6 +271,8 @@ def run_backend(kind, args, workdir):
         server.stop()
         floor.stop()
     report["server_errors_logged"] = [line for line in server.log.read_text().splitlines() if "ERROR" in line][:5]
+    if args.streams:
+        report["live_streams"] = live_streams(backend, args, workdir)
 
     if kind == "postgres":
         print(f"[{kind}] pgbench ...", file=sys.stderr)
@@ -371,6 +375,43 @@ def measure(server, floor, backend, report, args, workdir):
     report["get_ticket_beside_login_flood"] = result_of(beside)
     report["login_flood"] = result_of(flood)
     report["server_peak_rss_mib"] = round(server.peak_rss_mib(), 1)
+
+
+def live_streams(backend, args, workdir):
+    """`--streams N`: what N open streams cost (bench/streams.py), on a server of its own."""
+    import streams
+    room = str(args.streams + streams.FANOUT + 100)
+    server = Server(backend, EMBED_STREAMS_MAX=room, EMBED_STREAMS_PER_CLIENT=room)
+    try:
+        admin = server.token("bench-admin")
+        if backend.kind == "postgres":
+            rows = [line.split("|") for line in backend.query("SELECT id || '|' || embed_token FROM tickets ORDER BY id")]
+        else:
+            rows = [line.split("|") for line in backend.query("SELECT id || '|' || hex(embed_token) FROM tickets ORDER BY id")]
+            rows = [(ticket, uuid_from_hex(token.lower())) for ticket, token in rows]
+        ids_file = workdir / f"{backend.kind}-ids.txt"
+        get = lambda: result_of(wrk(server, "get_ticket", args.duration, args.connections, TOKENS=admin, IDS_FILE=str(ids_file)))
+        report = {}
+        if backend.kind == "postgres":
+            report["notify_cost_no_stream_open"] = notify_cost(server, backend, admin, ids_file, args)
+        print(f"[{backend.kind}] {args.streams:,} live streams ...", file=sys.stderr)
+        report.update(streams.measure(server, backend, admin, get, rows, args.streams))
+        return report
+    finally:
+        server.stop()
+
+
+def notify_cost(server, backend, admin, ids_file, args):
+    """patch_priority with the live-stream trigger off and on, no stream open, in turns."""
+    rounds = {"trigger_off": [], "trigger_on": []}
+    for round_number in range(ROUNDS):
+        for configuration in rounds:
+            verb = "DISABLE" if configuration == "trigger_off" else "ENABLE"
+            backend.query(f"ALTER TABLE tickets {verb} TRIGGER tickets_notify_change")
+            print(f"[postgres] patch_priority round {round_number + 1}: {configuration} ...", file=sys.stderr)
+            rounds[configuration].append(result_of(wrk(server, "patch_priority", args.duration, args.connections, TOKENS=admin, IDS_FILE=str(ids_file)))["rps"])
+    ratios = sorted(on / off for on, off in zip(rounds["trigger_on"], rounds["trigger_off"]))
+    return {"rps_rounds": rounds, "ratio_on_to_off": round(ratios[len(ratios) // 2], 3)}
 
 
 WRITE_SCENARIOS = ("create_ticket", "patch_priority")
@@ -532,6 +573,7 @@ def main():
     parser.add_argument("--output", default=str(BENCH / "results" / "latest.json"))
     parser.add_argument("--only", nargs="*", help="run only these scenarios (by name); none: only --webhooks")
     parser.add_argument("--webhooks", action="store_true", help="also measure what webhooks cost the write routes")
+    parser.add_argument("--streams", type=int, default=0, metavar="N", help="also measure N live embed streams open on other tickets (bench/streams.py)")
     args = parser.parse_args()
 
     ensure_tools()
