@@ -54,6 +54,10 @@ local builders = {
     return wrk.format("PATCH", "/tickets/" .. pick(ids), json_headers(),
       '{"priority": "' .. pick(priorities) .. '"}')
   end,
+  comment = function()
+    return wrk.format("POST", "/tickets/" .. pick(ids) .. "/comments", json_headers(),
+      '{"body": "A reply written under load", "internal": false}')
+  end,
   login = function()
     return wrk.format("POST", "/auth/token", { ["Content-Type"] = "application/x-www-form-urlencoded" },
       "username=customer" .. math.random(1000) .. "&password=bench-password-1")

@@ -134,6 +134,8 @@ impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = " FOR UPDATE OF d SKIP LOCKED";
+    const COMMIT_WITHOUT_FLUSH: Option<&'static str> = Some("SET LOCAL synchronous_commit = off");
+    const CLAIM_IN_INDEX_ORDER: Option<&'static str> = Some("SET LOCAL enable_bitmapscan = off");
     // Migration 0016's trigger NOTIFYs changes of tickets with a watch; `relay_notifications`
     // passes them on. The watch takes the ticket's row in share mode first: a write in progress
     // (which may have missed the watch) commits before it, one after it sees the watch. Either

@@ -143,6 +143,10 @@ impl Dialect for Sqlite {
     const LOCK_ROW: &'static str = "";
     // The write lock serializes claims.
     const SKIP_LOCKED: &'static str = "";
+    // WAL with synchronous=NORMAL does not flush on commit anyway.
+    const COMMIT_WITHOUT_FLUSH: Option<&'static str> = None;
+    // SQLite walks the due index in its order by itself.
+    const CLAIM_IN_INDEX_ORDER: Option<&'static str> = None;
     // One server: the store wakes its streams itself after each commit.
     const RECORD_WATCH: Option<&'static str> = None;
 

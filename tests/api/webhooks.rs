@@ -26,6 +26,7 @@ crate::on_both_backends!(
     a_slow_receiver_times_out_without_holding_up_the_api,
     a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent,
     a_stalled_receiver_does_not_hold_up_a_fast_one,
+    claims_take_the_oldest_due_deliveries_of_active_webhooks,
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
@@ -654,4 +655,45 @@ async fn a_stalled_receiver_does_not_hold_up_a_fast_one(database: EmptyDatabase)
         // Without a share per webhook it would wait for a stalled attempt to time out.
         assert!(took < Duration::from_secs(3), "delivery {n} took {took:?} beside the stalled receiver");
     }
+}
+
+/// What the delivery worker claims, asked of the store directly (this server delivers none):
+/// the oldest due deliveries first, up to the limit, none of a paused webhook's, none twice.
+async fn claims_take_the_oldest_due_deliveries_of_active_webhooks(database: EmptyDatabase) {
+    use ticketdesk::domain::InFlight;
+    let settings = [crate::helpers::NO_WEBHOOK_DELIVERY[0], RECEIVING[0]];
+    let app = TestApp::at(&database.url, &settings).await;
+    let tokens = app.demo_tokens().await;
+    let running = register(&app, &tokens.carol, "http://127.0.0.1:9/a", &["ticket.created"]).await;
+    let paused = register(&app, &tokens.carol, "http://127.0.0.1:9/b", &["ticket.created"]).await;
+    let mut tickets = Vec::new();
+    for n in 0..5 {
+        tickets.push(app.create_ticket(&tokens.alice, &format!("Queued {n}")).await.id);
+    }
+    let pause = json!({"active": false});
+    let paused_now = app
+        .call(Method::PATCH, &format!("/webhooks/{}", paused["id"]), Some(&tokens.carol), Some(pause))
+        .await;
+    assert_eq!(paused_now.status, StatusCode::OK);
+
+    let lease = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let claim = async |limit| {
+        let claimed = app.store.claim_deliveries(limit, lease, &InFlight::new(10)).await.unwrap();
+        claimed.iter().map(|d| (d.webhook_id, d.ticket_id)).collect::<Vec<_>>()
+    };
+    let running_id = running["id"].as_i64().unwrap();
+    let first = claim(3).await;
+    assert_eq!(first, tickets[..3].iter().map(|&t| (running_id, t)).collect::<Vec<_>>(), "oldest first");
+    let rest = claim(10).await;
+    assert_eq!(
+        rest,
+        tickets[3..].iter().map(|&t| (running_id, t)).collect::<Vec<_>>(),
+        "the paused one's wait"
+    );
+
+    let resume = json!({"active": true});
+    app.call(Method::PATCH, &format!("/webhooks/{}", paused["id"]), Some(&tokens.carol), Some(resume)).await;
+    let resumed = claim(10).await;
+    let paused_id = paused["id"].as_i64().unwrap();
+    assert_eq!(resumed, tickets.iter().map(|&t| (paused_id, t)).collect::<Vec<_>>(), "once active, in order");
 }

@@ -156,6 +156,13 @@ pub trait Dialect: Database {
     /// Appended to the `SELECT` of the deliveries (`d`) a server claims: rows another server is
     /// claiming are passed over, not waited for.
     const SKIP_LOCKED: &'static str;
+    /// Run first in a write transaction whose loss in a crash does no harm, so that its commit
+    /// does not wait for the disk (where committing otherwise does).
+    const COMMIT_WITHOUT_FLUSH: Option<&'static str>;
+    /// Run first in the transaction claiming deliveries, so that the claim walks the due index in
+    /// its order and stops at its limit. (Behind a burst of new deliveries PostgreSQL's estimates
+    /// say few are due, and it reads and sorts every due row instead: O(backlog) per claim.)
+    const CLAIM_IN_INDEX_ORDER: Option<&'static str>;
     /// Where the database itself announces the committed changes of watched tickets to every
     /// server (PostgreSQL: migration 0016's trigger NOTIFYs when the ticket has an
     /// `embed_watches` row), the statement recording that some server watches ticket `$1` until

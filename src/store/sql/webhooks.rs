@@ -182,16 +182,21 @@ where
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
+        if let Some(index_order) = DB::CLAIM_IN_INDEX_ORDER {
+            sqlx::query(index_order).execute(&mut *tx).await?;
+        }
         // Only a ticket's first pending delivery to a webhook is ever due (see migration 0009),
-        // so this reads `limit` rows of one index, however long the queue. Webhooks with their
-        // share of attempts in flight here are left out.
+        // and the inner SELECT walks the due index in its order, stopping after `limit` rows it
+        // could lock, however many are due (see `Dialect::CLAIM_IN_INDEX_ORDER`). Webhooks with
+        // their share of attempts in flight here are left out.
         let mut select = QueryBuilder::<DB>::new(
             "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret,
                     w.include_embed_token
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.state = 'pending' AND d.next_attempt_at <= ",
+             WHERE d.id IN (SELECT d.id FROM webhook_deliveries d
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ",
         );
-        select.push_bind(now()).push(" AND w.active");
+        select.push_bind(now()).push(" AND d.webhook_id IN (SELECT id FROM webhooks WHERE active)");
         let full = in_flight.full();
         if !full.is_empty() {
             select.push(" AND d.webhook_id NOT IN (");
@@ -204,7 +209,8 @@ where
         select
             .push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
             .push_bind(i64::from(limit))
-            .push(DB::SKIP_LOCKED);
+            .push(DB::SKIP_LOCKED)
+            .push(") ORDER BY d.next_attempt_at, d.id");
         let candidates: Vec<DueDelivery> = select.build_query_as().fetch_all(&mut *tx).await?;
         let due = in_flight.choose(candidates, limit);
         if due.is_empty() {
@@ -260,6 +266,12 @@ where
             NextStep::GiveUp => (DeliveryState::Failed, None, None),
         };
         let mut tx = self.begin_write().await?;
+        // A record lost to a database crash leaves the delivery claimed until its lease ends,
+        // then attempted again: at least once, one attempt at a time and in order all hold, so
+        // its commit need not wait for the disk.
+        if let Some(relax) = DB::COMMIT_WITHOUT_FLUSH {
+            sqlx::query(relax).execute(&mut *tx).await?;
+        }
         let done = state != DeliveryState::Pending;
         if done {
             // The ticket's writes queue deliveries with its row locked: locked here too, a
