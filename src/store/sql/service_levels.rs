@@ -389,9 +389,11 @@ where
         if !priority_changed && !status_changed && reply.is_none() {
             return Ok(());
         }
+        // A ticket has clocks exactly when its `sla` summary is set (`save_clocks` keeps the two
+        // together in each transaction), so most writes, to tickets no policy covers, skip the read.
         let loaded = match before {
-            Some(_) => Self::clocks_of(tx, after.id).await?,
-            None => Vec::new(),
+            Some(before) if !before.sla.is_none() => Self::clocks_of(tx, after.id).await?,
+            _ => Vec::new(),
         };
         let may_start = priority_changed || reply == Some(Reply::ByCustomer);
         if loaded.is_empty() && !may_start {
