@@ -355,6 +355,7 @@ where
             if ticket.priority == change.priority {
                 return Ok(Some(ticket));
             }
+            let before = ticket.priority;
             let ticket: Ticket = sqlx::query_as(AssertSqlSafe(format!(
                 "UPDATE tickets SET priority = $2, updated_at = $3 WHERE id = $1 RETURNING {TICKET_COLUMNS}"
             )))
@@ -363,16 +364,12 @@ where
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            let kind = ("priority_changed", Some(ticket.priority.clone()), Some(change.priority), None);
+            let kind = ("priority_changed", Some(before), Some(change.priority), None);
             event(&mut tx, id, user_id, kind, now).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(ticket))
         };
-        match write.await {
-            Ok(Some(ticket)) => with_etag(ticket),
-            Ok(None) => StatusCode::NOT_FOUND.into_response(),
-            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        }
+        answer(write.await.map(|ticket| ticket.map(with_etag)))
     }
 
     /// The row locked and checked, the comment, its event and `updated_at`, in one transaction.
@@ -411,11 +408,7 @@ where
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(comment))
         };
-        match write.await {
-            Ok(Some(comment)) => (StatusCode::CREATED, Json(comment)).into_response(),
-            Ok(None) => StatusCode::NOT_FOUND.into_response(),
-            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        }
+        answer(write.await.map(|comment| comment.map(|c| (StatusCode::CREATED, Json(c)))))
     }
 
     async fn locked_ticket(
@@ -464,6 +457,15 @@ where
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A write's answer: what it made, 404 for a ticket the caller cannot see, 503 for a failure.
+fn answer(outcome: sqlx::Result<Option<impl IntoResponse>>) -> Response {
+    match outcome {
+        Ok(Some(made)) => made.into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 fn visible(role: &str, user_id: i64, ticket: &Ticket) -> bool {
