@@ -348,8 +348,7 @@ where
         let write = async {
             let now = Utc::now();
             let mut tx = app.pool.begin_with(app.begin).await?;
-            let Some(ticket) = app.locked_ticket(&mut tx, id).await?.filter(|t| visible(&role, user_id, t))
-            else {
+            let Some(ticket) = app.locked_ticket(&mut tx, id, (user_id, &role)).await? else {
                 return Ok(None);
             };
             if ticket.priority == change.priority {
@@ -386,7 +385,7 @@ where
         let write = async {
             let now = Utc::now();
             let mut tx = app.pool.begin_with(app.begin).await?;
-            if app.locked_ticket(&mut tx, id).await?.filter(|t| visible(&role, user_id, t)).is_none() {
+            if app.locked_ticket(&mut tx, id, (user_id, &role)).await?.is_none() {
                 return Ok(None);
             }
             let comment: CommentOut = sqlx::query_as(
@@ -411,13 +410,17 @@ where
         answer(write.await.map(|comment| comment.map(|c| (StatusCode::CREATED, Json(c)))))
     }
 
+    /// The ticket a write changes, its row locked, if the caller (id, role) may see it.
     async fn locked_ticket(
         &self,
         tx: &mut sqlx::Transaction<'static, DB>,
         id: i64,
+        (user_id, role): (i64, &str),
     ) -> sqlx::Result<Option<Ticket>> {
         let select = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1{}", self.lock_row);
-        sqlx::query_as(AssertSqlSafe(select)).bind(id).fetch_optional(&mut **tx).await
+        let ticket: Option<Ticket> =
+            sqlx::query_as(AssertSqlSafe(select)).bind(id).fetch_optional(&mut **tx).await?;
+        Ok(ticket.filter(|t| visible(role, user_id, t)))
     }
 }
 
