@@ -18,9 +18,10 @@ const DUMMY_HASH: &str =
 /// Argon2id with OWASP's parameters (m=19 MiB, t=2, p=1), run on threads of its own, as many as
 /// one fewer than the cores (at least one), so a login flood leaves a core to every other request;
 /// and at a lower scheduling priority than the threads serving requests, so on a busy machine it
-/// also takes only the CPU they leave (requests beside a flood keep their latency). Beyond those, at most `max_queued` hashes wait their turn; any more are refused
-/// at once with [`Error::Overloaded`] (503, `Retry-After`): a flood cannot build a queue so long
-/// that real logins time out behind it.
+/// also takes only the CPU they leave (requests beside a flood keep their latency). Beyond those,
+/// at most `max_queued` hashes wait their turn; any more are refused at once with
+/// [`Error::Overloaded`] (503, `Retry-After`): a flood cannot build a queue so long that real
+/// logins time out behind it.
 #[derive(Clone)]
 pub struct Passwords {
     /// One per hash allowed to run now.

@@ -94,6 +94,14 @@ async fn listen(url: &str) -> sqlx::Result<PgListener> {
     Ok(listener)
 }
 
+/// Where a watch is recorded again (by another server, or renewed), it lasts until the later of
+/// the two expiries.
+macro_rules! keep_the_later_expiry {
+    () => {
+        " ON CONFLICT (ticket_id) DO UPDATE SET expires_at = greatest(embed_watches.expires_at, EXCLUDED.expires_at)"
+    };
+}
+
 /// Renews this server's recorded watches every [`watches::RENEW_EVERY`] and drops every server's
 /// lapsed ones.
 async fn keep_watches(pool: PgPool, watches: Arc<Watches>) {
@@ -113,11 +121,11 @@ async fn keep_watches(pool: PgPool, watches: Arc<Watches>) {
 pub async fn renew_watches(pool: &PgPool, watches: &Watches, now: DateTime<Utc>) -> sqlx::Result<()> {
     let followed = watches.recorded();
     if !followed.is_empty() {
-        let lapsed: Vec<Option<TicketId>> = sqlx::query_scalar(
-            "INSERT INTO embed_watches (ticket_id, expires_at) SELECT unnest($1::bigint[]), $2
-             ON CONFLICT (ticket_id) DO UPDATE SET expires_at = greatest(embed_watches.expires_at, EXCLUDED.expires_at)
-             RETURNING CASE WHEN xmax = 0 THEN ticket_id END",
-        )
+        let lapsed: Vec<Option<TicketId>> = sqlx::query_scalar(concat!(
+            "INSERT INTO embed_watches (ticket_id, expires_at) SELECT unnest($1::bigint[]), $2",
+            keep_the_later_expiry!(),
+            " RETURNING CASE WHEN xmax = 0 THEN ticket_id END"
+        ))
         .bind(&followed)
         .bind(now + watches::LIFETIME)
         .fetch_all(pool)
@@ -140,11 +148,11 @@ impl Dialect for Postgres {
     // passes them on. The watch takes the ticket's row in share mode first: a write in progress
     // (which may have missed the watch) commits before it, one after it sees the watch. Either
     // way the stream's read after this sees the change or is told of it.
-    const RECORD_WATCH: Option<&'static str> = Some(
+    const RECORD_WATCH: Option<&'static str> = Some(concat!(
         "WITH ticket AS (SELECT id FROM tickets WHERE id = $1 FOR SHARE)
-         INSERT INTO embed_watches (ticket_id, expires_at) SELECT id, $2 FROM ticket
-         ON CONFLICT (ticket_id) DO UPDATE SET expires_at = greatest(embed_watches.expires_at, EXCLUDED.expires_at)",
-    );
+         INSERT INTO embed_watches (ticket_id, expires_at) SELECT id, $2 FROM ticket",
+        keep_the_later_expiry!()
+    ));
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
