@@ -163,10 +163,13 @@ impl Dialect for Postgres {
     /// indexes); the index way reads the match set first, as an InitPlan, then fetches those rows
     /// by primary key (left to itself, the planner may misjudge a rare word and walk the whole
     /// table for it).
-    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, how: TextMatch) {
+    fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, how: &TextMatch) {
         let query = "websearch_to_tsquery('english', ";
         match how {
-            TextMatch::Walk { .. } => {
+            TextMatch::Walk { .. } | TextMatch::Found { .. } => {
+                if let TextMatch::Found { ids } = how {
+                    sql.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
+                }
                 sql.push(format_args!(" AND coalesce(search @@ {query}")).push_bind(text.to_owned());
                 sql.push(") OR EXISTS (SELECT 1 FROM ticket_search_chunks c WHERE c.ticket_id = tickets.id");
                 sql.push(format_args!(" AND c.document @@ {query}"))
@@ -182,5 +185,47 @@ impl Dialect for Postgres {
                 sql.push_bind(text.to_owned()).push(")))");
             }
         }
+    }
+
+    /// The ticket's own document through `ticket_words` (migration 0017): the postings of the
+    /// query's first word in id order, each kept if the ticket has the query's other words too
+    /// (the phrase is tested by [`TextMatch::Found`]); and the chunks' matches, which are few.
+    /// `or` and `-word` are web-search operators, with matches that need not hold every word.
+    fn push_matches_in_id_order(
+        sql: &mut QueryBuilder<Postgres>,
+        text: &str,
+        after: TicketId,
+        descending: bool,
+        limit: i64,
+    ) -> bool {
+        let operator = |word: &str| {
+            let word = word.trim_start_matches('"');
+            word.eq_ignore_ascii_case("or") || word.starts_with('-')
+        };
+        if text.split_whitespace().any(operator) {
+            return false;
+        }
+        let (beyond, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        let words = "tsvector_to_array(to_tsvector('english', ";
+        sql.push(format_args!(
+            "SELECT id FROM ((SELECT w.ticket_id AS id FROM ticket_words w WHERE w.word = ({words}"
+        ))
+        .push_bind(text.to_owned())
+        .push(format_args!(")))[1] AND w.ticket_id {beyond} "))
+        .push_bind(after)
+        .push(format_args!(" AND NOT EXISTS (SELECT FROM unnest({words}"))
+        .push_bind(text.to_owned())
+        .push("))) AS other (word) WHERE NOT EXISTS (SELECT FROM ticket_words x")
+        .push(" WHERE x.word = other.word AND x.ticket_id = w.ticket_id))")
+        .push(format_args!(" ORDER BY w.ticket_id {order} LIMIT "))
+        .push_bind(limit)
+        .push(") UNION SELECT ticket_id FROM ticket_search_chunks")
+        .push(" WHERE document @@ websearch_to_tsquery('english', ")
+        .push_bind(text.to_owned())
+        .push(format_args!(") AND ticket_id {beyond} "))
+        .push_bind(after)
+        .push(format_args!(") AS matches ORDER BY id {order} LIMIT "))
+        .push_bind(limit);
+        true
     }
 }

@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use super::sql::{Dialect, SqlStore, TextMatch};
 use crate::config::PoolSettings;
+use crate::domain::TicketId;
 use crate::store::{Result, StoreError};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -158,12 +159,16 @@ impl Dialect for Sqlite {
     /// (migration 0007) or one of its chunks (migration 0011) must match. The match lists are
     /// read first and the tickets fetched by id; a walk reads only the matches among the ids it
     /// walks (FTS5 seeks to a rowid range, which for the ticket's own row is its id).
-    fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str, how: TextMatch) {
+    fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str, how: &TextMatch) {
         let terms = fts5_terms(text);
         sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
             .push_bind(terms.clone());
         let walked = match how {
-            TextMatch::Walk { ids } => Some(ids),
+            TextMatch::Walk { ids } => Some(*ids),
+            // Found in id order by the same match: the span of them is enough.
+            TextMatch::Found { ids } => {
+                ids.iter().min().zip(ids.iter().max()).map(|(&low, &high)| (low, high))
+            }
             TextMatch::Index => None,
         };
         if let Some((lowest, highest)) = walked {
@@ -176,6 +181,35 @@ impl Dialect for Sqlite {
             sql.push(" AND c.ticket_id BETWEEN ").push_bind(lowest).push(" AND ").push_bind(highest);
         }
         sql.push(")");
+    }
+
+    /// FTS5 reads a match's rowids (the ticket's own row: its id) in either order and seeks to a
+    /// rowid; the chunks' matches, which are few, are added.
+    fn push_matches_in_id_order(
+        sql: &mut QueryBuilder<Sqlite>,
+        text: &str,
+        after: TicketId,
+        descending: bool,
+        limit: i64,
+    ) -> bool {
+        let terms = fts5_terms(text);
+        let (beyond, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        sql.push(
+            "SELECT id FROM (SELECT id FROM (SELECT rowid AS id FROM tickets_fts WHERE tickets_fts MATCH ",
+        )
+        .push_bind(terms.clone())
+        .push(format_args!(" AND rowid {beyond} "))
+        .push_bind(after)
+        .push(format_args!(" ORDER BY rowid {order} LIMIT "))
+        .push_bind(limit)
+        .push(") UNION SELECT c.ticket_id FROM ticket_search_chunks c WHERE c.id IN")
+        .push(" (SELECT rowid FROM ticket_search_chunks_fts WHERE ticket_search_chunks_fts MATCH ")
+        .push_bind(terms)
+        .push(format_args!(") AND c.ticket_id {beyond} "))
+        .push_bind(after)
+        .push(format_args!(") ORDER BY id {order} LIMIT "))
+        .push_bind(limit);
+        true
     }
 }
 

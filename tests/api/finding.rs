@@ -229,10 +229,10 @@ async fn bad_listing_parameters_are_400_and_created_by_is_for_admins(app: TestAp
     app.get("/tickets/my?created_by=1", Some(&alice)).await.assert_problem(StatusCode::FORBIDDEN);
 }
 
-/// 2,600 tickets, more than a search walks before it asks the index: every shape of search finds
+/// 5,000 tickets, more than twice what a search walks before it asks the index: every shape of search finds
 /// and pages exactly what testing every ticket would, in order, across the walk's end.
 async fn search_past_the_walk_finds_and_pages_what_a_full_scan_would(app: TestApp) {
-    const BULK: i64 = 2600;
+    const BULK: i64 = 5000;
     let DemoTokens { alice, carol, .. } = app.demo_tokens().await;
     let alice_id = app.user_id("alice").await;
     // Every tenth is about a printer; updates are shuffled so the two orders differ; the oldest
@@ -245,19 +245,23 @@ async fn search_past_the_walk_finds_and_pages_what_a_full_scan_would(app: TestAp
                 "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {BULK}) SELECT n FROM g"
             ),
             "randomblob(16)",
-            "strftime('%Y-%m-%dT%H:%M:%S', '2026-01-01', '+' || ((n * 7919) % 2600) || ' seconds') || '+00:00'",
+            format!(
+                "strftime('%Y-%m-%dT%H:%M:%S', '2026-01-01', '+' || ((n * 7919) % {BULK}) || ' seconds') || '+00:00'"
+            ),
         )
     } else {
         (
             format!("SELECT n FROM generate_series(1, {BULK}) n"),
             "gen_random_uuid()",
-            "TIMESTAMPTZ '2026-01-01 00:00:00+00' + make_interval(secs => (n * 7919) % 2600)",
+            format!("TIMESTAMPTZ '2026-01-01 00:00:00+00' + make_interval(secs => (n * 7919) % {BULK})"),
         )
     };
     app.execute(&format!(
         "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
          SELECT 'Bulk ' || n,
-                CASE WHEN n = 5 THEN 'flux capacitor' WHEN n = {edge} THEN 'quokka' WHEN n % 10 = 0 THEN 'printer jam' ELSE 'nothing to see' END,
+                CASE WHEN n = 5 THEN 'flux capacitor' WHEN n = {edge} THEN 'quokka' WHEN n % 10 = 0 THEN 'printer jam'
+                     WHEN n <= 600 THEN 'legacy mainframe'
+                     WHEN n > {BULK} - 600 THEN 'shiny gadget' ELSE 'nothing to see' END,
                 CASE WHEN n % 3 = 0 THEN 'open' ELSE 'closed' END, 'normal', {alice_id}, {token}, {updated}, {updated}
          FROM ({numbers}) AS numbers ORDER BY n"
     ))
@@ -286,31 +290,46 @@ async fn search_past_the_walk_finds_and_pages_what_a_full_scan_would(app: TestAp
     assert_eq!(list(app, &carol, "/tickets/?q=flux&status=closed&sort=updated").await, [rare]);
     assert_eq!(list(app, &alice, "/tickets/my?q=%22flux%20capacitor%22").await, [rare], "a phrase");
 
-    // What testing every ticket gives, in each order; then the same through pages of 50.
-    let expected = async |status: Option<&str>, by_update: bool| {
+    // What testing every ticket gives, in each order; then the same through pages of 50. The
+    // legacy mainframe is in the oldest 600 only, the shiny gadget in the newest 600: their
+    // matches start far behind the walk (oldest first for the gadget), and a page of 200 closed
+    // ones takes more than one read in id order.
+    let expected = async |description: &str, status: Option<&str>, by_update: bool| {
         let status = status.map(|s| format!(" AND status = '{s}'")).unwrap_or_default();
         let order = if by_update { "tickets.updated_at DESC, tickets.id DESC" } else { "tickets.id DESC" };
         let sql = format!(
-            "SELECT CAST(id AS TEXT) FROM tickets WHERE description = 'printer jam'{status} ORDER BY {order}"
+            "SELECT CAST(id AS TEXT) FROM tickets WHERE description = '{description}'{status} ORDER BY {order}"
         );
         app.texts(&sql).await.iter().map(|id| id.parse().unwrap()).collect::<Vec<i64>>()
     };
-    for (url, status, by_update) in [
-        ("/tickets/?q=printer&limit=50", None, false),
-        ("/tickets/?q=printer&limit=50&sort=updated", None, true),
-        ("/tickets/?q=printer%20jam&limit=50&status=open", Some("open"), false),
-        ("/tickets/?q=printer&limit=50&status=open&sort=updated", Some("open"), true),
+    for (url, description, status, by_update) in [
+        ("/tickets/?q=printer&limit=50", "printer jam", None, false),
+        ("/tickets/?q=printer&limit=50&sort=updated", "printer jam", None, true),
+        ("/tickets/?q=printer%20jam&limit=50&status=open", "printer jam", Some("open"), false),
+        ("/tickets/?q=printer&limit=50&status=open&sort=updated", "printer jam", Some("open"), true),
+        ("/tickets/?q=mainframe&limit=50", "legacy mainframe", None, false),
+        ("/tickets/?q=mainframe%20legacy&limit=200&status=closed", "legacy mainframe", Some("closed"), false),
+        ("/tickets/?q=%22legacy%20mainframe%22&limit=50&sort=updated", "legacy mainframe", None, true),
     ] {
-        let want = expected(status, by_update).await;
-        assert!(want.len() > 50, "{url}: more than one page");
+        let want = expected(description, status, by_update).await;
+        let limit = if url.contains("limit=200") { 200 } else { 50 };
+        assert!(want.len() > limit, "{url}: more than one page");
         let (got, pages) = all_pages(app, &carol, url).await;
         assert_eq!(got, want, "{url}");
-        assert_eq!(pages, want.len().div_ceil(50), "{url}");
+        assert_eq!(pages, want.len().div_ceil(limit), "{url}");
     }
-    let (oldest_first, _) = all_pages(app, &carol, "/tickets/?q=printer&limit=50&direction=asc").await;
-    let mut want = expected(None, false).await;
-    want.reverse();
-    assert_eq!(oldest_first, want, "ascending too");
+    let (mine, _) = all_pages(app, &alice, "/tickets/my?q=mainframe&limit=100").await;
+    assert_eq!(mine, expected("legacy mainframe", None, false).await, "in a customer's scope");
+    for (url, description, status) in [
+        ("/tickets/?q=printer&limit=50&direction=asc", "printer jam", None),
+        ("/tickets/?q=gadget&limit=50&direction=asc", "shiny gadget", None),
+        ("/tickets/?q=shiny&limit=50&direction=asc&status=closed", "shiny gadget", Some("closed")),
+    ] {
+        let (oldest_first, _) = all_pages(app, &carol, url).await;
+        let mut want = expected(description, status, false).await;
+        want.reverse();
+        assert_eq!(oldest_first, want, "{url}: ascending too");
+    }
 }
 
 /// `count` made-up words, different for each `seed`: text a search index cannot compress.

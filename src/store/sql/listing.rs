@@ -13,6 +13,11 @@ use crate::store::{Listing, SortKey, TicketCursor, TicketQuery, TicketSort};
 /// an index lookup, and neither grows with the number of tickets.
 const SEARCH_WALK: i64 = 2000;
 
+/// How many matches in id order a search reads first, after a walk left its page short; each
+/// further read takes four times as many, up to `LAST_BATCH` (which bounds one statement's ids).
+const FIRST_BATCH: i64 = 256;
+const LAST_BATCH: i64 = 16_384;
+
 /// The tickets a search walks: their lowest and highest ids, and the last of them in the page's
 /// order if more follow.
 struct Walk {
@@ -51,7 +56,8 @@ where
     /// A search first walks the next `SEARCH_WALK` tickets of the filtered listing, in the page's
     /// order, testing each: a frequent word fills the page early, at a cost that does not grow
     /// with the table. If the walk ends with the page short, the word is rare there, and the
-    /// index finds the rest.
+    /// index finds the rest: in id order, stopping when the page is full, where the page goes by
+    /// id; otherwise all its matches, then the page of them.
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn tickets(&self, query: &TicketQuery) -> Result<Vec<Ticket>> {
         let whole = Span {
@@ -67,12 +73,16 @@ where
         let text_match = TextMatch::Walk { ids: walk.ids };
         let walked = Span { until: walk.end.clone(), text_match, ..whole.clone() };
         let mut page = self.page(query, walked).await?;
-        let missing = query.limit.saturating_sub(u32::try_from(page.len()).unwrap_or(query.limit));
         // Without an end, the walk covered every ticket left.
-        if let Some(end) = walk.end.filter(|_| missing > 0) {
-            let rest = Span { after: Some(end), limit: missing, ..whole };
-            page.extend(self.page(query, rest).await?);
+        let Some(end) = walk.end.filter(|_| page.len() < query.limit as usize) else { return Ok(page) };
+        if query.sort.key == SortKey::Created
+            && self.extend_in_id_order(query, &mut page, end.clone()).await?
+        {
+            return Ok(page);
         }
+        let missing = query.limit - page.len() as u32;
+        let rest = Span { after: Some(end), limit: missing, ..whole };
+        page.extend(self.page(query, rest).await?);
         Ok(page)
     }
 }
@@ -105,7 +115,7 @@ where
             QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
         Self::push_filters(&mut sql, query);
         if let Some(text) = &query.text {
-            DB::push_text_search(&mut sql, text, span.text_match);
+            DB::push_text_search(&mut sql, text, &span.text_match);
         }
         Self::push_span(&mut sql, query.sort, span.after.as_ref(), span.until.as_ref());
         sql.push(" LIMIT ").push_bind(i64::from(span.limit));
@@ -188,6 +198,45 @@ where
             _ => {
                 sql.push(format_args!(" AND id {op} ")).push_bind(row.id);
             }
+        }
+    }
+
+    /// Fills `page` with the matches after `after` in id order, reading them from the index in
+    /// that order in batches that grow fourfold: a word whose matches start far beyond the walk,
+    /// or grow sparse among the filters, costs a few seeks, not its whole match list. `false`,
+    /// with `page` untouched, where the index cannot read the text in id order.
+    async fn extend_in_id_order(
+        &self,
+        query: &TicketQuery,
+        page: &mut Vec<Ticket>,
+        mut after: TicketCursor,
+    ) -> Result<bool> {
+        let text = query.text.clone().unwrap_or_default();
+        let descending = query.sort.descending;
+        let mut batch = FIRST_BATCH;
+        loop {
+            let (text, after_id) = (text.clone(), after.id);
+            let ids: Option<Vec<TicketId>> = self
+                .read(async move |connection| {
+                    let mut sql = QueryBuilder::<DB>::new("");
+                    if !DB::push_matches_in_id_order(&mut sql, &text, after_id, descending, batch) {
+                        return Ok(None);
+                    }
+                    sql.build_query_scalar().fetch_all(connection).await.map(Some)
+                })
+                .await?;
+            let Some(ids) = ids else { return Ok(false) };
+            let Some(&last) = ids.last() else { return Ok(true) };
+            let read_all = (ids.len() as i64) < batch;
+            let limit = query.limit - page.len() as u32;
+            let found =
+                Span { after: Some(after.clone()), until: None, text_match: TextMatch::Found { ids }, limit };
+            page.extend(self.page(query, found).await?);
+            if read_all || page.len() == query.limit as usize {
+                return Ok(true);
+            }
+            after.id = last;
+            batch = (batch * 4).min(LAST_BATCH);
         }
     }
 

@@ -138,11 +138,13 @@ pub trait Column<DB: Database>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> 
 impl<DB: Database, T> Column<DB> for T where T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> {}
 
 /// How a search tests tickets for its text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextMatch {
     /// Among the tickets of a walk, whose ids all lie within `ids` (lowest, highest): row by row,
     /// or the index's matches within those ids.
     Walk { ids: (TicketId, TicketId) },
+    /// Among `ids`, in id order, as [`Dialect::push_matches_in_id_order`] read them.
+    Found { ids: Vec<TicketId> },
     /// All matches from the full-text index, then the page of them: cheap when they are few.
     Index,
 }
@@ -173,7 +175,18 @@ pub trait Dialect: Database {
     /// Pushes ` AND <condition>` keeping the tickets whose subject, description and public
     /// comments together match `text` as a web search (words ANDed, English stemming), tested as
     /// `how` says.
-    fn push_text_search(sql: &mut QueryBuilder<Self>, text: &str, how: TextMatch);
+    fn push_text_search(sql: &mut QueryBuilder<Self>, text: &str, how: &TextMatch);
+    /// Pushes a statement for the ids of up to `limit` tickets matching `text` (or a few more,
+    /// which [`TextMatch::Found`] tests again) beyond `after` in id order (`descending` or not),
+    /// read from an index in that order, so that it costs what it returns, however many match.
+    /// `false`, pushing nothing, for a text no such index can answer.
+    fn push_matches_in_id_order(
+        sql: &mut QueryBuilder<Self>,
+        text: &str,
+        after: TicketId,
+        descending: bool,
+        limit: i64,
+    ) -> bool;
 }
 
 /// The [`Store`] on a SQL database: writes on sqlx's pool, reads on connections of their own.
