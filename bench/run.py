@@ -82,7 +82,9 @@ SELECT min(id) AS agent0 FROM users WHERE role = 'agent' \\gset
 SELECT min(id) AS customer0 FROM users WHERE role = 'customer' \\gset
 INSERT INTO tickets (subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at)
 SELECT (ARRAY{SUBJECTS})[1 + g % 8] || ' problem ' || g,
-       'The ' || lower((ARRAY{SUBJECTS})[1 + (g / 8) % 8]) || ' stopped working after the update, case ' || g,
+       'The ' || lower((ARRAY{SUBJECTS})[1 + (g / 8) % 8]) || ' stopped working after the update, case ' || g
+           || CASE WHEN g % 10 = 1 AND g <= {tickets // 2} THEN ' archived' ELSE '' END
+           || CASE WHEN g % 10 = 1 AND g <= {tickets // 100} THEN ' mainframe' ELSE '' END,
        (ARRAY['open','in_progress','resolved','closed'])[1 + g % 4],
        (ARRAY['low','normal','high','urgent'])[1 + (g / 4) % 4],
        :customer0 + g % 1000,
@@ -118,7 +120,9 @@ INSERT INTO users (username, password_hash, role, created_at)
 INSERT INTO tickets (subject, description, status, priority, created_by, assigned_to, embed_token, created_at, updated_at)
     WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {tickets})
     SELECT {pick(SUBJECTS, 'x % 8')} || ' problem ' || x,
-           'The ' || lower({pick(SUBJECTS, '(x / 8) % 8')}) || ' stopped working after the update, case ' || x,
+           'The ' || lower({pick(SUBJECTS, '(x / 8) % 8')}) || ' stopped working after the update, case ' || x
+               || CASE WHEN x % 10 = 1 AND x <= {tickets // 2} THEN ' archived' ELSE '' END
+               || CASE WHEN x % 10 = 1 AND x <= {tickets // 100} THEN ' mainframe' ELSE '' END,
            {pick(['open', 'in_progress', 'resolved', 'closed'], 'x % 4')},
            {pick(['low', 'normal', 'high', 'urgent'], '(x / 4) % 4')},
            (SELECT min(id) FROM users WHERE role = 'customer') + x % 1000,
@@ -323,7 +327,7 @@ def side_by_side(report, name, runs):
 def measure(server, floor, backend, report, args, workdir):
     kind = backend.kind
     report["startup_to_ready_ms"] = round(server.ready_ms, 1)
-    admin, agent = server.token("bench-admin"), server.token("agent1")
+    admin, agent, agent2 = server.token("bench-admin"), server.token("agent1"), server.token("agent2")
     customers = [server.token(f"customer{n}") for n in range(1, 21)]
     files = {name: str(workdir / f"{kind}-{name}.txt") for name in ("ids", "agent_ids", "open_ids", "embeds")}
     deep_cursor = _cursor(args.tickets // 2)
@@ -348,6 +352,13 @@ def measure(server, floor, backend, report, args, workdir):
         ("search_updated", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=printer&sort=updated&limit=50"}),
         ("search_later_page", "path", {"TOKENS": admin, "REQUEST_PATH": f"/tickets/?q=printer&limit=50&cursor={deep_cursor}"}),
         ("search_agent", "path", {"TOKENS": agent, "REQUEST_PATH": "/tickets/?q=network&limit=50"}),
+        # Skewed in time: `archived` is in one ticket in ten of the older half, none of the newer;
+        # `mainframe` in one in ten of the oldest 1%. agent2 holds one in two of the archived.
+        ("search_skewed", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=archived&limit=50"}),
+        ("search_skewed_filtered", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=archived&status=closed&limit=50"}),
+        ("search_skewed_updated", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=archived&sort=updated&limit=50"}),
+        ("search_skewed_agent", "path", {"TOKENS": agent2, "REQUEST_PATH": "/tickets/?q=archived&limit=50"}),
+        ("search_skewed_oldest", "path", {"TOKENS": admin, "REQUEST_PATH": "/tickets/?q=mainframe&limit=50"}),
         ("create_ticket", "create", {"TOKENS": ",".join(customers)}),
         ("patch_priority", "patch_priority", {"TOKENS": admin, "IDS_FILE": files["ids"]}),
         ("comment", "comment", {"TOKENS": admin, "IDS_FILE": files["open_ids"]}),

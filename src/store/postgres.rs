@@ -188,8 +188,8 @@ impl Dialect for Postgres {
     }
 
     /// The ticket's own document through `ticket_words` (migration 0017): the postings of the
-    /// query's first word in id order, each kept if the ticket has the query's other words too
-    /// (the phrase is tested by [`TextMatch::Found`]); and the chunks' matches, which are few.
+    /// query's first word in id order, each kept if the ticket has all the query's words (the
+    /// phrase is tested by [`TextMatch::Found`]); and the chunks' matches, which are few.
     /// `or` and `-word` are web-search operators, with matches that need not hold every word.
     fn push_matches_in_id_order(
         sql: &mut QueryBuilder<Postgres>,
@@ -207,17 +207,20 @@ impl Dialect for Postgres {
         }
         let (beyond, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
         let words = "tsvector_to_array(to_tsvector('english', ";
+        // The query's words are counted per posting, never tested as a join (the planner would
+        // hash all of `ticket_words` for that).
         sql.push(format_args!(
             "SELECT id FROM ((SELECT w.ticket_id AS id FROM ticket_words w WHERE w.word = ({words}"
         ))
         .push_bind(text.to_owned())
         .push(format_args!(")))[1] AND w.ticket_id {beyond} "))
         .push_bind(after)
-        .push(format_args!(" AND NOT EXISTS (SELECT FROM unnest({words}"))
+        .push(" AND (SELECT count(*) FROM ticket_words x WHERE x.ticket_id = w.ticket_id AND x.word = ANY (")
+        .push(words)
         .push_bind(text.to_owned())
-        .push("))) AS other (word) WHERE NOT EXISTS (SELECT FROM ticket_words x")
-        .push(" WHERE x.word = other.word AND x.ticket_id = w.ticket_id))")
-        .push(format_args!(" ORDER BY w.ticket_id {order} LIMIT "))
+        .push(format_args!(")))) = cardinality({words}"))
+        .push_bind(text.to_owned())
+        .push(format_args!("))) ORDER BY w.ticket_id {order} LIMIT "))
         .push_bind(limit)
         .push(") UNION SELECT ticket_id FROM ticket_search_chunks")
         .push(" WHERE document @@ websearch_to_tsquery('english', ")
