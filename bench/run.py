@@ -500,11 +500,15 @@ def webhook_cost(server, backend, report, args, env_of):
     for name in WRITE_SCENARIOS:
         scenario, env = env_of[name]
         rounds = {configuration: [] for configuration in configurations}
+        delivered_meanwhile = []
         for round_number in range(ROUNDS):
             for configuration, apply in configurations.items():
                 print(f"[{backend.kind}] {name} round {round_number + 1}: {configuration} ...", file=sys.stderr)
                 apply()
+                received_before = receiver.received
                 rounds[configuration].append(result_of(wrk(server, scenario, args.duration, args.connections, **env)))
+                if configuration == "delivering":
+                    delivered_meanwhile.append((receiver.received - received_before) / args.duration)
         base = rounds["no_triggers"]
         results[name] = {
             configuration: {
@@ -515,6 +519,8 @@ def webhook_cost(server, backend, report, args, env_of):
             }
             for configuration, runs in rounds.items()
         }
+        # Whether delivery keeps up with the writes it tells of, or leaves a backlog.
+        results[name]["delivering"]["deliveries_per_second"] = round(sorted(delivered_meanwhile)[len(delivered_meanwhile) // 2], 1)
     # Then the backlog alone: how fast one server delivers with nothing else to do.
     received_before = receiver.received
     active(True)

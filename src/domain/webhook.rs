@@ -355,28 +355,21 @@ impl InFlight {
         }
     }
 
-    /// Webhooks with as many attempts in flight as one may have: claim nothing for them.
-    pub fn full(&self) -> Vec<WebhookId> {
-        self.by_webhook.iter().filter(|&(_, &count)| count >= self.per_webhook).map(|(&id, _)| id).collect()
-    }
-
-    /// Of `candidates` (due, oldest first), those to claim: at most `limit`, and no more per
-    /// webhook than its share leaves room for.
-    pub fn choose(&self, candidates: Vec<DueDelivery>, limit: u32) -> Vec<DueDelivery> {
-        let mut taken: std::collections::HashMap<WebhookId, u32> = std::collections::HashMap::new();
-        let mut chosen = Vec::new();
-        for delivery in candidates {
-            if chosen.len() >= limit as usize {
-                break;
-            }
-            let busy = self.by_webhook.get(&delivery.webhook_id).copied().unwrap_or(0);
-            let taken = taken.entry(delivery.webhook_id).or_default();
-            if busy + *taken < self.per_webhook {
-                *taken += 1;
-                chosen.push(delivery);
+    /// How many deliveries to claim of each webhook in `waiting` (those with deliveries due,
+    /// the longest waiting first): what its share leaves room for, at most `limit` in all.
+    /// Webhooks with no room are left out.
+    pub fn shares(&self, waiting: impl IntoIterator<Item = WebhookId>, limit: u32) -> Vec<(WebhookId, u32)> {
+        let mut left = limit;
+        let mut shares = Vec::new();
+        for webhook in waiting {
+            let busy = self.by_webhook.get(&webhook).copied().unwrap_or(0);
+            let room = self.per_webhook.saturating_sub(busy).min(left);
+            if room > 0 {
+                shares.push((webhook, room));
+                left -= room;
             }
         }
-        chosen
+        shares
     }
 }
 
@@ -623,28 +616,17 @@ mod tests {
 
     #[test]
     fn a_webhook_gets_no_more_than_its_share_of_attempts() {
-        let due = |id: DeliveryId, webhook_id: WebhookId| DueDelivery {
-            id,
-            webhook_id,
-            ticket_id: id,
-            event_id: id,
-            attempts: 0,
-            body: None,
-            url: String::new(),
-            secret: String::new(),
-            include_embed_token: false,
-        };
         let mut in_flight = InFlight::new(2);
         in_flight.started(1);
-        // Webhook 1 has one in flight: one more of its five; webhook 2 gets two; the limit is 4.
-        let candidates = vec![due(1, 1), due(2, 1), due(3, 1), due(4, 2), due(5, 1), due(6, 2), due(7, 2)];
-        let chosen: Vec<_> = in_flight.choose(candidates, 4).iter().map(|d| d.id).collect();
-        assert_eq!(chosen, [1, 4, 6]);
+        // Webhook 1 has one in flight: room for one more; 2 and 3 for two each; the limit is 4.
+        assert_eq!(in_flight.shares([1, 2, 3], 4), [(1, 1), (2, 2), (3, 1)]);
         in_flight.started(1);
-        assert_eq!(in_flight.full(), [1]);
+        assert_eq!(in_flight.shares([1, 2], 4), [(2, 2)], "webhook 1 is full");
+        assert_eq!(in_flight.shares([2, 1, 3], 1), [(2, 1)], "the longest waiting first");
         in_flight.finished(1);
         in_flight.finished(1);
-        assert!(in_flight.full().is_empty() && in_flight.by_webhook.is_empty());
+        assert_eq!(in_flight.shares([1], 4), [(1, 2)]);
+        assert!(in_flight.by_webhook.is_empty());
     }
 
     #[test]

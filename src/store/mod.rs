@@ -296,9 +296,10 @@ pub trait Webhooks: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Delivery>>;
     /// Claims up to `limit` due deliveries of active webhooks for this server until
-    /// `lease_until` (when another may claim them again), oldest first; a delivery is due only
-    /// once the ones before it for the same ticket and webhook are done. Servers on one
-    /// database each claim different ones.
+    /// `lease_until` (when another may claim them again): the webhooks waiting longest first,
+    /// each's oldest first, no more of a webhook's than `in_flight` leaves room for. A delivery
+    /// is due only once the ones before it for the same ticket and webhook are done. Servers on
+    /// one database each claim different ones.
     async fn claim_deliveries(
         &self,
         limit: u32,

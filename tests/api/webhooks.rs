@@ -208,6 +208,9 @@ async fn only_admins_manage_webhooks_and_the_secret_is_shown_once(app: TestApp) 
     assert_eq!(STANDARD.decode(&secret[6..]).unwrap().len(), 32);
     assert_eq!(created["events"], json!(["ticket.created", "ticket.status_changed"]));
     assert_eq!(created["active"], true);
+    app.create_ticket(&tokens.alice, "Told to the webhook").await;
+    let deliveries = format!("SELECT CAST(count(*) AS TEXT) FROM webhook_deliveries WHERE webhook_id = {id}");
+    assert_eq!(app.texts(&deliveries).await, ["1"]);
 
     let shown = app.get(&format!("/webhooks/{id}"), Some(&tokens.carol)).await;
     assert_eq!(shown.status, StatusCode::OK);
@@ -238,6 +241,7 @@ async fn only_admins_manage_webhooks_and_the_secret_is_shown_once(app: TestApp) 
 
     let deleted = app.call(Method::DELETE, &format!("/webhooks/{id}"), Some(&tokens.carol), None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.texts(&deliveries).await, ["0"], "its deliveries go with it");
     app.get(&format!("/webhooks/{id}"), Some(&tokens.carol)).await.assert_problem(StatusCode::NOT_FOUND);
     let again = app.call(Method::DELETE, &format!("/webhooks/{id}"), Some(&tokens.carol), None).await;
     again.assert_problem(StatusCode::NOT_FOUND);
@@ -677,19 +681,23 @@ async fn claims_take_the_oldest_due_deliveries_of_active_webhooks(database: Empt
     assert_eq!(paused_now.status, StatusCode::OK);
 
     let lease = chrono::Utc::now() + chrono::Duration::minutes(1);
-    let claim = async |limit| {
-        let claimed = app.store.claim_deliveries(limit, lease, &InFlight::new(10)).await.unwrap();
+    let claim_beside = async |limit, in_flight: &InFlight| {
+        let claimed = app.store.claim_deliveries(limit, lease, in_flight).await.unwrap();
         claimed.iter().map(|d| (d.webhook_id, d.ticket_id)).collect::<Vec<_>>()
     };
+    let claim = async |limit| claim_beside(limit, &InFlight::new(10)).await;
     let running_id = running["id"].as_i64().unwrap();
     let first = claim(3).await;
     assert_eq!(first, tickets[..3].iter().map(|&t| (running_id, t)).collect::<Vec<_>>(), "oldest first");
+    let mut busy = InFlight::new(3);
+    for _ in 0..3 {
+        busy.started(running_id);
+    }
+    assert_eq!(claim_beside(10, &busy).await, [], "its share is in flight");
+    busy.finished(running_id);
+    assert_eq!(claim_beside(10, &busy).await, [(running_id, tickets[3])], "room for one");
     let rest = claim(10).await;
-    assert_eq!(
-        rest,
-        tickets[3..].iter().map(|&t| (running_id, t)).collect::<Vec<_>>(),
-        "the paused one's wait"
-    );
+    assert_eq!(rest, [(running_id, tickets[4])], "the paused one's wait");
 
     let resume = json!({"active": true});
     app.call(Method::PATCH, &format!("/webhooks/{}", paused["id"]), Some(&tokens.carol), Some(resume)).await;

@@ -106,6 +106,11 @@ where
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn delete_webhook(&self, id: WebhookId) -> Result<()> {
         let mut tx = self.begin_write().await?;
+        // Not left to a foreign key: see migration 0019 (PostgreSQL).
+        sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let deleted: Option<WebhookId> =
             sqlx::query_scalar("DELETE FROM webhooks WHERE id = $1 RETURNING id")
                 .bind(id)
@@ -167,52 +172,50 @@ where
         lease_until: DateTime<Utc>,
         in_flight: &InFlight,
     ) -> Result<Vec<DueDelivery>> {
-        // Looked for first on a read connection: most polls find nothing, and take no write lock.
-        let any_due: bool = self
+        // Looked for first on a read connection (most polls find nothing, and take no write
+        // lock): each active webhook's oldest due delivery, one index probe per webhook.
+        let at = now();
+        let waiting: Vec<WebhookId> = self
             .read(async move |connection| {
                 sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1)",
+                    "SELECT id FROM (SELECT w.id, (SELECT d.next_attempt_at FROM webhook_deliveries d
+                         WHERE d.webhook_id = w.id AND d.state = 'pending' AND d.next_attempt_at IS NOT NULL
+                         ORDER BY d.next_attempt_at LIMIT 1) AS oldest FROM webhooks w WHERE w.active) AS waiting
+                     WHERE oldest <= $1 ORDER BY oldest, id",
                 )
-                .bind(now())
-                .fetch_one(connection)
+                .bind(at)
+                .fetch_all(connection)
                 .await
             })
             .await?;
-        if !any_due {
+        let shares = in_flight.shares(waiting, limit);
+        if shares.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
         if let Some(index_order) = DB::CLAIM_IN_INDEX_ORDER {
             sqlx::query(index_order).execute(&mut *tx).await?;
         }
-        // Only a ticket's first pending delivery to a webhook is ever due (see migration 0009),
-        // and the inner SELECT walks the due index in its order, stopping after `limit` rows it
-        // could lock, however many are due (see `Dialect::CLAIM_IN_INDEX_ORDER`). Webhooks with
-        // their share of attempts in flight here are left out.
-        let mut select = QueryBuilder::<DB>::new(
-            "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret,
-                    w.include_embed_token
-             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.id IN (SELECT d.id FROM webhook_deliveries d
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= ",
-        );
-        select.push_bind(now()).push(" AND d.webhook_id IN (SELECT id FROM webhooks WHERE active)");
-        let full = in_flight.full();
-        if !full.is_empty() {
-            select.push(" AND d.webhook_id NOT IN (");
-            let mut ids = select.separated(", ");
-            for id in full {
-                ids.push_bind(id);
-            }
-            select.push(")");
+        // Only a ticket's first pending delivery to a webhook is ever due (see migration 0009).
+        // The inner SELECT walks the webhook's due index in its order, stopping after `room`
+        // rows it could lock, however many are due (see `Dialect::CLAIM_IN_INDEX_ORDER`).
+        let mut due: Vec<DueDelivery> = Vec::new();
+        for (webhook, room) in shares {
+            let mut select = QueryBuilder::<DB>::new(
+                "SELECT d.id, d.webhook_id, d.ticket_id, d.event_id, d.attempts, d.body, w.url, w.secret,
+                        w.include_embed_token
+                 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                 WHERE w.active AND d.id IN (SELECT d.id FROM webhook_deliveries d WHERE d.webhook_id = ",
+            );
+            select.push_bind(webhook);
+            select.push(" AND d.state = 'pending' AND d.next_attempt_at <= ").push_bind(at);
+            select
+                .push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
+                .push_bind(i64::from(room))
+                .push(DB::SKIP_LOCKED)
+                .push(") ORDER BY d.next_attempt_at, d.id");
+            due.extend(select.build_query_as::<DueDelivery>().fetch_all(&mut *tx).await?);
         }
-        select
-            .push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
-            .push_bind(i64::from(limit))
-            .push(DB::SKIP_LOCKED)
-            .push(") ORDER BY d.next_attempt_at, d.id");
-        let candidates: Vec<DueDelivery> = select.build_query_as().fetch_all(&mut *tx).await?;
-        let due = in_flight.choose(candidates, limit);
         if due.is_empty() {
             return Ok(due);
         }
