@@ -150,7 +150,7 @@ pub enum TextMatch {
 }
 
 /// What differs between the databases the store runs on.
-pub trait Dialect: Database {
+pub trait Dialect: Database + sqlx::database::HasStatementCache {
     /// The statement that opens every write transaction.
     const BEGIN_WRITE: &'static str;
     /// Appended to a `SELECT` of the row a write transaction reads and then changes, to lock it.

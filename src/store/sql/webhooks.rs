@@ -174,6 +174,9 @@ where
     ) -> Result<Vec<DueDelivery>> {
         // Looked for first on a read connection (most polls find nothing, and take no write
         // lock): each active webhook's oldest due delivery, one index probe per webhook.
+        // The worker's statements are planned on each use, not once per connection: a plan
+        // made while the deliveries were few (a fresh database) scans them all, and would be
+        // kept while they grow into a backlog.
         let at = now();
         let waiting: Vec<WebhookId> = self
             .read(async move |connection| {
@@ -184,6 +187,7 @@ where
                      WHERE oldest <= $1 ORDER BY oldest, id",
                 )
                 .bind(at)
+                .persistent(false)
                 .fetch_all(connection)
                 .await
             })
@@ -214,7 +218,7 @@ where
                 .push_bind(i64::from(room))
                 .push(DB::SKIP_LOCKED)
                 .push(") ORDER BY d.next_attempt_at, d.id");
-            due.extend(select.build_query_as::<DueDelivery>().fetch_all(&mut *tx).await?);
+            due.extend(select.build_query_as::<DueDelivery>().persistent(false).fetch_all(&mut *tx).await?);
         }
         if due.is_empty() {
             return Ok(due);
@@ -228,7 +232,7 @@ where
             ids.push_bind(delivery.id);
         }
         claim.push(")");
-        claim.build().execute(&mut *tx).await?;
+        claim.build().persistent(false).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(due)
     }
@@ -295,6 +299,7 @@ where
         .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(delivered_at)
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
         if done {
@@ -307,6 +312,7 @@ where
             .bind(delivery.webhook_id)
             .bind(delivery.ticket_id)
             .bind(now)
+            .persistent(false)
             .execute(&mut *tx)
             .await?;
         }
