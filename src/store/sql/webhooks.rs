@@ -177,22 +177,23 @@ where
         // The worker's statements are planned on each use, not once per connection: a plan
         // made while the deliveries were few (a fresh database) scans them all, and would be
         // kept while they grow into a backlog.
+        // (Compared and ordered here: in SQL both databases ran the subquery once for each use.)
         let at = now();
-        let waiting: Vec<WebhookId> = self
+        let mut oldest: Vec<(WebhookId, Option<DateTime<Utc>>)> = self
             .read(async move |connection| {
-                sqlx::query_scalar(
-                    "SELECT id FROM (SELECT w.id, (SELECT d.next_attempt_at FROM webhook_deliveries d
+                sqlx::query_as(
+                    "SELECT w.id, (SELECT d.next_attempt_at FROM webhook_deliveries d
                          WHERE d.webhook_id = w.id AND d.state = 'pending' AND d.next_attempt_at IS NOT NULL
-                         ORDER BY d.next_attempt_at LIMIT 1) AS oldest FROM webhooks w WHERE w.active) AS waiting
-                     WHERE oldest <= $1 ORDER BY oldest, id",
+                         ORDER BY d.next_attempt_at LIMIT 1) FROM webhooks w WHERE w.active",
                 )
-                .bind(at)
                 .persistent(false)
                 .fetch_all(connection)
                 .await
             })
             .await?;
-        let shares = in_flight.shares(waiting, limit);
+        oldest.retain(|(_, due)| due.is_some_and(|due| due <= at));
+        oldest.sort_by_key(|&(webhook, due)| (due, webhook));
+        let shares = in_flight.shares(oldest.into_iter().map(|(webhook, _)| webhook), limit);
         if shares.is_empty() {
             return Ok(Vec::new());
         }
