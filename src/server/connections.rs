@@ -137,12 +137,21 @@ impl Drop for OpenConnection {
 impl Connection {
     /// A request's head arrived; `body` is its body as the handler will read it.
     pub(super) fn request_arrived(self: &Arc<Self>, body: Incoming) -> RequestBody {
+        self.arrived(!body.is_end_stream());
+        RequestBody { inner: body, connection: self.clone() }
+    }
+
+    /// A request without a body arrived (a live stream's, read without hyper).
+    pub(super) fn request_arrived_without_body(&self) {
+        self.arrived(false);
+    }
+
+    fn arrived(&self, with_body: bool) {
         self.busy.store(true, Ordering::Release);
-        self.body_unread.store(!body.is_end_stream(), Ordering::Release);
+        self.body_unread.store(with_body, Ordering::Release);
         if !self.seen_a_request.swap(true, Ordering::AcqRel) {
             self.first_request.notify_one();
         }
-        RequestBody { inner: body, connection: self.clone() }
     }
 
     /// The response's head is ready. Whether the connection must close after it: the request's

@@ -9,16 +9,20 @@
 //! or greedy clients cannot hold connections forever, nor one client all of them. On shutdown it
 //! stops accepting, takes in the connections the kernel had queued, lets requests in flight
 //! finish up to a deadline, then cuts off the rest. hyper serves each connection; hyper-util
-//! adapts the axum service to it.
+//! adapts the axum service to it; a connection that opens with a live stream's request is served
+//! without hyper, which would hold 16 KiB of buffers for the stream's whole life (see
+//! [`streams`]).
 
 mod budget;
 mod client;
 mod connections;
 mod io;
+mod streams;
 
 pub use budget::{Budget, Refusal, Share};
 pub use client::ClientKey;
 pub use connections::ConnectionHandle;
+pub use streams::StreamRoutes;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -39,6 +44,7 @@ use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
 use connections::{Connections, OpenConnection, RequestBody};
+use streams::FirstRequest;
 
 /// How the server treats connections.
 #[derive(Debug, Clone)]
@@ -56,6 +62,8 @@ pub struct ServeOptions {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// How long requests in flight may run on after shutdown begins.
     pub drain_deadline: Duration,
+    /// The live streams' paths, served without hyper when a connection opens with one.
+    pub stream_routes: StreamRoutes,
 }
 
 impl ServeOptions {
@@ -67,6 +75,7 @@ impl ServeOptions {
             max_connections_per_client: config.max_connections_per_client,
             trusted_proxies: config.trusted_proxies.clone().into(),
             drain_deadline: config.shutdown_timeout,
+            stream_routes: crate::api::is_stream_route,
         }
     }
 }
@@ -98,6 +107,7 @@ pub async fn serve(
     // closed.
     let refusing = Arc::new(Semaphore::new(options.max_connections));
     let limits = (options.header_read_timeout, options.send_timeout);
+    let stream_routes = options.stream_routes;
     let mut connection = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
         let service = services.call(peer);
@@ -106,11 +116,27 @@ pub async fn serve(
             match connections.admit(peer.ip()).await {
                 Ok(open) => {
                     let Ok(service) = service.await;
-                    serve_connection(stream, service, limits, open, stopping).await;
+                    let first = tokio::select! {
+                        first = streams::first_request(&stream, limits.0, stream_routes) => first,
+                        // Displaced to make room before it sent anything: it closes.
+                        () = open.0.close.notified() => FirstRequest::Gone,
+                    };
+                    match first {
+                        FirstRequest::Stream { request, head_len } => {
+                            serve_stream(stream, service, request, head_len, limits.1, open).await;
+                        }
+                        // Boxed: hyper's connection state is large, and a stream's task should
+                        // not carry room for it.
+                        FirstRequest::Other => {
+                            Box::pin(serve_connection(stream, service, limits, open, stopping)).await;
+                        }
+                        FirstRequest::Gone => {}
+                    }
                 }
                 Err(refusal) => {
                     if let Ok(_slot) = refusing.try_acquire_owned() {
-                        refuse(stream, refusal).await;
+                        // Boxed: its read buffer would otherwise be part of every connection's task.
+                        Box::pin(refuse(stream, refusal)).await;
                     }
                 }
             }
@@ -228,6 +254,31 @@ async fn serve_connection<S>(
                 connection.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// Answers a connection's one request, a live stream's, without hyper (see [`streams`]).
+async fn serve_stream<S>(
+    mut stream: TcpStream,
+    service: S,
+    mut request: Box<Request<Body>>,
+    head_len: usize,
+    send_timeout: Duration,
+    open: OpenConnection,
+) where
+    S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible>,
+{
+    if streams::consume_head(&mut stream, head_len).await.is_err() {
+        return;
+    }
+    open.0.request_arrived_without_body();
+    request.extensions_mut().insert(ConnectionHandle(open.0.clone()));
+    // Boxed, so the stream's task keeps no room for the handler's future once it has answered.
+    let Ok(response) = Box::pin(service.oneshot(*request)).await;
+    open.0.response_ready();
+    let mut stream = io::ClientStream::new(stream, open.0.clone(), send_timeout);
+    if let Err(error) = streams::answer(&mut stream, response).await {
+        tracing::debug!(%error, "a live stream's connection ended");
     }
 }
 

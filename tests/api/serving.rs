@@ -66,6 +66,7 @@ fn options(header_read_timeout: u64, drain_deadline: u64) -> ServeOptions {
         max_connections_per_client: 100,
         trusted_proxies: Vec::new().into(),
         drain_deadline: Duration::from_secs(drain_deadline),
+        stream_routes: ticketdesk::api::is_stream_route,
     }
 }
 

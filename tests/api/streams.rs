@@ -10,12 +10,18 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use sqlx::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use ticketdesk::server::ServeOptions;
 
 use crate::helpers::{Backend, EmptyDatabase, TestApp};
 use crate::outage::{CuttableLink, through};
+use crate::serving::RunningServer;
 
 crate::on_both_backends!(
     the_stream_shows_the_ticket_then_each_change_then_gone,
+    a_stream_on_a_socket_is_chunked_and_freed_when_its_client_goes,
     unknown_tokens_are_404_and_open_streams_are_capped,
     a_stream_ends_after_its_lifetime,
 );
@@ -94,26 +100,113 @@ impl EventStream {
 
     async fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent { event: None, data: String::new() };
-                for line in block.lines() {
-                    if let Some(name) = line.strip_prefix("event:") {
-                        event.event = Some(name.trim().to_owned());
-                    } else if let Some(data) = line.strip_prefix("data:") {
-                        event.data.push_str(data.trim_start());
-                    }
-                }
-                if event.event.is_some() || !event.data.is_empty() {
-                    return Some(event);
-                }
-                continue; // a comment
+            if let Some(event) = SseEvent::take(&mut self.buffer) {
+                return Some(event);
             }
             let frame = self.body.frame().await?.expect("the stream's body does not fail");
             if let Ok(bytes) = frame.into_data() {
                 self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
             }
         }
+    }
+}
+
+impl SseEvent {
+    /// Takes the first whole event out of `buffer`, dropping comments before it.
+    fn take(buffer: &mut String) -> Option<SseEvent> {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = SseEvent { event: None, data: String::new() };
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event.event = Some(name.trim().to_owned());
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    event.data.push_str(data.trim_start());
+                }
+            }
+            if event.event.is_some() || !event.data.is_empty() {
+                return Some(event);
+            }
+        }
+        None
+    }
+}
+
+/// A stream read off a real socket, as a browser's `EventSource` gets it: the head, then the
+/// chunked body, decoded here.
+struct SocketStream {
+    socket: TcpStream,
+    received: Vec<u8>,
+    events: String,
+}
+
+impl SocketStream {
+    /// Sends the request; the head that came back, and the connection to read on.
+    async fn open(server: &RunningServer, token: &str) -> (String, Self) {
+        let mut socket = server.connect().await;
+        let request = format!("GET /tickets/embed/{token}/stream HTTP/1.1\r\nHost: t\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut stream = Self { socket, received: Vec::new(), events: String::new() };
+        let head_end = loop {
+            if let Some(end) = stream.received.windows(4).position(|window| window == b"\r\n\r\n") {
+                break end + 4;
+            }
+            assert!(stream.read_more().await, "closed before its head: {:?}", stream.received);
+        };
+        let head = String::from_utf8(stream.received.drain(..head_end).collect()).unwrap();
+        (head, stream)
+    }
+
+    /// All that comes until the server closes the connection.
+    async fn rest(mut self) -> String {
+        while self.read_more().await {}
+        String::from_utf8(self.received).unwrap()
+    }
+
+    async fn read_more(&mut self) -> bool {
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), self.socket.read(&mut buffer)).await;
+        match read.expect("the server sent nothing for 5 s") {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.received.extend_from_slice(&buffer[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next chunk's data; `None` at the last chunk.
+    async fn chunk(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(line_end) = self.received.windows(2).position(|window| window == b"\r\n") {
+                let size = std::str::from_utf8(&self.received[..line_end]).unwrap();
+                let size = usize::from_str_radix(size, 16).unwrap_or_else(|_| panic!("chunk size {size:?}"));
+                let end = line_end + 2 + size + 2;
+                if self.received.len() >= end {
+                    assert_eq!(&self.received[end - 2..end], b"\r\n", "a chunk ends with CRLF");
+                    let data = self.received[line_end + 2..end - 2].to_vec();
+                    self.received.drain(..end);
+                    return (size > 0).then_some(data);
+                }
+            }
+            assert!(self.read_more().await, "closed mid-chunk: {:?}", self.received);
+        }
+    }
+
+    /// The next event; `None` once the body ended (its last chunk came).
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(event) = SseEvent::take(&mut self.events) {
+                return Some(event);
+            }
+            let data = self.chunk().await?;
+            self.events.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+
+    /// Whether the server closes the connection now: nothing more is sent.
+    async fn closes(mut self) -> bool {
+        !self.read_more().await && self.received.is_empty()
     }
 }
 
@@ -182,6 +275,58 @@ async fn unknown_tokens_are_404_and_open_streams_are_capped(database: EmptyDatab
     }
     let mut again = EventStream::open(&app, token).await.expect("a closed stream frees its place");
     again.next(Duration::from_secs(2)).await.unwrap();
+}
+
+/// Streams on a real socket are served without hyper (`server::streams`): the same answers,
+/// framed by hand, and a client that goes gives its place back at once.
+async fn a_stream_on_a_socket_is_chunked_and_freed_when_its_client_goes(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, ONE_STREAM).await;
+    let server = RunningServer::start(&app, ServeOptions::new(&app.config)).await;
+    let tokens = app.demo_tokens().await;
+    let ticket = app.create_ticket(&tokens.alice, "On the wire").await;
+    let token = ticket.embed_token.to_string();
+
+    // A refusal has a length, and the connection closes after it.
+    let (head, unknown) = SocketStream::open(&server, "9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90").await;
+    assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+    assert!(head.contains("\r\ncontent-type: application/problem+json\r\n"), "{head}");
+    let body = unknown.rest().await;
+    assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], 404);
+
+    let (head, mut stream) = SocketStream::open(&server, &token).await;
+    for line in [
+        "content-type: text/event-stream",
+        "cache-control: no-store",
+        "transfer-encoding: chunked",
+        "connection: close",
+    ] {
+        assert!(head.contains(&format!("\r\n{line}\r\n")), "{line} in {head}");
+    }
+    assert!(head.contains("\r\ndate: ") && !head.contains("content-length"), "{head}");
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.json(), app.get(&format!("/tickets/embed/{token}"), None).await.json);
+    app.set_status(&tokens.carol, ticket.id, "closed").await;
+    assert_eq!(stream.next().await.unwrap().json()["status"], "Closed");
+
+    // Only one stream may be open: the client that goes must give its place back by itself (not
+    // at the next keep-alive comment, 15 s later).
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut stream = loop {
+        let (head, stream) = SocketStream::open(&server, &token).await;
+        if head.starts_with("HTTP/1.1 200 ") {
+            break stream;
+        }
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(std::time::Instant::now() < deadline, "the closed stream still holds its place");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stream.next().await.unwrap();
+    app.call(Method::POST, &format!("/tickets/{}/embed-token", ticket.id), Some(&tokens.alice), None).await;
+    assert_eq!(stream.next().await.unwrap().event.as_deref(), Some("gone"));
+    assert!(stream.next().await.is_none(), "the last chunk follows gone");
+    assert!(stream.closes().await, "then the connection closes");
 }
 
 async fn change_on_another_server(database: EmptyDatabase) {
