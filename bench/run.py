@@ -395,6 +395,9 @@ def measure(server, floor, backend, report, args, workdir):
 def live_streams(backend, args, workdir):
     """`--streams N`: what N open streams cost (bench/streams.py), on a server of its own."""
     import streams
+    report = {}
+    if backend.kind == "postgres":
+        report["notify_cost_no_stream_open"] = notify_cost(backend, workdir, args)
     room = str(args.streams + streams.FANOUT + 100)
     server = Server(backend, EMBED_STREAMS_MAX=room, EMBED_STREAMS_PER_CLIENT=room)
     try:
@@ -406,9 +409,6 @@ def live_streams(backend, args, workdir):
             rows = [(ticket, uuid_from_hex(token.lower())) for ticket, token in rows]
         ids_file = workdir / f"{backend.kind}-ids.txt"
         get = lambda: result_of(wrk(server, "get_ticket", args.duration, args.connections, TOKENS=admin, IDS_FILE=str(ids_file)))
-        report = {}
-        if backend.kind == "postgres":
-            report["notify_cost_no_stream_open"] = notify_cost(server, backend, admin, ids_file, args)
         print(f"[{backend.kind}] {args.streams:,} live streams ...", file=sys.stderr)
         report.update(streams.measure(server, backend, admin, get, rows, args.streams))
         return report
@@ -416,17 +416,59 @@ def live_streams(backend, args, workdir):
         server.stop()
 
 
-def notify_cost(server, backend, admin, ids_file, args):
-    """patch_priority with the live-stream trigger off and on, no stream open, in turns."""
+NOTIFY_ROUNDS = 7
+
+
+def machine_busy_seconds():
+    """CPU time all cores spent busy since boot (every process: wrk, the server, PostgreSQL)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def notify_cost(backend, workdir, args):
+    """patch_priority with the live-stream trigger off and on, no stream open, in turns; and,
+    in the rounds with it on, the trigger's own time per call (PostgreSQL's function statistics)
+    against the machine's CPU time per priority change: the share of a write it costs, measured
+    without the rounds' spread."""
+    # On a server of its own whose sessions time plpgsql functions (its pool opens them at start).
+    backend.query("ALTER DATABASE ticketdesk_bench SET track_functions = 'pl'")
+    server = Server(backend)
+    try:
+        return notify_rounds(server, backend, workdir, args)
+    finally:
+        server.stop()
+        backend.query("ALTER DATABASE ticketdesk_bench RESET track_functions")
+
+
+def notify_rounds(server, backend, workdir, args):
+    admin = server.token("bench-admin")
+    ids_file = workdir / f"{backend.kind}-ids.txt"
     rounds = {"trigger_off": [], "trigger_on": []}
-    for round_number in range(ROUNDS):
-        for configuration in rounds:
+    shares = []
+    for round_number in range(NOTIFY_ROUNDS):
+        # Each round reverses the last one's order: the second of a pair runs on a table the
+        # first left more bloated (every change leaves a dead row), which favoured "off" before.
+        order = list(rounds) if round_number % 2 == 0 else list(reversed(rounds))
+        for configuration in order:
             verb = "DISABLE" if configuration == "trigger_off" else "ENABLE"
-            backend.query(f"ALTER TABLE tickets {verb} TRIGGER tickets_notify_change")
+            backend.query(f"ALTER TABLE tickets {verb} TRIGGER tickets_notify_change; SELECT pg_stat_reset()")
             print(f"[postgres] patch_priority round {round_number + 1}: {configuration} ...", file=sys.stderr)
-            rounds[configuration].append(result_of(wrk(server, "patch_priority", args.duration, args.connections, TOKENS=admin, IDS_FILE=str(ids_file)))["rps"])
+            busy = machine_busy_seconds()
+            result = result_of(wrk(server, "patch_priority", args.duration, args.connections, TOKENS=admin, IDS_FILE=str(ids_file)))
+            busy = machine_busy_seconds() - busy
+            rounds[configuration].append(result["rps"])
+            if configuration == "trigger_on":
+                time.sleep(1.5)  # backends report their function statistics within a second of going idle
+                calls, self_ms = backend.query(
+                    "SELECT calls || ' ' || self_time FROM pg_stat_user_functions WHERE funcname = 'notify_ticket_change'")
+                shares.append({"calls": int(calls), "trigger_us_per_call": round(float(self_ms) * 1000 / int(calls), 2),
+                               "machine_cpu_us_per_update": round(busy * 1e6 / result["requests"], 1)})
     ratios = sorted(on / off for on, off in zip(rounds["trigger_on"], rounds["trigger_off"]))
-    return {"rps_rounds": rounds, "ratio_on_to_off": round(ratios[len(ratios) // 2], 3)}
+    share = sorted(r["trigger_us_per_call"] / r["machine_cpu_us_per_update"] for r in shares)
+    return {"rps_rounds": rounds, "ratio_on_to_off": round(ratios[len(ratios) // 2], 3),
+            "ratio_rounds": [round(r, 3) for r in ratios], "trigger_timing": shares,
+            "trigger_share_of_update_cpu": round(share[len(share) // 2], 4)}
 
 
 WRITE_SCENARIOS = ("create_ticket", "patch_priority")
