@@ -3,7 +3,8 @@
 // the page, download the file with GET /attachments/{id}/content with every optional parameter as
 // Swagger UI leaves it (nothing pre-filled, checked on GET /tickets/ too), check the responses
 // shown; then open
-// the new ticket's embed link as a browser would and check the status card.
+// the new ticket's embed link as a browser would and check the status card, and follow the
+// ticket's live stream with EventSource through a change.
 import { chromium } from 'playwright-core';
 
 const base = process.env.BASE_URL ?? 'http://127.0.0.1:8000';
@@ -118,6 +119,45 @@ await card.screenshot({ path: process.env.CARD_SCREENSHOT ?? 'card.png' });
 console.log(`embed card -> ${cardResponse.status()} ${cardType}: "${heading}" [${badge}]`);
 if (!cardType.startsWith('text/html')) failures.push(`the embed link served ${cardType} to a browser`);
 if (heading !== 'Filed from Swagger UI' || badge !== 'Open') failures.push(`the card shows "${heading}" [${badge}]`);
+
+// The live stream, as a chat widget on a customer's site reads it with EventSource (the server
+// writes this answer itself, not through its HTTP library): the view now, then a new one when
+// alice comments. From a page of another origin, so the stream has a connection of its own and is
+// its first request (on a kept-alive connection it would go through hyper).
+const widget = await browser.newPage();
+await widget.setContent('<!doctype html><title>A customer site</title>');
+await widget.evaluate((url) => {
+  window.views = [];
+  window.source = new EventSource(url);
+  window.source.onmessage = (e) => window.views.push(JSON.parse(e.data));
+}, `${base}/tickets/embed/${token}/stream`);
+const streamed = { views: [] };
+try {
+  await widget.waitForFunction(() => window.views.length >= 1, null, { timeout: 5000 });
+  const login = await fetch(`${base}/auth/token`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+    body: 'username=alice&password=alice123',
+  });
+  const { access_token } = await login.json();
+  const id = JSON.parse(created.shown).id;
+  const comment = await fetch(`${base}/tickets/${id}/comments`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${access_token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ body: 'Any news?' }),
+  });
+  if (comment.status !== 201) failures.push(`the comment answered ${comment.status}`);
+  await widget.waitForFunction(() => window.views.length >= 2, null, { timeout: 5000 });
+} catch (e) {
+  streamed.error = e.message;
+}
+Object.assign(streamed, await widget.evaluate(() => ({ views: window.views, open: window.source.readyState === EventSource.OPEN })));
+console.log(`embed stream -> ${JSON.stringify(streamed)}`);
+const [first, second] = streamed.views;
+if (streamed.error || !streamed.open) failures.push(`the live stream: ${JSON.stringify(streamed)}`);
+else if (first.subject !== 'Filed from Swagger UI' || !(second.last_updated > first.last_updated)) {
+  failures.push(`the live stream showed ${JSON.stringify(streamed.views)}`);
+}
 
 console.log(`POST /tickets/ -> ${created.code}; GET /tickets/my -> ${mine.code}`);
 if (created.code !== '201') failures.push(`POST /tickets/ answered ${created.code}: ${created.shown}`);
