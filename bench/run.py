@@ -508,6 +508,24 @@ class Receiver:
         self.httpd.shutdown()
 
 
+def wal_counters(backend):
+    """PostgreSQL's WAL and commit counters (None on SQLite): what a round made the disk do."""
+    if backend.kind != "postgres":
+        return None
+    row = backend.query("SELECT wal_bytes || ',' || wal_sync || ',' || wal_sync_time || ',' || "
+                        "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) FROM pg_stat_wal")[0]
+    return [float(value) for value in row.split(",")]
+
+
+def wal_per_request(before, after, requests):
+    """Per write request: WAL bytes, transactions (reads count too) and how many requests one
+    WAL flush served, with the flushes' mean time: where group commit stands."""
+    wal_bytes, syncs, sync_ms, commits = (b - a for a, b in zip(before, after))
+    return {"wal_bytes": round(wal_bytes / requests), "transactions": round(commits / requests, 2),
+            "requests_per_flush": round(requests / max(syncs, 1), 2),
+            "flush_ms": round(sync_ms / max(syncs, 1), 3) if sync_ms else None}
+
+
 def webhook_cost(server, backend, report, args, env_of):
     """What webhooks cost the write routes, side by side in rounds: without the triggers of
     migration 0009 (the store as it was before webhooks), with them but no active webhook, and
@@ -548,7 +566,11 @@ def webhook_cost(server, backend, report, args, env_of):
                 print(f"[{backend.kind}] {name} round {round_number + 1}: {configuration} ...", file=sys.stderr)
                 apply()
                 received_before = receiver.received
-                rounds[configuration].append(result_of(wrk(server, scenario, args.duration, args.connections, **env)))
+                wal_before = wal_counters(backend)
+                result = result_of(wrk(server, scenario, args.duration, args.connections, **env))
+                if wal_before:
+                    result["wal"] = wal_per_request(wal_before, wal_counters(backend), result["requests"])
+                rounds[configuration].append(result)
                 if configuration == "delivering":
                     delivered_meanwhile.append((receiver.received - received_before) / args.duration)
         base = rounds["no_triggers"]
@@ -558,6 +580,7 @@ def webhook_cost(server, backend, report, args, env_of):
                 "p99_ms": sorted(r["p99_ms"] for r in runs)[len(runs) // 2],
                 "ratio_to_no_triggers": round(sorted(r["rps"] / b["rps"] for r, b in zip(runs, base))[len(runs) // 2], 3),
                 "non2xx": sum(r["non2xx"] + r["socket_errors"] for r in runs),
+                **({"wal": [r["wal"] for r in runs]} if "wal" in runs[0] else {}),
             }
             for configuration, runs in rounds.items()
         }
