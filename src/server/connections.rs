@@ -162,6 +162,11 @@ impl Connection {
         self.body_unread() || self.streaming.load(Ordering::Acquire)
     }
 
+    /// Whether a request's head has arrived on this connection.
+    pub(super) fn seen_a_request(&self) -> bool {
+        self.seen_a_request.load(Ordering::Acquire)
+    }
+
     /// Whether the last request's body was left (partly) unread.
     pub(super) fn body_unread(&self) -> bool {
         self.body_unread.load(Ordering::Acquire)

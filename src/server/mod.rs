@@ -116,6 +116,9 @@ pub async fn serve(
             match connections.admit(peer.ip()).await {
                 Ok(open) => {
                     let Ok(service) = service.await;
+                    // The first head is due within the header timeout of now, however long the
+                    // client waits before its first byte (the peek below) and after (hyper).
+                    let first_head_by = tokio::time::Instant::now() + limits.0;
                     let first = tokio::select! {
                         first = streams::first_request(&stream, limits.0, stream_routes) => first,
                         // Displaced to make room before it sent anything: it closes.
@@ -128,7 +131,9 @@ pub async fn serve(
                         // Boxed: hyper's connection state is large, and a stream's task should
                         // not carry room for it.
                         FirstRequest::Other => {
-                            Box::pin(serve_connection(stream, service, limits, open, stopping)).await;
+                            let connection =
+                                serve_connection(stream, service, limits, first_head_by, open, stopping);
+                            Box::pin(connection).await;
                         }
                         FirstRequest::Gone => {}
                     }
@@ -203,6 +208,7 @@ async fn serve_connection<S>(
     stream: TcpStream,
     service: S,
     (header_read_timeout, send_timeout): (Duration, Duration),
+    first_head_by: tokio::time::Instant,
     open: OpenConnection,
     mut stopping: watch::Receiver<bool>,
 ) where
@@ -235,9 +241,20 @@ async fn serve_connection<S>(
         );
     let mut connection = pin!(connection);
     let (mut closing, mut stop_seen) = (false, false);
+    // hyper's own header timeout starts here, after the peek may have waited most of it.
+    let first_head_due = tokio::time::sleep_until(first_head_by);
+    let mut first_head_due = pin!(first_head_due);
+    let mut first_head_checked = false;
     loop {
         tokio::select! {
             result = connection.as_mut() => return log_connection_end(result),
+            () = first_head_due.as_mut(), if !first_head_checked => {
+                first_head_checked = true;
+                if !open.0.seen_a_request() {
+                    tracing::debug!("closing a connection whose first request head came too slowly");
+                    return;
+                }
+            }
             // Displaced to make room: closes now if idle, else after the answer in progress.
             () = open.0.close.notified(), if !closing => {
                 closing = true;

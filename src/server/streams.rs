@@ -40,8 +40,8 @@ pub enum FirstRequest {
 
 /// Looks at what the client has sent, without consuming it, once something has arrived. A peek
 /// that sees a partial head is not repeated (a second peek returns at once with the same bytes):
-/// such a connection is hyper's, and so is any client sending its head slowly. hyper then gives
-/// it its own header timeout, so a slow first head may take up to twice the timeout.
+/// such a connection is hyper's, and so is any client sending its head slowly (the server loop
+/// holds its first head to the timeout counted from here, not from when hyper starts).
 pub async fn first_request(
     stream: &TcpStream,
     header_read_timeout: Duration,

@@ -16,6 +16,7 @@ crate::on_both_backends!(
     shutdown_finishes_requests_in_flight_and_closes_idle_connections,
     the_drain_deadline_cuts_off_requests_that_never_finish,
     a_client_that_stalls_in_its_headers_is_disconnected,
+    a_client_silent_then_slow_has_the_header_timeout_in_all,
     oversized_request_heads_are_refused,
     a_client_that_stops_reading_is_disconnected,
     connections_beyond_the_cap_displace_idle_ones_and_busy_ones_get_503,
@@ -181,6 +182,21 @@ async fn a_client_that_stalls_in_its_headers_is_disconnected(app: TestApp) {
     assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
     let closed = tokio::time::timeout(Duration::from_secs(5), read_response(&mut idle)).await;
     assert_eq!(closed.expect("the idle connection was closed"), "");
+}
+
+/// The first head's time runs from the connection's start, however the client splits its wait
+/// between silence (before the server loop hands the connection to hyper) and a slow head.
+async fn a_client_silent_then_slow_has_the_header_timeout_in_all(app: TestApp) {
+    let server = RunningServer::start(&app, options(2, 1)).await;
+    let mut slow = server.connect().await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: te").await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), read_response(&mut slow)).await;
+    assert_eq!(outcome.expect("still connected after 5 s"), "", "no answer to half a head");
+    let lasted = started.elapsed();
+    // 2 s from the start, not 2 s from the first byte (3.2 s).
+    assert!(lasted >= Duration::from_millis(1800) && lasted < Duration::from_millis(2800), "{lasted:?}");
 }
 
 async fn oversized_request_heads_are_refused(app: TestApp) {
