@@ -140,14 +140,6 @@ fn embed_token(raw: &str) -> Result<Uuid> {
     Uuid::parse_str(raw).map_err(|_| not_found())
 }
 
-/// Whether `path` is a live stream's (`/tickets/embed/{token}/stream`): the server loop serves
-/// those without hyper, to keep what an open stream holds small.
-pub fn is_stream_route(path: &str) -> bool {
-    path.strip_prefix("/tickets/embed/")
-        .and_then(|rest| rest.strip_suffix("/stream"))
-        .is_some_and(|token| !token.is_empty() && !token.contains('/'))
-}
-
 /// How often an idle stream sends a comment line, so proxies and clients know it is alive.
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -350,21 +342,6 @@ fn escape_html(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_routes_are_the_stream_path_only() {
-        assert!(is_stream_route("/tickets/embed/9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90/stream"));
-        assert!(is_stream_route("/tickets/embed/not-a-uuid/stream"), "the handler answers 404 for it");
-        for path in [
-            "/tickets/embed/x",
-            "/tickets/embed//stream",
-            "/tickets/embed/a/b/stream",
-            "/tickets/1/stream",
-            "/tickets/embed/x/stream/",
-        ] {
-            assert!(!is_stream_route(path), "{path}");
-        }
-    }
 
     #[test]
     fn html_escaping_covers_markup_and_both_quotes() {

@@ -8,7 +8,6 @@ mod etag;
 mod extract;
 mod operations;
 
-pub use embed::is_stream_route;
 pub use operations::metrics_router;
 mod paging;
 mod request_id;

@@ -49,6 +49,8 @@ pub struct Connection {
     /// The request being answered has a body the handler has not read to its end.
     body_unread: AtomicBool,
     streaming: AtomicBool,
+    /// A live stream's body, once hyper has written its head (see `super::streams`).
+    handed_over: Mutex<Option<axum::body::Body>>,
 }
 
 impl Connections {
@@ -93,6 +95,7 @@ impl Connections {
             seen_a_request: AtomicBool::new(false),
             body_unread: AtomicBool::new(false),
             streaming: AtomicBool::new(false),
+            handed_over: Mutex::new(None),
         });
         self.lock().insert(connection.id, connection.clone());
         OpenConnection(connection)
@@ -141,11 +144,6 @@ impl Connection {
         RequestBody { inner: body, connection: self.clone() }
     }
 
-    /// A request without a body arrived (a live stream's, read without hyper).
-    pub(super) fn request_arrived_without_body(&self) {
-        self.arrived(false);
-    }
-
     fn arrived(&self, with_body: bool) {
         self.busy.store(true, Ordering::Release);
         self.body_unread.store(with_body, Ordering::Release);
@@ -154,17 +152,26 @@ impl Connection {
         }
     }
 
+    /// Whether a handler made this connection a live stream.
+    pub(super) fn is_stream(&self) -> bool {
+        self.streaming.load(Ordering::Acquire)
+    }
+
+    /// Keeps a live stream's body for the server loop, which sends it after hyper is done.
+    pub(super) fn hand_over(&self, body: axum::body::Body) {
+        *self.handed_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(body);
+    }
+
+    pub(super) fn take_handed_over(&self) -> Option<axum::body::Body> {
+        self.handed_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     /// The response's head is ready. Whether the connection must close after it: the request's
     /// body was not read (what is left of it would be taken for the next request), or it is a
     /// live stream (which may not turn back into an uncounted keep-alive connection).
     pub(super) fn response_ready(&self) -> bool {
         self.busy.store(false, Ordering::Release);
         self.body_unread() || self.streaming.load(Ordering::Acquire)
-    }
-
-    /// Whether a request's head has arrived on this connection.
-    pub(super) fn seen_a_request(&self) -> bool {
-        self.seen_a_request.load(Ordering::Acquire)
     }
 
     /// Whether the last request's body was left (partly) unread.

@@ -9,8 +9,8 @@
 //! or greedy clients cannot hold connections forever, nor one client all of them. On shutdown it
 //! stops accepting, takes in the connections the kernel had queued, lets requests in flight
 //! finish up to a deadline, then cuts off the rest. hyper serves each connection; hyper-util
-//! adapts the axum service to it; a connection that opens with a live stream's request is served
-//! without hyper, which would hold 16 KiB of buffers for the stream's whole life (see
+//! adapts the axum service to it. A live stream's body is sent by the loop itself once hyper
+//! has written its head: hyper would hold 16 KiB of buffers for the stream's whole life (see
 //! [`streams`]).
 
 mod budget;
@@ -22,7 +22,6 @@ mod streams;
 pub use budget::{Budget, Refusal, Share};
 pub use client::ClientKey;
 pub use connections::ConnectionHandle;
-pub use streams::StreamRoutes;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,7 +33,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -44,7 +43,6 @@ use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
 use connections::{Connections, OpenConnection, RequestBody};
-use streams::FirstRequest;
 
 /// How the server treats connections.
 #[derive(Debug, Clone)]
@@ -62,8 +60,6 @@ pub struct ServeOptions {
     pub trusted_proxies: Arc<[IpAddr]>,
     /// How long requests in flight may run on after shutdown begins.
     pub drain_deadline: Duration,
-    /// The live streams' paths, served without hyper when a connection opens with one.
-    pub stream_routes: StreamRoutes,
 }
 
 impl ServeOptions {
@@ -75,7 +71,6 @@ impl ServeOptions {
             max_connections_per_client: config.max_connections_per_client,
             trusted_proxies: config.trusted_proxies.clone().into(),
             drain_deadline: config.shutdown_timeout,
-            stream_routes: crate::api::is_stream_route,
         }
     }
 }
@@ -107,7 +102,6 @@ pub async fn serve(
     // closed.
     let refusing = Arc::new(Semaphore::new(options.max_connections));
     let limits = (options.header_read_timeout, options.send_timeout);
-    let stream_routes = options.stream_routes;
     let mut connection = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
         let service = services.call(peer);
@@ -116,26 +110,13 @@ pub async fn serve(
             match connections.admit(peer.ip()).await {
                 Ok(open) => {
                     let Ok(service) = service.await;
-                    // The first head is due within the header timeout of now, however long the
-                    // client waits before its first byte (the peek below) and after (hyper).
-                    let first_head_by = tokio::time::Instant::now() + limits.0;
-                    let first = tokio::select! {
-                        first = streams::first_request(&stream, limits.0, stream_routes) => first,
-                        // Displaced to make room before it sent anything: it closes.
-                        () = open.0.close.notified() => FirstRequest::Gone,
-                    };
-                    match first {
-                        FirstRequest::Stream { request, head_len } => {
-                            serve_stream(stream, service, request, head_len, limits.1, open).await;
-                        }
-                        // Boxed: hyper's connection state is large, and a stream's task should
-                        // not carry room for it.
-                        FirstRequest::Other => {
-                            let connection =
-                                serve_connection(stream, service, limits, first_head_by, open, stopping);
-                            Box::pin(connection).await;
-                        }
-                        FirstRequest::Gone => {}
+                    // Boxed, so that a live stream's task, once hyper is done with it, keeps no
+                    // room for hyper's connection.
+                    let stream = Box::pin(serve_connection(stream, service, limits, open, stopping)).await;
+                    if let Some((mut stream, body)) = stream
+                        && let Err(error) = streams::send(&mut stream, body).await
+                    {
+                        tracing::debug!(%error, "a live stream's connection ended");
                     }
                 }
                 Err(refusal) => {
@@ -204,19 +185,22 @@ fn backlog(listener: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
     }
 }
 
+/// Serves one connection with hyper until it ends; a live stream's socket and body, if its last
+/// answer was one (see [`streams`]).
 async fn serve_connection<S>(
     stream: TcpStream,
     service: S,
     (header_read_timeout, send_timeout): (Duration, Duration),
-    first_head_by: tokio::time::Instant,
     open: OpenConnection,
     mut stopping: watch::Receiver<bool>,
-) where
+) -> Option<(io::ClientStream, Body)>
+where
     S: tower::Service<hyper::Request<RequestBody>, Response = axum::response::Response, Error = Infallible>
         + Clone
         + Send
+        + Unpin
         + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     let (arrived, answered) = (open.0.clone(), open.0.clone());
     let service = service
@@ -228,10 +212,13 @@ async fn serve_connection<S>(
         .map_response(move |mut response: axum::response::Response| {
             if answered.response_ready() {
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                if answered.is_stream() && response.status() == StatusCode::OK {
+                    answered.hand_over(streams::hand_over(&mut response));
+                }
             }
             response
         });
-    let connection = http1::Builder::new()
+    let mut connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .max_header_size(MAX_HEAD_BYTES)
@@ -239,26 +226,15 @@ async fn serve_connection<S>(
             TokioIo::new(io::ClientStream::new(stream, open.0.clone(), send_timeout)),
             TowerToHyperService::new(service),
         );
-    let mut connection = pin!(connection);
     let (mut closing, mut stop_seen) = (false, false);
-    // hyper's own header timeout starts here, after the peek may have waited most of it.
-    let first_head_due = tokio::time::sleep_until(first_head_by);
-    let mut first_head_due = pin!(first_head_due);
-    let mut first_head_checked = false;
-    loop {
+    let ended = loop {
         tokio::select! {
-            result = connection.as_mut() => return log_connection_end(result),
-            () = first_head_due.as_mut(), if !first_head_checked => {
-                first_head_checked = true;
-                if !open.0.seen_a_request() {
-                    tracing::debug!("closing a connection whose first request head came too slowly");
-                    return;
-                }
-            }
+            // Done without closing the socket: a live stream's body goes on without hyper.
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => break result,
             // Displaced to make room: closes now if idle, else after the answer in progress.
             () = open.0.close.notified(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                std::pin::Pin::new(&mut connection).graceful_shutdown();
             }
             _ = stopping.wait_for(|stop| *stop), if !stop_seen => stop_seen = true,
             // A shutdown closes a connection at once if hyper has read nothing from it yet. That
@@ -268,35 +244,21 @@ async fn serve_connection<S>(
             // is answered first.
             () = open.0.first_request.notified(), if stop_seen && !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                std::pin::Pin::new(&mut connection).graceful_shutdown();
             }
         }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection ended with an error");
+        return None;
     }
-}
-
-/// Answers a connection's one request, a live stream's, without hyper (see [`streams`]).
-async fn serve_stream<S>(
-    mut stream: TcpStream,
-    service: S,
-    mut request: Box<Request<Body>>,
-    head_len: usize,
-    send_timeout: Duration,
-    open: OpenConnection,
-) where
-    S: tower::Service<Request<Body>, Response = axum::response::Response, Error = Infallible>,
-{
-    if streams::consume_head(&mut stream, head_len).await.is_err() {
-        return;
+    let mut stream = connection.into_parts().io.into_inner();
+    if let Some(body) = open.0.take_handed_over() {
+        return Some((stream, body));
     }
-    open.0.request_arrived_without_body();
-    request.extensions_mut().insert(ConnectionHandle(open.0.clone()));
-    // Boxed, so the stream's task keeps no room for the handler's future once it has answered.
-    let Ok(response) = Box::pin(service.oneshot(*request)).await;
-    open.0.response_ready();
-    let mut stream = io::ClientStream::new(stream, open.0.clone(), send_timeout);
-    if let Err(error) = streams::answer(&mut stream, response).await {
-        tracing::debug!(%error, "a live stream's connection ended");
-    }
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.shutdown().await;
+    None
 }
 
 /// Answers a connection the budget has no room for with a 503 (the server is full) or a 429
@@ -331,12 +293,6 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
         Ok::<(), std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
-}
-
-fn log_connection_end(result: Result<(), hyper::Error>) {
-    if let Err(error) = result {
-        tracing::debug!(%error, "connection ended with an error");
-    }
 }
 
 #[cfg(test)]

@@ -67,7 +67,6 @@ fn options(header_read_timeout: u64, drain_deadline: u64) -> ServeOptions {
         max_connections_per_client: 100,
         trusted_proxies: Vec::new().into(),
         drain_deadline: Duration::from_secs(drain_deadline),
-        stream_routes: ticketdesk::api::is_stream_route,
     }
 }
 
@@ -184,8 +183,8 @@ async fn a_client_that_stalls_in_its_headers_is_disconnected(app: TestApp) {
     assert_eq!(closed.expect("the idle connection was closed"), "");
 }
 
-/// The first head's time runs from the connection's start, however the client splits its wait
-/// between silence (before the server loop hands the connection to hyper) and a slow head.
+/// The first head's time runs from the connection's start, however the client splits it between
+/// silence and a slow head.
 async fn a_client_silent_then_slow_has_the_header_timeout_in_all(app: TestApp) {
     let server = RunningServer::start(&app, options(2, 1)).await;
     let mut slow = server.connect().await;

@@ -17,11 +17,11 @@ use ticketdesk::server::ServeOptions;
 
 use crate::helpers::{Backend, EmptyDatabase, TestApp};
 use crate::outage::{CuttableLink, through};
-use crate::serving::RunningServer;
+use crate::serving::{RunningServer, read_response};
 
 crate::on_both_backends!(
     the_stream_shows_the_ticket_then_each_change_then_gone,
-    a_stream_on_a_socket_is_chunked_and_freed_when_its_client_goes,
+    a_stream_on_a_socket_is_sent_by_the_loop_and_freed_when_its_client_goes,
     unknown_tokens_are_404_and_open_streams_are_capped,
     a_stream_ends_after_its_lifetime,
 );
@@ -133,20 +133,24 @@ impl SseEvent {
 }
 
 /// A stream read off a real socket, as a browser's `EventSource` gets it: the head, then the
-/// chunked body, decoded here.
+/// body until the server closes the connection.
 struct SocketStream {
     socket: TcpStream,
     received: Vec<u8>,
-    events: String,
 }
 
 impl SocketStream {
-    /// Sends the request; the head that came back, and the connection to read on.
-    async fn open(server: &RunningServer, token: &str) -> (String, Self) {
+    /// Sends the request, after `before` (earlier requests on the same connection, whose answers
+    /// are read and dropped); the stream's head, and the connection to read on.
+    async fn open(server: &RunningServer, token: &str, before: usize) -> (String, Self) {
         let mut socket = server.connect().await;
+        for _ in 0..before {
+            socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+            assert!(read_response(&mut socket).await.starts_with("HTTP/1.1 200"));
+        }
         let request = format!("GET /tickets/embed/{token}/stream HTTP/1.1\r\nHost: t\r\n\r\n");
         socket.write_all(request.as_bytes()).await.unwrap();
-        let mut stream = Self { socket, received: Vec::new(), events: String::new() };
+        let mut stream = Self { socket, received: Vec::new() };
         let head_end = loop {
             if let Some(end) = stream.received.windows(4).position(|window| window == b"\r\n\r\n") {
                 break end + 4;
@@ -155,12 +159,6 @@ impl SocketStream {
         };
         let head = String::from_utf8(stream.received.drain(..head_end).collect()).unwrap();
         (head, stream)
-    }
-
-    /// All that comes until the server closes the connection.
-    async fn rest(mut self) -> String {
-        while self.read_more().await {}
-        String::from_utf8(self.received).unwrap()
     }
 
     async fn read_more(&mut self) -> bool {
@@ -175,38 +173,19 @@ impl SocketStream {
         }
     }
 
-    /// The next chunk's data; `None` at the last chunk.
-    async fn chunk(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(line_end) = self.received.windows(2).position(|window| window == b"\r\n") {
-                let size = std::str::from_utf8(&self.received[..line_end]).unwrap();
-                let size = usize::from_str_radix(size, 16).unwrap_or_else(|_| panic!("chunk size {size:?}"));
-                let end = line_end + 2 + size + 2;
-                if self.received.len() >= end {
-                    assert_eq!(&self.received[end - 2..end], b"\r\n", "a chunk ends with CRLF");
-                    let data = self.received[line_end + 2..end - 2].to_vec();
-                    self.received.drain(..end);
-                    return (size > 0).then_some(data);
-                }
-            }
-            assert!(self.read_more().await, "closed mid-chunk: {:?}", self.received);
-        }
-    }
-
-    /// The next event; `None` once the body ended (its last chunk came).
+    /// The next event; `None` once the server closed the connection.
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
-            if let Some(event) = SseEvent::take(&mut self.events) {
+            let mut text = String::from_utf8(self.received.clone()).unwrap();
+            if let Some(event) = SseEvent::take(&mut text) {
+                self.received = text.into_bytes();
                 return Some(event);
             }
-            let data = self.chunk().await?;
-            self.events.push_str(std::str::from_utf8(&data).unwrap());
+            if !self.read_more().await {
+                assert!(self.received.is_empty(), "closed mid-event: {:?}", self.received);
+                return None;
+            }
         }
-    }
-
-    /// Whether the server closes the connection now: nothing more is sent.
-    async fn closes(mut self) -> bool {
-        !self.read_more().await && self.received.is_empty()
     }
 }
 
@@ -277,33 +256,36 @@ async fn unknown_tokens_are_404_and_open_streams_are_capped(database: EmptyDatab
     again.next(Duration::from_secs(2)).await.unwrap();
 }
 
-/// Streams on a real socket are served without hyper (`server::streams`): the same answers,
-/// framed by hand, and a client that goes gives its place back at once.
-async fn a_stream_on_a_socket_is_chunked_and_freed_when_its_client_goes(database: EmptyDatabase) {
+/// On a real socket, hyper writes a stream's head and the server loop the rest
+/// (`server::streams`): an HTTP/1.0 answer framed by the close, whether the stream is the
+/// connection's first request or follows others on it; a client that goes gives its place back
+/// at once.
+async fn a_stream_on_a_socket_is_sent_by_the_loop_and_freed_when_its_client_goes(database: EmptyDatabase) {
     let app = TestApp::at(&database.url, ONE_STREAM).await;
     let server = RunningServer::start(&app, ServeOptions::new(&app.config)).await;
     let tokens = app.demo_tokens().await;
     let ticket = app.create_ticket(&tokens.alice, "On the wire").await;
     let token = ticket.embed_token.to_string();
 
-    // A refusal has a length, and the connection closes after it.
-    let (head, unknown) = SocketStream::open(&server, "9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90").await;
-    assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
-    assert!(head.contains("\r\ncontent-type: application/problem+json\r\n"), "{head}");
-    let body = unknown.rest().await;
-    assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], 404);
+    // A refusal is an ordinary answer, with its length, and the connection stays usable.
+    let mut socket = server.connect().await;
+    for _ in 0..2 {
+        let unknown =
+            "GET /tickets/embed/9f40cb91-6a0e-4b7e-9d3c-2f1e5a7b8c90/stream HTTP/1.1\r\nHost: t\r\n\r\n";
+        socket.write_all(unknown.as_bytes()).await.unwrap();
+        let answer = read_response(&mut socket).await;
+        assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap()["status"], 404);
+    }
 
-    let (head, mut stream) = SocketStream::open(&server, &token).await;
-    for line in [
-        "content-type: text/event-stream",
-        "cache-control: no-store",
-        "transfer-encoding: chunked",
-        "connection: close",
-    ] {
+    // After two other requests on its connection, as a browser reusing a kept-alive one sends it.
+    let (head, mut stream) = SocketStream::open(&server, &token, 2).await;
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    for line in ["content-type: text/event-stream", "cache-control: no-store", "connection: close"] {
         assert!(head.contains(&format!("\r\n{line}\r\n")), "{line} in {head}");
     }
-    assert!(head.contains("\r\ndate: ") && !head.contains("content-length"), "{head}");
+    assert!(!head.contains("content-length") && !head.contains("transfer-encoding"), "{head}");
     let first = stream.next().await.unwrap();
     assert_eq!(first.json(), app.get(&format!("/tickets/embed/{token}"), None).await.json);
     app.set_status(&tokens.carol, ticket.id, "closed").await;
@@ -314,8 +296,8 @@ async fn a_stream_on_a_socket_is_chunked_and_freed_when_its_client_goes(database
     drop(stream);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut stream = loop {
-        let (head, stream) = SocketStream::open(&server, &token).await;
-        if head.starts_with("HTTP/1.1 200 ") {
+        let (head, stream) = SocketStream::open(&server, &token, 0).await;
+        if head.starts_with("HTTP/1.0 200 ") {
             break stream;
         }
         assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
@@ -325,8 +307,7 @@ async fn a_stream_on_a_socket_is_chunked_and_freed_when_its_client_goes(database
     stream.next().await.unwrap();
     app.call(Method::POST, &format!("/tickets/{}/embed-token", ticket.id), Some(&tokens.alice), None).await;
     assert_eq!(stream.next().await.unwrap().event.as_deref(), Some("gone"));
-    assert!(stream.next().await.is_none(), "the last chunk follows gone");
-    assert!(stream.closes().await, "then the connection closes");
+    assert!(stream.next().await.is_none(), "the connection closes after gone");
 }
 
 async fn change_on_another_server(database: EmptyDatabase) {

@@ -120,10 +120,9 @@ console.log(`embed card -> ${cardResponse.status()} ${cardType}: "${heading}" [$
 if (!cardType.startsWith('text/html')) failures.push(`the embed link served ${cardType} to a browser`);
 if (heading !== 'Filed from Swagger UI' || badge !== 'Open') failures.push(`the card shows "${heading}" [${badge}]`);
 
-// The live stream, as a chat widget on a customer's site reads it with EventSource (the server
-// writes this answer itself, not through its HTTP library): the view now, then a new one when
-// alice comments. From a page of another origin, so the stream has a connection of its own and is
-// its first request (on a kept-alive connection it would go through hyper).
+// The live stream, as a chat widget on a customer's site (another origin) reads it with
+// EventSource: an HTTP/1.0 answer framed by the close, its body sent by the server loop rather
+// than the HTTP library. The view now, then a new one when alice comments.
 const widget = await browser.newPage();
 await widget.setContent('<!doctype html><title>A customer site</title>');
 await widget.evaluate((url) => {
