@@ -149,7 +149,8 @@ const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 /// each time what it shows changes, from whichever server made the change; a `:` comment line
 /// every 15 s while nothing does. When the embed token is rotated, an `event: gone` ends the
 /// stream. A stream lasts at most `EMBED_STREAM_MAX_SECS` (less up to a tenth); a browser's
-/// `EventSource` reconnects by itself after that or a network break.
+/// `EventSource` reconnects by itself after that or a network break. The answer comes as
+/// `HTTP/1.0` with `Connection: close`: its body runs until the connection closes.
 #[utoipa::path(
     get,
     path = "/tickets/embed/{token}/stream",
