@@ -1,7 +1,8 @@
 """Live embed streams at scale, for `bench/run.py --streams N`: what N streams open on other
 tickets cost a write (the server's CPU for 500 priority changes nobody watches, with none open
 and with N), what each open stream holds (the server's RSS over N), how soon a change reaches
-1,000 streams of one ticket, and GET /tickets/{id}'s p99 beside N idle streams against without.
+1,000 streams of one ticket (each opened after a request on its connection, and what each of
+those holds), and GET /tickets/{id}'s p99 beside N idle streams against without.
 
 Streams are opened by one asyncio client from this process, at most OPENING at a time; both this
 process and the server need a file descriptor per stream (the soft limit is raised to the hard
@@ -72,8 +73,13 @@ class Stream:
         self.changed_at = None
 
     @classmethod
-    async def open(cls, port, token):
+    async def open(cls, port, token, after_a_request=False):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if after_a_request:
+            # As a browser sends it on a kept-alive connection that served a request before.
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n")
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            await reader.readexactly(int(head.split("content-length:")[1].split("\r\n")[0]))
         writer.write(f"GET /tickets/embed/{token}/stream HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.0 200"):  # a stream answers in HTTP/1.0, framed by the close
@@ -104,12 +110,12 @@ class Stream:
         self.writer.close()
 
 
-async def open_all(port, tokens):
+async def open_all(port, tokens, after_a_request=False):
     gate = asyncio.Semaphore(OPENING)
 
     async def one(token):
         async with gate:
-            return await Stream.open(port, token)
+            return await Stream.open(port, token, after_a_request)
 
     return await asyncio.gather(*(one(token) for token in tokens))
 
@@ -147,7 +153,11 @@ def measure(server, backend, admin, wrk_get, ticket_rows, wanted):
 
         # A change to the one ticket FANOUT more streams follow, beside the N.
         popular_id, popular_token = watched[0]
-        fans = loop.run_until_complete(open_all(server.port, [popular_token] * FANOUT))
+        # These on connections that answered a request first: what a stream holds there.
+        rss_before_fans = rss_kib(server.process.pid)
+        fans = loop.run_until_complete(open_all(server.port, [popular_token] * FANOUT, after_a_request=True))
+        time.sleep(1)
+        report["kib_per_stream_after_a_request"] = round((rss_kib(server.process.pid) - rss_before_fans) / FANOUT, 2)
         waiting = [loop.create_task(fan.follow()) for fan in fans]
         loop.run_until_complete(asyncio.sleep(0.2))
         changed = time.monotonic()
