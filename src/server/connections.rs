@@ -140,16 +140,12 @@ impl Drop for OpenConnection {
 impl Connection {
     /// A request's head arrived; `body` is its body as the handler will read it.
     pub(super) fn request_arrived(self: &Arc<Self>, body: Incoming) -> RequestBody {
-        self.arrived(!body.is_end_stream());
-        RequestBody { inner: body, connection: self.clone() }
-    }
-
-    fn arrived(&self, with_body: bool) {
         self.busy.store(true, Ordering::Release);
-        self.body_unread.store(with_body, Ordering::Release);
+        self.body_unread.store(!body.is_end_stream(), Ordering::Release);
         if !self.seen_a_request.swap(true, Ordering::AcqRel) {
             self.first_request.notify_one();
         }
+        RequestBody { inner: body, connection: self.clone() }
     }
 
     /// Whether a handler made this connection a live stream.
