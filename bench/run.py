@@ -512,18 +512,17 @@ def wal_counters(backend):
     """PostgreSQL's WAL and commit counters (None on SQLite): what a round made the disk do."""
     if backend.kind != "postgres":
         return None
-    row = backend.query("SELECT wal_bytes || ',' || wal_sync || ',' || wal_sync_time || ',' || "
+    row = backend.query("SELECT wal_bytes || ',' || wal_sync || ',' || "
                         "(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()) FROM pg_stat_wal")[0]
     return [float(value) for value in row.split(",")]
 
 
 def wal_per_request(before, after, requests):
     """Per write request: WAL bytes, transactions (reads count too) and how many requests one
-    WAL flush served, with the flushes' mean time: where group commit stands."""
-    wal_bytes, syncs, sync_ms, commits = (b - a for a, b in zip(before, after))
+    WAL flush served: where group commit stands."""
+    wal_bytes, syncs, commits = (b - a for a, b in zip(before, after))
     return {"wal_bytes": round(wal_bytes / requests), "transactions": round(commits / requests, 2),
-            "requests_per_flush": round(requests / max(syncs, 1), 2),
-            "flush_ms": round(sync_ms / max(syncs, 1), 3) if sync_ms else None}
+            "requests_per_flush": round(requests / max(syncs, 1), 2)}
 
 
 def webhook_cost(server, backend, report, args, env_of):
