@@ -9,7 +9,7 @@ use sqlx::{Postgres, QueryBuilder};
 use tokio::sync::broadcast;
 
 use super::Change;
-use super::sql::{Dialect, SqlStore, TextMatch};
+use super::sql::{Dialect, SqlStore, TextMatch, UpdatePosition};
 use super::watches::{self, Watches};
 use crate::config::PoolSettings;
 use crate::domain::TicketId;
@@ -166,8 +166,8 @@ impl Dialect for Postgres {
     fn push_text_search(sql: &mut QueryBuilder<Postgres>, text: &str, how: &TextMatch) {
         let query = "websearch_to_tsquery('english', ";
         match how {
-            TextMatch::Walk { .. } | TextMatch::Found { .. } => {
-                if let TextMatch::Found { ids } = how {
+            TextMatch::Walk { .. } | TextMatch::Found { .. } | TextMatch::Among { .. } => {
+                if let TextMatch::Found { ids } | TextMatch::Among { ids } = how {
                     sql.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
                 }
                 sql.push(format_args!(" AND coalesce(search @@ {query}")).push_bind(text.to_owned());
@@ -190,7 +190,6 @@ impl Dialect for Postgres {
     /// The ticket's own document through `ticket_words` (migration 0017): the postings of the
     /// query's first word in id order, each kept if the ticket has all the query's words (the
     /// phrase is tested by [`TextMatch::Found`]); and the chunks' matches, which are few.
-    /// `or` and `-word` are web-search operators, with matches that need not hold every word.
     fn push_matches_in_id_order(
         sql: &mut QueryBuilder<Postgres>,
         text: &str,
@@ -198,37 +197,78 @@ impl Dialect for Postgres {
         descending: bool,
         limit: i64,
     ) -> bool {
-        let operator = |word: &str| {
-            let word = word.trim_start_matches('"');
-            word.eq_ignore_ascii_case("or") || word.starts_with('-')
-        };
-        if text.split_whitespace().any(operator) {
+        if !postings_can_answer(text) {
             return false;
         }
         let (beyond, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
-        let words = "tsvector_to_array(to_tsvector('english', ";
-        // The query's words are counted per posting, never tested as a join (the planner would
-        // hash all of `ticket_words` for that).
-        sql.push(format_args!(
-            "SELECT id FROM ((SELECT w.ticket_id AS id FROM ticket_words w WHERE w.word = ({words}"
-        ))
+        sql.push("SELECT id FROM ((SELECT w.ticket_id AS id");
+        push_postings_of_all_words(sql, text);
+        sql.push(format_args!(" AND w.ticket_id {beyond} ")).push_bind(after);
+        sql.push(format_args!(" ORDER BY w.ticket_id {order} LIMIT ")).push_bind(limit);
+        sql.push(") UNION SELECT ticket_id FROM ticket_search_chunks")
+            .push(" WHERE document @@ websearch_to_tsquery('english', ")
+            .push_bind(text.to_owned())
+            .push(format_args!(") AND ticket_id {beyond} "))
+            .push_bind(after)
+            .push(format_args!(") AS matches ORDER BY id {order} LIMIT "))
+            .push_bind(limit);
+        true
+    }
+
+    /// The same postings (migration 0021) in the order of the hour each ticket was last updated,
+    /// then id.
+    fn push_matches_in_update_order(
+        sql: &mut QueryBuilder<Postgres>,
+        text: &str,
+        after: UpdatePosition,
+        descending: bool,
+        limit: i64,
+    ) -> bool {
+        if !postings_can_answer(text) {
+            return false;
+        }
+        let (beyond, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        sql.push("SELECT w.ticket_id AS id, w.updated_hour::bigint AS hour");
+        push_postings_of_all_words(sql, text);
+        sql.push(format_args!(" AND (w.updated_hour, w.ticket_id) {beyond} ("))
+            .push_bind(after.hour)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+        sql.push(format_args!(" ORDER BY w.updated_hour {order}, w.ticket_id {order} LIMIT "))
+            .push_bind(limit);
+        true
+    }
+
+    fn push_chunk_matches(sql: &mut QueryBuilder<Postgres>, text: &str) {
+        sql.push("SELECT DISTINCT ticket_id FROM ticket_search_chunks WHERE document @@ websearch_to_tsquery('english', ")
+            .push_bind(text.to_owned())
+            .push(")");
+    }
+}
+
+/// Whether the postings of a text's words hold its matches: not where `or` and `-word`, web-search
+/// operators, make matches that need not hold every word.
+fn postings_can_answer(text: &str) -> bool {
+    let operator = |word: &str| {
+        let word = word.trim_start_matches('"');
+        word.eq_ignore_ascii_case("or") || word.starts_with('-')
+    };
+    !text.split_whitespace().any(operator)
+}
+
+/// ` FROM ticket_words w WHERE` the postings of `text`'s first word whose tickets have all its
+/// words. The words are counted per posting, never tested as a join (the planner would hash all
+/// of `ticket_words` for that).
+fn push_postings_of_all_words(sql: &mut QueryBuilder<Postgres>, text: &str) {
+    let words = "tsvector_to_array(to_tsvector('english', ";
+    sql.push(format_args!(" FROM ticket_words w WHERE w.word = ({words}"))
         .push_bind(text.to_owned())
-        .push(format_args!(")))[1] AND w.ticket_id {beyond} "))
-        .push_bind(after)
+        .push(")))[1]")
         .push(" AND (SELECT count(*) FROM ticket_words x WHERE x.ticket_id = w.ticket_id AND x.word = ANY (")
         .push(words)
         .push_bind(text.to_owned())
         .push(format_args!(")))) = cardinality({words}"))
         .push_bind(text.to_owned())
-        .push(format_args!("))) ORDER BY w.ticket_id {order} LIMIT "))
-        .push_bind(limit)
-        .push(") UNION SELECT ticket_id FROM ticket_search_chunks")
-        .push(" WHERE document @@ websearch_to_tsquery('english', ")
-        .push_bind(text.to_owned())
-        .push(format_args!(") AND ticket_id {beyond} "))
-        .push_bind(after)
-        .push(format_args!(") AS matches ORDER BY id {order} LIMIT "))
-        .push_bind(limit);
-        true
-    }
+        .push(")))");
 }

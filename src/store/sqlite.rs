@@ -7,7 +7,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::sql::{Dialect, SqlStore, TextMatch};
+use super::sql::{Dialect, SqlStore, TextMatch, UpdatePosition};
 use crate::config::PoolSettings;
 use crate::domain::TicketId;
 use crate::store::{Result, StoreError};
@@ -161,16 +161,28 @@ impl Dialect for Sqlite {
     /// walks (FTS5 seeks to a rowid range, which for the ticket's own row is its id).
     fn push_text_search(sql: &mut QueryBuilder<Sqlite>, text: &str, how: &TextMatch) {
         let terms = fts5_terms(text);
-        sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
-            .push_bind(terms.clone());
         let walked = match how {
             TextMatch::Walk { ids } => Some(*ids),
             // Found in id order by the same match: the span of them is enough.
             TextMatch::Found { ids } => {
                 ids.iter().min().zip(ids.iter().max()).map(|(&low, &high)| (low, high))
             }
+            // Scattered: each is tested where it is.
+            TextMatch::Among { ids } => {
+                let ids = ids.iter().map(TicketId::to_string).collect::<Vec<_>>().join(",");
+                sql.push(" AND id IN (SELECT value FROM json_each(").push_bind(format!("[{ids}]"));
+                sql.push(")) AND (EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH ")
+                    .push_bind(terms.clone())
+                    .push(" AND rowid = tickets.id)");
+                sql.push(" OR EXISTS (SELECT 1 FROM ticket_search_chunks c WHERE c.ticket_id = tickets.id");
+                sql.push(" AND c.id IN (SELECT rowid FROM ticket_search_chunks_fts WHERE ticket_search_chunks_fts MATCH ");
+                sql.push_bind(terms).push(")))");
+                return;
+            }
             TextMatch::Index => None,
         };
+        sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")
+            .push_bind(terms.clone());
         if let Some((lowest, highest)) = walked {
             sql.push(" AND rowid BETWEEN ").push_bind(lowest).push(" AND ").push_bind(highest);
         }
@@ -210,6 +222,33 @@ impl Dialect for Sqlite {
         .push(format_args!(") ORDER BY id {order} LIMIT "))
         .push_bind(limit);
         true
+    }
+
+    /// Migration 0021's second FTS5 index, whose rowids are `hour << 32 | id`: read in rowid
+    /// order, its matches come hour by hour.
+    fn push_matches_in_update_order(
+        sql: &mut QueryBuilder<Sqlite>,
+        text: &str,
+        after: UpdatePosition,
+        descending: bool,
+        limit: i64,
+    ) -> bool {
+        let (beyond, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        sql.push("SELECT rowid & 4294967295 AS id, rowid >> 32 AS hour FROM tickets_fts_by_update")
+            .push(" WHERE tickets_fts_by_update MATCH ")
+            .push_bind(fts5_terms(text))
+            .push(format_args!(" AND rowid {beyond} "))
+            .push_bind(after.hour << 32 | after.id)
+            .push(format_args!(" ORDER BY rowid {order} LIMIT "))
+            .push_bind(limit);
+        true
+    }
+
+    fn push_chunk_matches(sql: &mut QueryBuilder<Sqlite>, text: &str) {
+        sql.push("SELECT DISTINCT c.ticket_id FROM ticket_search_chunks c WHERE c.id IN")
+            .push(" (SELECT rowid FROM ticket_search_chunks_fts WHERE ticket_search_chunks_fts MATCH ")
+            .push_bind(fts5_terms(text))
+            .push(")");
     }
 }
 

@@ -11,6 +11,7 @@ crate::on_both_backends!(
     full_text_search_covers_subject_description_and_public_comments,
     search_takes_any_text_without_error,
     search_past_the_walk_finds_and_pages_what_a_full_scan_would,
+    search_by_update_reads_hour_by_hour_and_pages_what_a_full_scan_would,
     a_long_history_keeps_every_document_bounded_and_stays_searchable,
     bad_listing_parameters_are_400_and_created_by_is_for_admins,
 );
@@ -342,6 +343,119 @@ fn distinct_words(seed: u64, count: usize) -> String {
         words.push(word);
     }
     words.join(" ")
+}
+
+/// Sorted by update, a word absent from the recent updates is read from the index an hour of
+/// updates at a time (migration 0021). Tickets moved to a later hour, an hour holding more matches
+/// than a batch reads, words that came with a comment and a long conversation's chunk must all
+/// take their place by update time. Past a first page, the walk finds the rest: each first page
+/// here needs the index, and more than one batch of it.
+async fn search_by_update_reads_hour_by_hour_and_pages_what_a_full_scan_would(app: TestApp) {
+    const BULK: i64 = 12_000;
+    let DemoTokens { carol, .. } = app.demo_tokens().await;
+    let alice_id = app.user_id("alice").await;
+    let sqlite = app.config.database_url.expose().starts_with("sqlite");
+    let at = |minutes: &str| {
+        if sqlite {
+            format!(
+                "strftime('%Y-%m-%dT%H:%M:%S', '2026-01-01', '+' || (({minutes}) * 60) || ' seconds') || '+00:00'"
+            )
+        } else {
+            format!("TIMESTAMPTZ '2026-01-01 00:00:00+00' + make_interval(secs => ({minutes}) * 60)")
+        }
+    };
+    let (numbers, token) = if sqlite {
+        (
+            format!(
+                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {BULK}) SELECT n FROM g"
+            ),
+            "randomblob(16)",
+        )
+    } else {
+        (format!("SELECT n FROM generate_series(1, {BULK}) n"), "gen_random_uuid()")
+    };
+    // Updates a minute apart over 200 hours, shuffled against the ids. `archived` is in one
+    // ticket in two of the oldest 5,000 updates, one in fifteen of them open; `fresh` in one in
+    // two of the newest 3,000. One ticket in three is open otherwise.
+    let minute = format!("(n * 7919) % {BULK}");
+    let updated = at(&minute);
+    app.execute(&format!(
+        "INSERT INTO tickets (subject, description, status, priority, created_by, embed_token, created_at, updated_at)
+         SELECT 'Bulk ' || n,
+                CASE WHEN n % 2 = 1 THEN 'nothing to see' WHEN {minute} < 5000 THEN 'archived records'
+                     WHEN {minute} >= 9000 THEN 'fresh records' ELSE 'nothing to see' END,
+                CASE WHEN n % 2 = 0 AND {minute} < 5000 AND n % 30 <> 0 THEN 'closed'
+                     WHEN n % 3 = 0 THEN 'open' ELSE 'closed' END,
+                'normal', {alice_id}, {token}, {updated}, {updated}
+         FROM ({numbers}) AS numbers ORDER BY n"
+    ))
+    .await;
+    let app = &app;
+    let matching = async |condition: &str| {
+        let sql = format!(
+            "SELECT CAST(id AS TEXT) FROM tickets WHERE {condition} ORDER BY tickets.updated_at, tickets.id"
+        );
+        app.texts(&sql).await.iter().map(|id| id.parse().unwrap()).collect::<Vec<i64>>()
+    };
+    let archived = matching("description = 'archived records'").await;
+    let unrelated = matching("description = 'nothing to see' AND status = 'open'").await;
+    // (By SQL, as the triggers see any write.) The matches of minutes 3,000 to 4,000, about 500,
+    // move into the word's last hour but two, shuffled against their ids there: more than a
+    // batch. The three first updated move past the newest of the word. Two old open tickets get
+    // the word from a comment, one of them (in hour 70) in the chunk of a long conversation.
+    let (from, to) = (at("3000"), at("4000"));
+    let dense = at("4860 + (id * 7) % 3600 / 60.0");
+    app.execute(&format!(
+        "UPDATE tickets SET updated_at = {dense}
+         WHERE description = 'archived records' AND updated_at >= {from} AND updated_at < {to}"
+    ))
+    .await;
+    let moved = &archived[..3];
+    let moved_list = moved.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    let later = at("5000 + id % 7");
+    app.execute(&format!("UPDATE tickets SET updated_at = {later} WHERE id IN ({moved_list})")).await;
+    let within = format!("updated_at >= {} AND updated_at < {}", at("4200"), at("4300"));
+    let chunked =
+        matching(&format!("description = 'nothing to see' AND status = 'open' AND {within}")).await[0];
+    let commented = unrelated[500];
+    let long = "x".repeat(8200);
+    for (ticket, body) in
+        [(commented, "archived on request"), (chunked, long.as_str()), (chunked, "archived at last")]
+    {
+        app.execute(&format!(
+            "INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+             VALUES ({ticket}, {alice_id}, '{body}', FALSE, '2026-01-05T00:00:00+00:00')"
+        ))
+        .await;
+    }
+    let in_dense_hour =
+        matching(&format!("updated_at >= {} AND updated_at < {}", at("4860"), at("4920"))).await;
+    assert!(in_dense_hour.len() > 400, "{} in the dense hour", in_dense_hour.len());
+
+    let expected = async |word: &str, filter: &str, descending: bool| {
+        let found = match word {
+            "archived" => format!("description = 'archived records' OR id IN ({commented}, {chunked})"),
+            _ => "description = 'fresh records'".to_owned(),
+        };
+        let direction = if descending { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT CAST(id AS TEXT) FROM tickets WHERE ({found}){filter}
+             ORDER BY tickets.updated_at {direction}, tickets.id {direction}"
+        );
+        app.texts(&sql).await.iter().map(|id| id.parse().unwrap()).collect::<Vec<i64>>()
+    };
+    for (url, word, filter, descending) in [
+        ("/tickets/?q=archived&limit=50&sort=updated", "archived", "", true),
+        ("/tickets/?q=archived&limit=100&sort=updated&status=open", "archived", " AND status = 'open'", true),
+        ("/tickets/?q=fresh&limit=50&sort=updated&direction=asc", "fresh", "", false),
+    ] {
+        let want = expected(word, filter, descending).await;
+        let (got, pages) = all_pages(app, &carol, url).await;
+        assert_eq!(got, want, "{url}");
+        assert!(pages > 1, "{url}: {pages} pages");
+    }
+    let newest = list(app, &carol, "/tickets/?q=archived&limit=5&sort=updated").await;
+    assert!(moved.iter().all(|id| newest.contains(id)), "moved to a later hour: {newest:?} has {moved:?}");
 }
 
 async fn a_long_history_keeps_every_document_bounded_and_stays_searchable(app: TestApp) {

@@ -145,6 +145,8 @@ pub enum TextMatch {
     Walk { ids: (TicketId, TicketId) },
     /// Among `ids`, in id order, as [`Dialect::push_matches_in_id_order`] read them.
     Found { ids: Vec<TicketId> },
+    /// Among `ids`, wherever they lie, testing each.
+    Among { ids: Vec<TicketId> },
     /// All matches from the full-text index, then the page of them: cheap when they are few.
     Index,
 }
@@ -187,6 +189,32 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
         descending: bool,
         limit: i64,
     ) -> bool;
+    /// Like [`Dialect::push_matches_in_id_order`], for `(id, hour)` pairs, `hour` being the
+    /// [`hour_of`] the ticket's last update, beyond `after` in the order of (hour, id).
+    fn push_matches_in_update_order(
+        sql: &mut QueryBuilder<Self>,
+        text: &str,
+        after: UpdatePosition,
+        descending: bool,
+        limit: i64,
+    ) -> bool;
+    /// Pushes a statement for the ids of the tickets with a chunk of their long conversation
+    /// (migration 0011) matching `text`.
+    fn push_chunk_matches(sql: &mut QueryBuilder<Self>, text: &str);
+}
+
+/// A place in the postings a search reads in update order: just after the ticket `id`, whose last
+/// update fell in `hour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdatePosition {
+    pub hour: i64,
+    pub id: TicketId,
+}
+
+/// The hour (since the Unix epoch) of a time, as the migrations' postings in update order count
+/// it (PostgreSQL's `hour_of`, SQLite's `unixepoch(..) / 3600`).
+pub fn hour_of(at: DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(3600)
 }
 
 /// The [`Store`] on a SQL database: writes on sqlx's pool, reads on connections of their own.
