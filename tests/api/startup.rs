@@ -13,6 +13,7 @@ crate::on_both_backends!(
     long_conversations_are_split_into_search_chunks_on_upgrade,
     events_recorded_before_the_upgrade_get_their_webhook_type,
     history_and_deliveries_survive_the_upgrade_to_service_clocks,
+    postings_get_their_update_hour_on_upgrade_and_move_with_the_next_write,
 );
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
@@ -224,6 +225,55 @@ async fn history_and_deliveries_survive_the_upgrade_to_service_clocks(database: 
 
 /// SQL for user 1 and their open ticket 1 (`[subject, description, priority]`) as an earlier
 /// release stored them.
+/// Migration 0021 files every word of a ticket, its comments' too, under the hour of its last
+/// update; a write in a later hour moves them all.
+async fn postings_get_their_update_hour_on_upgrade_and_move_with_the_next_write(database: EmptyDatabase) {
+    let sqlite = database.url.starts_with("sqlite");
+    let stored = format!(
+        "{}
+         INSERT INTO comments (ticket_id, author_id, body, internal, created_at)
+         VALUES (1, 1, 'zebra crossing', FALSE, '2026-07-23T12:00:00Z');",
+        a_user_and_a_ticket(&database, "dana", "customer", ["Scanner saga", "It jams.", "normal"]),
+    );
+    // Every migration before 0021 (SQLite's folder skips some numbers).
+    let earlier = std::fs::read_dir(if sqlite { "migrations/sqlite" } else { "migrations/postgres" })
+        .unwrap()
+        .filter(|file| file.as_ref().unwrap().file_name().to_string_lossy().as_ref() < "0021")
+        .count();
+    as_an_earlier_release_left_it(&database, earlier, &stored).await;
+
+    let app = crate::helpers::TestApp::at(&database.url, &[]).await;
+    let hours_of = async |word: &str| {
+        let sql = if sqlite {
+            format!(
+                "SELECT CAST(rowid >> 32 AS TEXT) FROM tickets_fts_by_update
+                 WHERE tickets_fts_by_update MATCH '{word}' AND rowid & 4294967295 = 1"
+            )
+        } else {
+            format!(
+                "SELECT CAST(updated_hour AS TEXT) FROM ticket_words WHERE ticket_id = 1 AND word = '{word}'"
+            )
+        };
+        app.texts(&sql).await
+    };
+    let stored_hour = (chrono::DateTime::parse_from_rfc3339("2026-07-23T12:00:00Z").unwrap().timestamp()
+        / 3600)
+        .to_string();
+    for word in ["scanner", "jam", "zebra"] {
+        assert_eq!(hours_of(word).await, [stored_hour.as_str()], "{word}");
+    }
+
+    let carol = app.login("carol", "carol123").await;
+    let body = serde_json::json!({"priority": "high"});
+    let changed = app.call(axum::http::Method::PATCH, "/tickets/1", Some(&carol), Some(body)).await;
+    assert_eq!(changed.status, axum::http::StatusCode::OK, "{}", changed.text);
+    let updated_at = changed.json["updated_at"].as_str().unwrap();
+    let now_hour = (chrono::DateTime::parse_from_rfc3339(updated_at).unwrap().timestamp() / 3600).to_string();
+    for word in ["scanner", "jam", "zebra"] {
+        assert_eq!(hours_of(word).await, [now_hour.as_str()], "{word}");
+    }
+}
+
 fn a_user_and_a_ticket(database: &EmptyDatabase, username: &str, role: &str, ticket: [&str; 3]) -> String {
     let [subject, description, priority] = ticket;
     // SQLite keeps UUIDs as 16-byte blobs.
