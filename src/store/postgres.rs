@@ -167,7 +167,7 @@ impl Dialect for Postgres {
         let query = "websearch_to_tsquery('english', ";
         match how {
             TextMatch::Walk { .. } | TextMatch::Found { .. } | TextMatch::Among { .. } => {
-                if let TextMatch::Found { ids } | TextMatch::Among { ids } = how {
+                if let TextMatch::Found { ids } = how {
                     sql.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
                 }
                 sql.push(format_args!(" AND coalesce(search @@ {query}")).push_bind(text.to_owned());
@@ -238,6 +238,13 @@ impl Dialect for Postgres {
         sql.push(format_args!(" ORDER BY w.updated_hour {order}, w.ticket_id {order} LIMIT "))
             .push_bind(limit);
         true
+    }
+
+    /// `OFFSET 0` keeps the subquery from being merged into the statement.
+    fn push_tickets_among(sql: &mut QueryBuilder<Postgres>, ids: &[TicketId]) {
+        sql.push("(SELECT * FROM tickets WHERE id = ANY(")
+            .push_bind(ids.to_vec())
+            .push(") OFFSET 0) AS tickets");
     }
 
     fn push_chunk_matches(sql: &mut QueryBuilder<Postgres>, text: &str) {

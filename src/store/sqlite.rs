@@ -168,10 +168,8 @@ impl Dialect for Sqlite {
                 ids.iter().min().zip(ids.iter().max()).map(|(&low, &high)| (low, high))
             }
             // Scattered: each is tested where it is.
-            TextMatch::Among { ids } => {
-                let ids = ids.iter().map(TicketId::to_string).collect::<Vec<_>>().join(",");
-                sql.push(" AND id IN (SELECT value FROM json_each(").push_bind(format!("[{ids}]"));
-                sql.push(")) AND (EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH ")
+            TextMatch::Among { .. } => {
+                sql.push(" AND (EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH ")
                     .push_bind(terms.clone())
                     .push(" AND rowid = tickets.id)");
                 sql.push(" OR EXISTS (SELECT 1 FROM ticket_search_chunks c WHERE c.ticket_id = tickets.id");
@@ -242,6 +240,14 @@ impl Dialect for Sqlite {
             .push(format_args!(" ORDER BY rowid {order} LIMIT "))
             .push_bind(limit);
         true
+    }
+
+    /// `NOT INDEXED` leaves the planner only the lookups by rowid.
+    fn push_tickets_among(sql: &mut QueryBuilder<Sqlite>, ids: &[TicketId]) {
+        let ids = ids.iter().map(TicketId::to_string).collect::<Vec<_>>().join(",");
+        sql.push("(SELECT * FROM tickets NOT INDEXED WHERE id IN (SELECT value FROM json_each(")
+            .push_bind(format!("[{ids}]"))
+            .push("))) AS tickets");
     }
 
     fn push_chunk_matches(sql: &mut QueryBuilder<Sqlite>, text: &str) {

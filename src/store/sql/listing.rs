@@ -115,8 +115,14 @@ where
     /// `span.after` and up to `span.until` (inclusive), in the query's order, testing the search
     /// text, if any, the way `span.text_match` says.
     fn listing(query: &TicketQuery, span: &Span) -> QueryBuilder<DB> {
-        let mut sql =
-            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1"));
+        let mut sql = QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM "));
+        match &span.text_match {
+            TextMatch::Among { ids } => DB::push_tickets_among(&mut sql, ids),
+            _ => {
+                sql.push("tickets");
+            }
+        }
+        sql.push(" WHERE 1 = 1");
         Self::push_filters(&mut sql, query);
         if let Some(text) = &query.text {
             DB::push_text_search(&mut sql, text, &span.text_match);

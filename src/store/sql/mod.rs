@@ -145,7 +145,7 @@ pub enum TextMatch {
     Walk { ids: (TicketId, TicketId) },
     /// Among `ids`, in id order, as [`Dialect::push_matches_in_id_order`] read them.
     Found { ids: Vec<TicketId> },
-    /// Among `ids`, wherever they lie, testing each.
+    /// Among `ids`, wherever they lie ([`Dialect::push_tickets_among`]), testing each.
     Among { ids: Vec<TicketId> },
     /// All matches from the full-text index, then the page of them: cheap when they are few.
     Index,
@@ -198,6 +198,11 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
         descending: bool,
         limit: i64,
     ) -> bool;
+    /// Pushes a `FROM` item named `tickets` holding the tickets `ids`, fetched by id whatever the
+    /// rest of the statement: left to itself, the planner may walk a filter's index in the page's
+    /// order instead, testing each row against the ids, and for a sparse filter that reads most of
+    /// the table.
+    fn push_tickets_among(sql: &mut QueryBuilder<Self>, ids: &[TicketId]);
     /// Pushes a statement for the ids of the tickets with a chunk of their long conversation
     /// (migration 0011) matching `text`.
     fn push_chunk_matches(sql: &mut QueryBuilder<Self>, text: &str);
