@@ -167,16 +167,8 @@ impl Dialect for Sqlite {
             TextMatch::Found { ids } => {
                 ids.iter().min().zip(ids.iter().max()).map(|(&low, &high)| (low, high))
             }
-            // Scattered: each is tested where it is.
-            TextMatch::Among { .. } => {
-                sql.push(" AND (EXISTS (SELECT 1 FROM tickets_fts WHERE tickets_fts MATCH ")
-                    .push_bind(terms.clone())
-                    .push(" AND rowid = tickets.id)");
-                sql.push(" OR EXISTS (SELECT 1 FROM ticket_search_chunks c WHERE c.ticket_id = tickets.id");
-                sql.push(" AND c.id IN (SELECT rowid FROM ticket_search_chunks_fts WHERE ticket_search_chunks_fts MATCH ");
-                sql.push_bind(terms).push(")))");
-                return;
-            }
+            // Matched already, by an index of the same text (migration 0021) or by the chunks'.
+            TextMatch::Among { .. } => return,
             TextMatch::Index => None,
         };
         sql.push(" AND id IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ")

@@ -145,7 +145,9 @@ pub enum TextMatch {
     Walk { ids: (TicketId, TicketId) },
     /// Among `ids`, in id order, as [`Dialect::push_matches_in_id_order`] read them.
     Found { ids: Vec<TicketId> },
-    /// Among `ids`, wherever they lie ([`Dialect::push_tickets_among`]), testing each.
+    /// Among `ids`, wherever they lie ([`Dialect::push_tickets_among`]), as
+    /// [`Dialect::push_matches_in_update_order`] and [`Dialect::push_chunk_matches`] read them:
+    /// tested again where those postings match more loosely than the search.
     Among { ids: Vec<TicketId> },
     /// All matches from the full-text index, then the page of them: cheap when they are few.
     Index,
