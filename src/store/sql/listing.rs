@@ -1,3 +1,5 @@
+use std::collections::VecDeque;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Type};
@@ -251,13 +253,13 @@ where
     }
 
     /// Fills `page` with the matches after `after` in update order, reading them from the index
-    /// hour of last update by hour (migration 0021), in batches that grow fourfold. What a batch
-    /// read is ranked by its exact times, with the filters; a ticket whose hour the batch read
-    /// whole is settled (any match still unread was updated in an earlier hour), and the rest wait
-    /// with the next batch. So a word that is frequent long ago and absent lately costs the
-    /// postings up to the page's hours, not its whole match list. The chunks' matches, which are
-    /// few, wait with every batch. `false`, with `page` untouched, where the index cannot read the
-    /// text in that order.
+    /// hour of last update by hour (migration 0021), in batches that grow fourfold. Postings of
+    /// an hour the batches read whole are ranked by their exact times, with the filters, the
+    /// fewest whole hours that could fill the page at a time: what they give is settled (any match
+    /// still unranked was updated in an earlier hour). So a word that is frequent long ago and
+    /// absent lately costs the postings of the page's hours, not its whole match list. The chunks'
+    /// matches, which are few, are ranked every time until they settle. `false`, with `page`
+    /// untouched, where the index cannot read the text in that order.
     async fn extend_in_update_order(
         &self,
         query: &TicketQuery,
@@ -272,53 +274,65 @@ where
         let hour = hour_of(at);
         let mut position = UpdatePosition { hour: if descending { hour + 1 } else { hour }, id: 0 };
         let chunk_text = text.clone();
-        let mut waiting: Vec<(TicketId, Option<i64>)> = self
+        let mut chunks: Vec<TicketId> = self
             .read(async move |connection| {
                 let mut sql = QueryBuilder::<DB>::new("");
                 DB::push_chunk_matches(&mut sql, &chunk_text);
                 sql.build_query_scalar().fetch_all(connection).await
             })
-            .await?
-            .into_iter()
-            .map(|id| (id, None))
-            .collect();
-        let mut batch = FIRST_BATCH;
+            .await?;
+        // Read, not yet ranked, in the page's order.
+        let mut postings: VecDeque<(TicketId, i64)> = VecDeque::new();
+        let (mut read_all, mut batch) = (false, FIRST_BATCH);
         loop {
-            let text = text.clone();
-            let postings: Option<Vec<(TicketId, i64)>> = self
-                .read(async move |connection| {
-                    let mut sql = QueryBuilder::<DB>::new("");
-                    if !DB::push_matches_in_update_order(&mut sql, &text, position, descending, batch) {
-                        return Ok(None);
-                    }
-                    sql.build_query_as().fetch_all(connection).await.map(Some)
-                })
-                .await?;
-            let Some(postings) = postings else { return Ok(false) };
-            let read_all = (postings.len() as i64) < batch;
-            if let Some(&(id, hour)) = postings.last() {
-                position = UpdatePosition { hour, id };
+            let whole = |hour: i64| read_all || beyond(hour, position.hour);
+            if !read_all && !postings.front().is_some_and(|&(_, hour)| whole(hour)) {
+                let text = text.clone();
+                let read: Option<Vec<(TicketId, i64)>> = self
+                    .read(async move |connection| {
+                        let mut sql = QueryBuilder::<DB>::new("");
+                        if !DB::push_matches_in_update_order(&mut sql, &text, position, descending, batch) {
+                            return Ok(None);
+                        }
+                        sql.build_query_as().fetch_all(connection).await.map(Some)
+                    })
+                    .await?;
+                let Some(read) = read else { return Ok(false) };
+                read_all = (read.len() as i64) < batch;
+                if let Some(&(id, hour)) = read.last() {
+                    position = UpdatePosition { hour, id };
+                }
+                postings.extend(read);
+                batch = (batch * 4).min(LAST_BATCH);
+                continue;
             }
-            waiting.extend(postings.into_iter().map(|(id, hour)| (id, Some(hour))));
-            let ids = waiting.iter().map(|&(id, _)| id).collect();
-            let limit = query.limit - page.len() as u32;
+            let missing = query.limit as usize - page.len();
+            let mut take = 0;
+            while let Some(&(_, hour)) = postings.get(take) {
+                if !whole(hour) || (take >= missing && hour != postings[take - 1].1) {
+                    break;
+                }
+                take += 1;
+            }
+            let last_hour = take.checked_sub(1).map(|last| postings[last].1);
+            let ids = postings.drain(..take).map(|(id, _)| id).chain(chunks.iter().copied()).collect();
+            let exhausted = read_all && postings.is_empty();
+            let limit = missing as u32;
             let found =
                 Span { after: Some(after.clone()), until: None, text_match: TextMatch::Among { ids }, limit };
             let ranked = self.page(query, found).await?;
             let settled = ranked
                 .iter()
-                .take_while(|ticket| read_all || beyond(hour_of(ticket.updated_at), position.hour))
+                .take_while(|ticket| {
+                    exhausted || last_hour.is_some_and(|last| !beyond(last, hour_of(ticket.updated_at)))
+                })
                 .count();
             page.extend(ranked.into_iter().take(settled));
-            if read_all || page.len() == query.limit as usize {
+            if exhausted || page.len() == query.limit as usize {
                 return Ok(true);
             }
-            // Settled, or filtered out: all but the chunks' matches and the last hour's postings.
             let placed = &page[page.len() - settled..];
-            waiting.retain(|&(id, hour)| {
-                hour.is_none_or(|hour| hour == position.hour) && !placed.iter().any(|ticket| ticket.id == id)
-            });
-            batch = (batch * 4).min(LAST_BATCH);
+            chunks.retain(|&id| !placed.iter().any(|ticket| ticket.id == id));
         }
     }
 
