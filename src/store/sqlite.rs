@@ -215,7 +215,7 @@ impl Dialect for Sqlite {
     }
 
     /// Migration 0021's second FTS5 index, whose rowids are `hour << 32 | id`: read in rowid
-    /// order, its matches come hour by hour.
+    /// order, its matches come hour by hour. (The packing holds ticket ids below 2^32.)
     fn push_matches_in_update_order(
         sql: &mut QueryBuilder<Sqlite>,
         text: &str,
