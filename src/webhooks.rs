@@ -3,6 +3,7 @@
 //! are written by the database, in the transaction of the change they tell of (migration 0009),
 //! so nothing here can lose one: a server that stops mid-attempt leaves it to be claimed again.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +12,16 @@ use chrono::{DateTime, Utc};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WebhookSettings;
 use crate::domain::webhook::{is_public_address, message_id};
 use crate::domain::{
-    AttemptOutcome, Comment, DueDelivery, EventType, InFlight, NextStep, Refusal, TicketEvent, WebhookId,
-    WebhookSecret, WebhookUrl,
+    AttemptOutcome, Comment, DeliveryId, DueDelivery, EventType, InFlight, NextStep, Refusal, Ticket,
+    TicketEvent, WebhookId, WebhookSecret, WebhookUrl,
 };
 use crate::metrics::WebhookAttempts;
 use crate::store::{Change, Store};
@@ -28,13 +31,18 @@ use crate::store::{Change, Store};
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The least time between two looks for due deliveries prompted by announcements of new ones.
 const NOTICE_GAP: Duration = Duration::from_millis(10);
-/// How long a claim lasts beyond the attempt's own timeout: if this server is gone by then,
-/// another claims the delivery again.
+/// How long a claim lasts beyond the attempts it may wait for and its own (each within the
+/// timeout): if this server is gone by then, another claims the delivery again.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
-/// Attempts recorded at once. Recording takes a write connection from the pool the API's
-/// writes use; with the claims (one at a time), delivery holds at most three of them, however
-/// many attempts are in flight.
-const RECORDING_AT_ONCE: usize = 2;
+/// A webhook may hold this many rounds of its share of attempts claimed, the rest of them ready
+/// here: one claim serves several attempts, and a fast receiver is not held to a claim (a write
+/// transaction and its commit) per attempt.
+const CLAIMED_ROUNDS: u32 = 4;
+/// The most attempts recorded in one transaction. One task records them, whatever has ended
+/// since its last transaction, so delivery holds at most two of the write connections the API's
+/// writes use (with the claims), however many attempts are in flight, and pays one commit for
+/// many attempts under load.
+const RECORDED_AT_ONCE: usize = 512;
 /// How long resolving a webhook's host at registration may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -60,74 +68,245 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     let mut changes = store.changes();
-    let mut in_flight = JoinSet::new();
-    let mut per_webhook = InFlight::new(per_webhook);
-    let lease = chrono::Duration::from_std(sender.timeout + LEASE_MARGIN).unwrap_or(chrono::Duration::MAX);
-    while !shutdown.is_cancelled() {
-        let free = u32::try_from(max_concurrent.saturating_sub(in_flight.len())).unwrap_or(u32::MAX);
-        if free > 0 {
-            match store.claim_deliveries(free, Utc::now() + lease, &per_webhook).await {
-                Ok(due) => {
-                    for delivery in due {
-                        per_webhook.started(delivery.webhook_id);
-                        in_flight.spawn(attempt(store.clone(), sender.clone(), delivery));
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "could not claim webhook deliveries"),
+    let (outcomes, to_record) = mpsc::channel(max_concurrent.max(1));
+    let recorded = Arc::new(Notify::new());
+    let recorder = tokio::spawn(record(store.clone(), to_record, recorded.clone()));
+    let mut worker = Worker::new(store, sender, max_concurrent, per_webhook, outcomes);
+    let mut stopping = false;
+    let mut looked = Instant::now();
+    let mut next_look = looked;
+    loop {
+        if !stopping && Instant::now() >= next_look {
+            worker.look().await;
+            looked = Instant::now();
+            next_look = looked + POLL_INTERVAL;
+        }
+        worker.start_ready();
+        if stopping {
+            // What waits unsent is given back at once, rather than when its lease runs out.
+            worker.give_back_ready().await;
+            if worker.in_flight.is_empty() {
+                break;
             }
         }
-        // Wait for a reason to look again. While most slots are busy, a look would claim one or
-        // two deliveries for a write transaction each: it waits until half are free (or the poll).
-        // Writes announce new deliveries by the thousand under load: a look follows them at most
-        // every NOTICE_GAP.
-        let looked = tokio::time::Instant::now();
-        let mut deadline = looked + POLL_INTERVAL;
-        let worth_a_look =
-            |busy: usize| max_concurrent - busy.min(max_concurrent) >= (max_concurrent / 2).max(1);
-        loop {
-            tokio::select! {
-                // An attempt ended: a slot is free, and the ticket's next delivery may be due.
-                Some(ended) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok(webhook) = ended {
-                        per_webhook.finished(webhook);
-                    }
-                    if worth_a_look(in_flight.len()) {
-                        break;
-                    }
-                }
-                change = changes.recv() => match change {
-                    // New deliveries, or notices of them may have been lost.
-                    Ok(Change::Deliveries | Change::Missed) | Err(RecvError::Lagged(_)) => {
-                        if worth_a_look(in_flight.len()) {
-                            deadline = deadline.min(looked + NOTICE_GAP);
-                        }
-                    }
-                    Err(RecvError::Closed) => return,
-                },
-                () = tokio::time::sleep_until(deadline) => break,
-                () = shutdown.cancelled() => break,
+        // Wait for a reason to look again: an attempt ended (its slot is free), attempts were
+        // recorded (the tickets' next deliveries may be due), or new deliveries were announced
+        // (by the thousand under load). Such a look follows the last one after NOTICE_GAP at
+        // most; the poll finds retries come due and work other servers freed.
+        let soon = looked + NOTICE_GAP;
+        tokio::select! {
+            Some(ended) = worker.in_flight.join_next(), if !worker.in_flight.is_empty() => {
+                worker.ended(ended);
+                next_look = next_look.min(soon);
             }
+            () = recorded.notified() => next_look = next_look.min(soon),
+            change = changes.recv(), if !stopping => match change {
+                // New deliveries, or notices of them may have been lost.
+                Ok(Change::Deliveries | Change::Missed) | Err(RecvError::Lagged(_)) => next_look = next_look.min(soon),
+                Err(RecvError::Closed) => stopping = true,
+            },
+            () = tokio::time::sleep_until(next_look), if !stopping => {}
+            () = shutdown.cancelled(), if !stopping => stopping = true,
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    // The recorder ends once every outcome handed to it is recorded.
+    drop(worker);
+    let _ = recorder.await;
 }
 
-/// One attempt; returns its webhook, whose attempts in flight it no longer counts among.
-async fn attempt(store: Arc<dyn Store>, sender: Arc<Sender>, delivery: DueDelivery) -> WebhookId {
-    let outcome = match body(store.as_ref(), &delivery).await {
-        Ok(body) => sender.send(&delivery, body).await,
+/// A claimed delivery with the body to send, waiting for a slot.
+struct Ready {
+    delivery: DueDelivery,
+    body: String,
+    lease_until: DateTime<Utc>,
+}
+
+/// One server's deliveries between their claim and their record.
+struct Worker {
+    store: Arc<dyn Store>,
+    sender: Arc<Sender>,
+    max_concurrent: usize,
+    /// The attempts being made, each ending once its outcome is handed to the recorder.
+    in_flight: JoinSet<WebhookId>,
+    /// Attempts being made, per webhook, against its share.
+    sending: InFlight,
+    /// Deliveries claimed and not yet handed to the recorder (being made or ready), per webhook.
+    held: InFlight,
+    /// Claimed deliveries waiting for a slot, oldest claim first.
+    ready: VecDeque<Ready>,
+    /// The recorder's queue, which holds no more than the slots: an attempt waits there,
+    /// holding its slot, while recording lags, so claiming stops too.
+    outcomes: mpsc::Sender<(DueDelivery, AttemptOutcome)>,
+    lease: chrono::Duration,
+}
+
+impl Worker {
+    fn new(
+        store: Arc<dyn Store>,
+        sender: Arc<Sender>,
+        max_concurrent: usize,
+        per_webhook: u32,
+        outcomes: mpsc::Sender<(DueDelivery, AttemptOutcome)>,
+    ) -> Self {
+        // The last of a webhook's claims starts once the rounds before it are done, each within
+        // the timeout.
+        let lease = sender.timeout * CLAIMED_ROUNDS + LEASE_MARGIN;
+        Self {
+            store,
+            max_concurrent,
+            in_flight: JoinSet::new(),
+            sending: InFlight::new(per_webhook),
+            held: InFlight::new(per_webhook.saturating_mul(CLAIMED_ROUNDS)),
+            ready: VecDeque::new(),
+            outcomes,
+            lease: chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
+            sender,
+        }
+    }
+
+    /// Claims what the webhooks' shares leave room for, and readies their bodies.
+    async fn look(&mut self) {
+        let held = self.in_flight.len() + self.ready.len();
+        let room = (self.max_concurrent * CLAIMED_ROUNDS as usize).saturating_sub(held);
+        let Ok(room) = u32::try_from(room) else { return };
+        if room == 0 {
+            return;
+        }
+        let lease_until = Utc::now() + self.lease;
+        match self.store.claim_deliveries(room, lease_until, &self.held).await {
+            Ok(due) => {
+                for (delivery, body) in with_bodies(self.store.as_ref(), due).await {
+                    self.held.started(delivery.webhook_id);
+                    self.ready.push_back(Ready { delivery, body, lease_until });
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not claim webhook deliveries"),
+        }
+    }
+
+    /// Starts the ready deliveries the slots and the webhooks' shares leave room for. One whose
+    /// lease would end before its attempt could is dropped, left for its lease to run out.
+    fn start_ready(&mut self) {
+        let latest_start = Utc::now() + chrono::Duration::from_std(self.sender.timeout).unwrap_or_default();
+        for ready in std::mem::take(&mut self.ready) {
+            let webhook = ready.delivery.webhook_id;
+            if ready.lease_until <= latest_start {
+                self.held.finished(webhook);
+            } else if self.in_flight.len() < self.max_concurrent && self.sending.has_room(webhook) {
+                self.sending.started(webhook);
+                self.in_flight.spawn(attempt(
+                    self.sender.clone(),
+                    ready.delivery,
+                    ready.body,
+                    self.outcomes.clone(),
+                ));
+            } else {
+                self.ready.push_back(ready);
+            }
+        }
+    }
+
+    fn ended(&mut self, ended: Result<WebhookId, tokio::task::JoinError>) {
+        if let Ok(webhook) = ended {
+            self.sending.finished(webhook);
+            self.held.finished(webhook);
+        }
+        // Every other attempt that has ended frees its slot too, before the next look.
+        while let Some(ended) = self.in_flight.try_join_next() {
+            if let Ok(webhook) = ended {
+                self.sending.finished(webhook);
+                self.held.finished(webhook);
+            }
+        }
+    }
+
+    /// Gives the deliveries still waiting for a slot back to every server, due now.
+    async fn give_back_ready(&mut self) {
+        if self.ready.is_empty() {
+            return;
+        }
+        // Only claims that are surely still this server's: one given back after its lease
+        // ended could be another server's claim by then.
+        let safe = Utc::now() + LEASE_MARGIN;
+        let ids: Vec<DeliveryId> = self
+            .ready
+            .drain(..)
+            .filter(|ready| ready.lease_until > safe)
+            .map(|ready| ready.delivery.id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(error) = self.store.release_deliveries(&ids).await {
+            tracing::warn!(%error, deliveries = ids.len(), "could not give back claimed webhook deliveries; their leases will end");
+        }
+    }
+}
+
+/// The claimed deliveries with the bodies to send: kept ones for retries, the rest built from
+/// their events, read all at once. One whose event cannot be read is left claimed, to be
+/// attempted again when its lease runs out.
+async fn with_bodies(store: &dyn Store, due: Vec<DueDelivery>) -> Vec<(DueDelivery, String)> {
+    let first_attempts: Vec<i64> =
+        due.iter().filter(|delivery| delivery.body.is_none()).map(|delivery| delivery.event_id).collect();
+    let events = match store.events_in_context(&first_attempts).await {
+        Ok(events) => events,
         Err(error) => {
-            // Left claimed: the lease runs out and the attempt is made again then.
-            tracing::warn!(delivery = delivery.id, %error, "could not build a webhook delivery");
-            return delivery.webhook_id;
+            tracing::warn!(%error, deliveries = due.len(), "could not read the events of webhook deliveries");
+            Vec::new()
         }
     };
-    sender.attempts.count(&outcome.next);
-    let _recording = sender.recording.acquire().await;
-    if let Err(error) = store.record_attempt(&delivery, &outcome).await {
-        tracing::warn!(delivery = delivery.id, %error, "could not record a webhook attempt; it will be made again");
+    let mut ready = Vec::with_capacity(due.len());
+    for mut delivery in due {
+        let body = match delivery.body.take() {
+            Some(body) => Ok(body),
+            None => match events.iter().find(|(_, event, _)| event.id == delivery.event_id) {
+                Some(context) => body(&delivery, context),
+                None => Err(format!("event {} is missing", delivery.event_id)),
+            },
+        };
+        match body {
+            Ok(body) => ready.push((delivery, body)),
+            Err(error) => {
+                tracing::warn!(delivery = delivery.id, %error, "could not build a webhook delivery")
+            }
+        }
     }
-    delivery.webhook_id
+    ready
+}
+
+/// One attempt, handed to the recorder; returns its webhook, whose attempts in flight it no
+/// longer counts among.
+async fn attempt(
+    sender: Arc<Sender>,
+    delivery: DueDelivery,
+    body: String,
+    recorder: mpsc::Sender<(DueDelivery, AttemptOutcome)>,
+) -> WebhookId {
+    let webhook = delivery.webhook_id;
+    let outcome = sender.send(&delivery, body).await;
+    sender.attempts.count(&outcome.next);
+    if recorder.send((delivery, outcome)).await.is_err() {
+        tracing::warn!("the webhook recorder has stopped; the attempt will be made again");
+    }
+    webhook
+}
+
+/// Records the outcomes handed to it, as many as have come in since its last transaction in
+/// each, until every sender is gone.
+async fn record(
+    store: Arc<dyn Store>,
+    mut outcomes: mpsc::Receiver<(DueDelivery, AttemptOutcome)>,
+    recorded: Arc<Notify>,
+) {
+    let mut batch = Vec::new();
+    while outcomes.recv_many(&mut batch, RECORDED_AT_ONCE).await > 0 {
+        if let Err(error) = store.record_attempts(&batch).await {
+            tracing::warn!(%error, attempts = batch.len(), "could not record webhook attempts; they will be made again");
+        }
+        batch.clear();
+        recorded.notify_one();
+    }
 }
 
 /// What a delivery's body holds.
@@ -148,17 +327,12 @@ struct PayloadData<'a> {
     comment: Option<&'a Comment>,
 }
 
-/// The body of the delivery's first attempt, kept by the store; built now if this is the first.
-async fn body(store: &dyn Store, delivery: &DueDelivery) -> crate::error::Result<String> {
-    if let Some(body) = &delivery.body {
-        return Ok(body.clone());
-    }
-    let (ticket, event, comment) = store
-        .event_in_context(delivery.event_id)
-        .await?
-        .ok_or_else(|| crate::error::Error::Internal(format!("event {} is missing", delivery.event_id)))?;
-    let mut ticket = serde_json::to_value(&ticket)
-        .map_err(|e| crate::error::Error::Internal(format!("a payload's ticket: {e}")))?;
+/// The body of a delivery's first attempt, from its event in context.
+fn body(
+    delivery: &DueDelivery,
+    (ticket, event, comment): &(Ticket, TicketEvent, Option<Comment>),
+) -> Result<String, String> {
+    let mut ticket = serde_json::to_value(ticket).map_err(|e| format!("a payload's ticket: {e}"))?;
     if !delivery.include_embed_token
         && let Some(fields) = ticket.as_object_mut()
     {
@@ -167,9 +341,9 @@ async fn body(store: &dyn Store, delivery: &DueDelivery) -> crate::error::Result
     let payload = Payload {
         event_type: EventType::of(event.kind, event.internal),
         timestamp: event.created_at,
-        data: PayloadData { ticket, event: &event, comment: comment.as_ref() },
+        data: PayloadData { ticket, event, comment: comment.as_ref() },
     };
-    serde_json::to_string(&payload).map_err(|e| crate::error::Error::Internal(format!("a payload: {e}")))
+    serde_json::to_string(&payload).map_err(|e| format!("a payload: {e}"))
 }
 
 /// Sends signed requests: no redirects, no proxies, a timeout per attempt, and (unless private
@@ -181,7 +355,6 @@ struct Sender {
     retry: crate::domain::RetrySchedule,
     allow_private_networks: bool,
     attempts: WebhookAttempts,
-    recording: tokio::sync::Semaphore,
 }
 
 impl Sender {
@@ -201,7 +374,6 @@ impl Sender {
             retry: settings.retry.clone(),
             allow_private_networks: settings.allow_private_networks,
             attempts,
-            recording: tokio::sync::Semaphore::new(RECORDING_AT_ONCE),
         })
     }
 

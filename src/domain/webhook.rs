@@ -355,6 +355,11 @@ impl InFlight {
         }
     }
 
+    /// Whether another of the webhook's attempts fits in its share.
+    pub fn has_room(&self, webhook: WebhookId) -> bool {
+        self.by_webhook.get(&webhook).copied().unwrap_or(0) < self.per_webhook
+    }
+
     /// How many deliveries to claim of each webhook in `waiting` (those with deliveries due,
     /// the longest waiting first): what its share leaves room for, at most `limit` in all.
     /// Webhooks with no room are left out.

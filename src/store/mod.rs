@@ -306,11 +306,14 @@ pub trait Webhooks: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
         in_flight: &InFlight,
     ) -> Result<Vec<DueDelivery>>;
-    /// A history event with its ticket as it is now and its comment, if any.
-    async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>>;
-    /// Records how an attempt went; once the delivery is done (delivered or failed for good),
-    /// the next one for its ticket and webhook becomes due.
-    async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()>;
+    /// Makes deliveries this server claimed and did not attempt due again now, for any server.
+    async fn release_deliveries(&self, deliveries: &[DeliveryId]) -> Result<()>;
+    /// History events with their tickets as they are now and their comments, if any, in one
+    /// read; events no longer stored are left out.
+    async fn events_in_context(&self, events: &[i64]) -> Result<Vec<(Ticket, TicketEvent, Option<Comment>)>>;
+    /// Records how attempts went, all in one transaction; once a delivery is done (delivered or
+    /// failed for good), the next one for its ticket and webhook becomes due.
+    async fn record_attempts(&self, attempts: &[(DueDelivery, AttemptOutcome)]) -> Result<()>;
 }
 
 /// Business calendars and SLA policies (admin configuration).

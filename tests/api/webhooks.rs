@@ -27,6 +27,8 @@ crate::on_both_backends!(
     a_busy_ticket_gets_every_delivery_in_order_while_they_are_sent,
     a_stalled_receiver_does_not_hold_up_a_fast_one,
     claims_take_the_oldest_due_deliveries_of_active_webhooks,
+    attempts_recorded_together_each_take_their_own_outcome,
+    a_stopping_server_gives_back_the_deliveries_it_claimed_ahead,
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
@@ -704,4 +706,128 @@ async fn claims_take_the_oldest_due_deliveries_of_active_webhooks(database: Empt
     let resumed = claim(10).await;
     let paused_id = paused["id"].as_i64().unwrap();
     assert_eq!(resumed, tickets.iter().map(|&t| (paused_id, t)).collect::<Vec<_>>(), "once active, in order");
+}
+
+/// Attempts recorded in one call, asked of the store directly (this server delivers none): each
+/// delivery takes its own outcome; each one done, delivered or given up, makes its ticket's next
+/// delivery due, while one to be retried keeps the body it sent and holds its ticket's next back.
+async fn attempts_recorded_together_each_take_their_own_outcome(database: EmptyDatabase) {
+    use ticketdesk::domain::{AttemptOutcome, InFlight, NextStep};
+    let settings = [crate::helpers::NO_WEBHOOK_DELIVERY[0], RECEIVING[0]];
+    let app = TestApp::at(&database.url, &settings).await;
+    let tokens = app.demo_tokens().await;
+    let events = ["ticket.created", "ticket.priority_changed"];
+    let webhook = register(&app, &tokens.carol, "http://127.0.0.1:9/a", &events).await;
+    let mut tickets = Vec::new();
+    for subject in ["Delivered", "Retried", "Given up"] {
+        let id = app.create_ticket(&tokens.alice, subject).await.id;
+        let high = Some(json!({"priority": "high"}));
+        let changed = app.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), high).await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+        tickets.push(id);
+    }
+    let lease = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let claim = async || {
+        let mut due = app.store.claim_deliveries(10, lease, &InFlight::new(10)).await.unwrap();
+        due.sort_by_key(|delivery| delivery.ticket_id);
+        due
+    };
+    let created = claim().await;
+    let claimed: Vec<i64> = created.iter().map(|delivery| delivery.ticket_id).collect();
+    assert_eq!(claimed, tickets, "each ticket's creation; its change waits behind it");
+    let sent = r#"{"sent":"once"}"#;
+    let outcome = |status: u16, next| AttemptOutcome {
+        body: sent.to_owned(),
+        status: Some(status),
+        error: (status != 204).then(|| format!("the receiver answered {status}")),
+        next,
+    };
+    let retry_at = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let outcomes = [
+        outcome(204, NextStep::Delivered),
+        outcome(500, NextStep::RetryAt(retry_at)),
+        outcome(500, NextStep::GiveUp),
+    ];
+    let attempts: Vec<_> = created.clone().into_iter().zip(outcomes).collect();
+    app.store.record_attempts(&attempts).await.unwrap();
+
+    let listed = deliveries(&app, &tokens.carol, &webhook).await;
+    let creation = |ticket: i64| {
+        listed.iter().find(|d| d["ticket_id"] == ticket && d["type"] == "ticket.created").unwrap().clone()
+    };
+    let states: Vec<(Value, Value, Value)> = tickets
+        .iter()
+        .map(|&ticket| {
+            let delivery = creation(ticket);
+            (delivery["state"].clone(), delivery["attempts"].clone(), delivery["last_status"].clone())
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (json!("delivered"), json!(1), json!(204)),
+            (json!("pending"), json!(1), json!(500)),
+            (json!("failed"), json!(1), json!(500)),
+        ]
+    );
+
+    let next = claim().await;
+    let due: Vec<(i64, i64, Option<&str>)> =
+        next.iter().map(|d| (d.ticket_id, d.event_id, d.body.as_deref())).collect();
+    let changed_event = |ticket: i64| {
+        let delivery =
+            listed.iter().find(|d| d["ticket_id"] == ticket && d["type"] == "ticket.priority_changed");
+        delivery.unwrap()["event_id"].as_i64().unwrap()
+    };
+    assert_eq!(
+        due,
+        [
+            (tickets[0], changed_event(tickets[0]), None),
+            (tickets[1], created[1].event_id, Some(sent)),
+            (tickets[2], changed_event(tickets[2]), None),
+        ],
+        "the retry again with the same body; the next changes of the other two"
+    );
+}
+
+/// A server claims more of a webhook's deliveries than the webhook's share lets it send at once;
+/// when it stops, those it has not sent are given back, and another server sends them at once
+/// rather than when their claims would have run out (70 s here).
+async fn a_stopping_server_gives_back_the_deliveries_it_claimed_ahead(database: EmptyDatabase) {
+    let one_at_a_time = [RECEIVING[0], ("WEBHOOK_MAX_CONCURRENT_PER_WEBHOOK", "1")];
+    let first = TestApp::at(&database.url, &one_at_a_time).await;
+    let receiver = Receiver::start(0).await;
+    let tokens = first.demo_tokens().await;
+    let slow = receiver.url.replace("/hook", "/slow");
+    let webhook = register(&first, &tokens.carol, &slow, &["ticket.created"]).await;
+    for n in 0..4 {
+        first.create_ticket(&tokens.alice, &format!("Claimed ahead {n}")).await;
+    }
+    // All four claimed, though only one is being sent: each claim's lease runs a minute ahead.
+    let mut claimed = Vec::new();
+    for _ in 0..250 {
+        let lease_from = chrono::Utc::now() + chrono::Duration::seconds(45);
+        claimed = deliveries(&first, &tokens.carol, &webhook).await;
+        let leased = |d: &Value| {
+            d["next_attempt_at"].as_str().and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                > Some(lease_from)
+        };
+        if claimed.len() == 4 && claimed.iter().all(leased) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(claimed.len(), 4);
+    let second = first.replica().await;
+    let fast = json!({"url": receiver.url});
+    let moved = second
+        .call(Method::PATCH, &format!("/webhooks/{}", webhook["id"]), Some(&tokens.carol), Some(fast))
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.text);
+    drop(first);
+    // The three not yet sent, by the second server, within wait_for's ten seconds.
+    let received = receiver.wait_for(3).await;
+    assert_eq!(received.len(), 3);
+    let listed = wait_until_all(&second, &tokens.carol, &webhook, "delivered").await;
+    assert!(listed.iter().all(|delivery| delivery["attempts"] == 1), "each attempted once: {listed:#?}");
 }

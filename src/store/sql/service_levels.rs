@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
 use uuid::Uuid;
 
-use super::{Column, Dialect, SqlStore};
+use super::{Column, Dialect, SqlStore, push_id_list};
 use crate::domain::calendar::Schedule;
 use crate::domain::service_level::{
     Calendar, CalendarId, Metric, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId,
@@ -72,12 +72,9 @@ where
         // The tickets' rows first, as every ticket write takes them: those another server, or a
         // write, holds are passed over until the next tick. Then their clocks, all at once.
         let mut sql =
-            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets d WHERE id IN ("));
-        let mut ids = sql.separated(", ");
-        for id in &due {
-            ids.push_bind(*id);
-        }
-        sql.push(")").push(DB::SKIP_LOCKED);
+            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets d WHERE id IN "));
+        push_id_list(&mut sql, due.iter().copied());
+        sql.push(DB::SKIP_LOCKED);
         let tickets: Vec<Ticket> = sql.build_query_as().fetch_all(&mut *tx).await?;
         if tickets.is_empty() {
             return Ok(Vec::new());
@@ -85,13 +82,10 @@ where
         let mut sql = QueryBuilder::<DB>::new(concat!(
             "SELECT ",
             clock_columns!(),
-            " FROM sla_clocks WHERE ticket_id IN ("
+            " FROM sla_clocks WHERE ticket_id IN "
         ));
-        let mut ids = sql.separated(", ");
-        for ticket in &tickets {
-            ids.push_bind(ticket.id);
-        }
-        sql.push(") ORDER BY ticket_id, metric");
+        push_id_list(&mut sql, tickets.iter().map(|ticket| ticket.id));
+        sql.push(" ORDER BY ticket_id, metric");
         let all_clocks: Vec<SlaClock> = sql.build_query_as().fetch_all(&mut *tx).await?;
         let mut recorded = Vec::new();
         for mut ticket in tickets {

@@ -3,13 +3,13 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Type};
 use uuid::Uuid;
 
-use super::{Column, Dialect, SqlStore};
+use super::{Column, Dialect, SqlStore, push_id_list};
 use crate::domain::{
     AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, InFlight, NewWebhook,
-    NextStep, Ticket, TicketEvent, Webhook, WebhookChange, WebhookId, WebhookSecret, webhook,
+    NextStep, Ticket, TicketEvent, TicketId, Webhook, WebhookChange, WebhookId, WebhookSecret, webhook,
 };
 use crate::store::{Result, StoreError};
-use crate::store::{Tickets, Webhooks, now};
+use crate::store::{Webhooks, now};
 
 #[async_trait]
 impl<DB: Dialect> Webhooks for SqlStore<DB>
@@ -239,40 +239,80 @@ where
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn event_in_context(&self, event: i64) -> Result<Option<(Ticket, TicketEvent, Option<Comment>)>> {
-        let event: Option<TicketEvent> = self
-            .read(async move |connection| {
-                sqlx::query_as(concat!("SELECT ", event_columns!(), " FROM ticket_events WHERE id = $1"))
-                    .bind(event)
-                    .fetch_optional(connection)
-                    .await
-            })
-            .await?;
-        let Some(event) = event else { return Ok(None) };
-        let Some(ticket) = self.ticket(event.ticket_id).await? else { return Ok(None) };
-        let comment = match event.comment_id {
-            Some(id) => {
-                self.read(async move |connection| {
-                    sqlx::query_as(concat!("SELECT ", comment_columns!(), " FROM comments WHERE id = $1"))
-                        .bind(id)
-                        .fetch_optional(connection)
-                        .await
-                })
-                .await?
-            }
-            None => None,
-        };
-        Ok(Some((ticket, event, comment)))
+    async fn release_deliveries(&self, deliveries: &[DeliveryId]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        let mut release = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
+        release.push_bind(now()).push(" WHERE state = 'pending' AND id IN ");
+        push_id_list(&mut release, deliveries.iter().copied());
+        release.build().persistent(false).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.announce_deliveries();
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn record_attempt(&self, delivery: &DueDelivery, outcome: &AttemptOutcome) -> Result<()> {
+    async fn events_in_context(&self, events: &[i64]) -> Result<Vec<(Ticket, TicketEvent, Option<Comment>)>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lists of a varying length: not kept as prepared statements, where they would push out
+        // the API's.
+        let ids = events.to_vec();
+        let (events, tickets, comments) = self
+            .read(async move |connection| {
+                let mut sql = QueryBuilder::<DB>::new(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM ticket_events WHERE id IN "
+                ));
+                push_id_list(&mut sql, ids.iter().copied());
+                let events: Vec<TicketEvent> =
+                    sql.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+                if events.is_empty() {
+                    return Ok((events, Vec::new(), Vec::new()));
+                }
+                let mut sql = QueryBuilder::<DB>::new(concat!(
+                    "SELECT ",
+                    ticket_columns!(),
+                    " FROM tickets WHERE id IN "
+                ));
+                push_id_list(&mut sql, events.iter().map(|event| event.ticket_id));
+                let tickets: Vec<Ticket> =
+                    sql.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+                let commented: Vec<i64> = events.iter().filter_map(|event| event.comment_id).collect();
+                let comments: Vec<Comment> = if commented.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut sql = QueryBuilder::<DB>::new(concat!(
+                        "SELECT ",
+                        comment_columns!(),
+                        " FROM comments WHERE id IN "
+                    ));
+                    push_id_list(&mut sql, commented);
+                    sql.build_query_as().persistent(false).fetch_all(&mut *connection).await?
+                };
+                Ok((events, tickets, comments))
+            })
+            .await?;
+        Ok(events
+            .into_iter()
+            .filter_map(|event| {
+                let ticket = tickets.iter().find(|ticket| ticket.id == event.ticket_id)?.clone();
+                let comment = event.comment_id.and_then(|id| comments.iter().find(|c| c.id == id).cloned());
+                Some((ticket, event, comment))
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn record_attempts(&self, attempts: &[(DueDelivery, AttemptOutcome)]) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
         let now = now();
-        let (state, next_attempt_at, delivered_at) = match outcome.next {
-            NextStep::Delivered => (DeliveryState::Delivered, None, Some(now)),
-            NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at), None),
-            NextStep::GiveUp => (DeliveryState::Failed, None, None),
-        };
         let mut tx = self.begin_write().await?;
         // A record lost to a database crash leaves the delivery claimed until its lease ends,
         // then attempted again: at least once, one attempt at a time and in order all hold, so
@@ -280,42 +320,58 @@ where
         if let Some(relax) = DB::COMMIT_WITHOUT_FLUSH {
             sqlx::query(relax).execute(&mut *tx).await?;
         }
-        let done = state != DeliveryState::Pending;
-        if done {
+        let done: Vec<&DueDelivery> = attempts
+            .iter()
+            .filter(|(_, outcome)| !matches!(outcome.next, NextStep::RetryAt(_)))
+            .map(|(delivery, _)| delivery)
+            .collect();
+        if !done.is_empty() {
             // The ticket's writes queue deliveries with its row locked: locked here too, a
-            // delivery queued meanwhile is either seen below or sees this one done.
-            sqlx::query(Self::locking("SELECT id FROM tickets WHERE id = $1"))
-                .bind(delivery.ticket_id)
-                .execute(&mut *tx)
-                .await?;
+            // delivery queued meanwhile is either seen below or sees this one done. In id order,
+            // so two servers recording at once cannot each wait on the other.
+            let mut tickets: Vec<TicketId> = done.iter().map(|delivery| delivery.ticket_id).collect();
+            tickets.sort_unstable();
+            tickets.dedup();
+            let mut lock = QueryBuilder::<DB>::new("SELECT id FROM tickets WHERE id IN ");
+            push_id_list(&mut lock, tickets);
+            lock.push(" ORDER BY id").push(DB::LOCK_ROW);
+            lock.build().persistent(false).execute(&mut *tx).await?;
         }
-        sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, body = $2, last_status = $3,
-             last_error = $4, state = $5, next_attempt_at = $6, delivered_at = $7 WHERE id = $1",
-        )
-        .bind(delivery.id)
-        .bind(outcome.body.as_str())
-        .bind(outcome.status.map(i32::from))
-        .bind(outcome.error.as_deref())
-        .bind(state.as_str())
-        .bind(next_attempt_at)
-        .bind(delivered_at)
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?;
-        if done {
-            // The ticket's next delivery to this webhook, if any, is due now.
-            sqlx::query(
-                "UPDATE webhook_deliveries SET next_attempt_at = $3 WHERE id = (
-                     SELECT min(id) FROM webhook_deliveries
-                     WHERE webhook_id = $1 AND ticket_id = $2 AND state = 'pending')",
-            )
-            .bind(delivery.webhook_id)
-            .bind(delivery.ticket_id)
-            .bind(now)
-            .persistent(false)
-            .execute(&mut *tx)
-            .await?;
+        // Every attempt in one statement. The body is kept only for a retry, which must send the
+        // same bytes; a delivery that is done needs it no more.
+        let mut record = QueryBuilder::<DB>::new(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, body = v.column2, last_status = v.column3,
+             last_error = v.column4, state = v.column5, next_attempt_at = v.column6, delivered_at = v.column7
+             FROM (",
+        );
+        record.push_values(attempts, |mut row, (delivery, outcome)| {
+            let (state, next_attempt_at, delivered_at, body) = match outcome.next {
+                NextStep::Delivered => (DeliveryState::Delivered, None, Some(now), None),
+                NextStep::RetryAt(at) => (DeliveryState::Pending, Some(at), None, Some(outcome.body.clone())),
+                NextStep::GiveUp => (DeliveryState::Failed, None, None, None),
+            };
+            row.push_bind(delivery.id)
+                .push_bind(body)
+                .push_bind(outcome.status.map(i32::from))
+                .push_bind(outcome.error.clone())
+                .push_bind(state.as_str())
+                .push_bind(next_attempt_at)
+                .push_bind(delivered_at);
+        });
+        record.push(") AS v WHERE webhook_deliveries.id = v.column1");
+        record.build().persistent(false).execute(&mut *tx).await?;
+        if !done.is_empty() {
+            // Each ticket's next delivery to the webhook, if any, is due now.
+            let mut release = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
+            release.push_bind(now).push(
+                " WHERE id IN (SELECT min(id) FROM webhook_deliveries
+                   WHERE state = 'pending' AND (webhook_id, ticket_id) IN (",
+            );
+            release.push_values(&done, |mut row, delivery| {
+                row.push_bind(delivery.webhook_id).push_bind(delivery.ticket_id);
+            });
+            release.push(") GROUP BY webhook_id, ticket_id)");
+            release.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
