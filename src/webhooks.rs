@@ -47,8 +47,8 @@ const RECORDED_AT_ONCE: usize = 512;
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts delivering this database's webhooks from this server, until `shutdown`: then it claims
-/// no more, and the task ends once the attempts in flight are made and recorded (each within its
-/// timeout), so the store may be closed after it.
+/// no more, gives back the claimed deliveries it has not started, and ends once the attempts in
+/// flight are made and recorded (each within its timeout), so the store may be closed after it.
 pub fn start(
     store: Arc<dyn Store>,
     settings: &WebhookSettings,
