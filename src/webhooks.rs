@@ -206,17 +206,15 @@ impl Worker {
         }
     }
 
-    fn ended(&mut self, ended: Result<WebhookId, tokio::task::JoinError>) {
-        if let Ok(webhook) = ended {
-            self.sending.finished(webhook);
-            self.held.finished(webhook);
-        }
-        // Every other attempt that has ended frees its slot too, before the next look.
-        while let Some(ended) = self.in_flight.try_join_next() {
-            if let Ok(webhook) = ended {
+    fn ended(&mut self, first: Result<WebhookId, tokio::task::JoinError>) {
+        let mut ended = Some(first);
+        while let Some(attempt) = ended {
+            if let Ok(webhook) = attempt {
                 self.sending.finished(webhook);
                 self.held.finished(webhook);
             }
+            // Every other attempt that has ended frees its slot too, before the next look.
+            ended = self.in_flight.try_join_next();
         }
     }
 
