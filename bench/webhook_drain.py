@@ -23,7 +23,8 @@ import run
 
 
 def drain(kind, binary, deliveries, work, pg_url):
-    """Seconds one server takes to send `deliveries` queued ones."""
+    """Seconds one server takes to send `deliveries` queued ones, and the CPU each delivery cost
+    (µs: the machine's, the server's, PostgreSQL's processes', the receiver's)."""
     run.BINARY = binary  # the binary Backend and Server run
     backend = run.Backend(kind, 1000, work, pg_url)
     backend.create()
@@ -41,13 +42,15 @@ def drain(kind, binary, deliveries, work, pg_url):
                           "'normal', 'high', false, CURRENT_TIMESTAMP FROM tickets")
         started = time.monotonic()
         server = run.Server(backend)
+        cpu_before = run.cpu_split(server)
         while receiver.received < deliveries:
             if time.monotonic() - started > 300:
                 raise RuntimeError(f"only {receiver.received} of {deliveries} arrived in 300 s")
             time.sleep(0.005)
         seconds = time.monotonic() - started
+        cpu = {part: round((used - cpu_before[part]) * 1e6 / deliveries) for part, used in run.cpu_split(server).items()}
         server.stop()
-        return seconds
+        return seconds, cpu
     finally:
         receiver.stop()
         backend.drop()
@@ -85,12 +88,18 @@ def main():
         results = {}
         for kind in kinds:
             rates = {label: [] for label in binaries}
+            cpu = {label: [] for label in binaries}
             for round_number in range(args.rounds):
                 for label, binary in binaries.items():
-                    seconds = drain(kind, binary, args.deliveries, work, args.pg_url)
+                    seconds, used = drain(kind, binary, args.deliveries, work, args.pg_url)
                     rates[label].append(round(args.deliveries / seconds))
-                    print(f"[{kind}] round {round_number + 1}, {label}: {rates[label][-1]} a second", file=sys.stderr)
-            results[kind] = {label: {"per_second": statistics.median(r), "rounds": r} for label, r in rates.items()}
+                    cpu[label].append(used)
+                    print(f"[{kind}] round {round_number + 1}, {label}: {rates[label][-1]} a second, "
+                          f"CPU µs a delivery {used}", file=sys.stderr)
+            results[kind] = {label: {"per_second": statistics.median(r), "rounds": r,
+                                     "cpu_us_per_delivery": {part: statistics.median(c[part] for c in cpu[label])
+                                                             for part in cpu[label][0]}}
+                             for label, r in rates.items()}
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()), "deliveries": args.deliveries,
               "results": results}
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
