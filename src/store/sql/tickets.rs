@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, Row, Transaction, Type};
+use sqlx::{
+    ColumnIndex, Decode, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Row, Transaction, Type,
+};
 use uuid::Uuid;
 
 use super::{Column, Dialect, SqlStore};
@@ -266,19 +268,24 @@ where
             return Ok(ChangeOutcome { ticket: current, comment: None });
         };
         let after = write.fields;
-        let mut ticket: Ticket = sqlx::query_as(concat!(
-            "UPDATE tickets SET status = $2, priority = $3, assigned_to = $4, embed_token = $5, updated_at = $6
-             WHERE id = $1 RETURNING ",
-            ticket_columns!()
-        ))
-        .bind(id)
-        .bind(after.status.as_str())
-        .bind(after.priority.as_str())
-        .bind(after.assigned_to)
-        .bind(after.embed_token)
-        .bind(after.updated_at)
-        .fetch_one(&mut **tx)
-        .await?;
+        // Only the columns that change are named: SQLite rewrites the entries of every index on a
+        // column the statement sets, changed or not (three more for a priority change).
+        let mut update = QueryBuilder::<DB>::new("UPDATE tickets SET updated_at = ");
+        update.push_bind(after.updated_at);
+        if after.status != current.status {
+            update.push(", status = ").push_bind(after.status.as_str());
+        }
+        if after.priority != current.priority {
+            update.push(", priority = ").push_bind(after.priority.as_str());
+        }
+        if after.assigned_to != current.assigned_to {
+            update.push(", assigned_to = ").push_bind(after.assigned_to);
+        }
+        if after.embed_token != current.embed_token {
+            update.push(", embed_token = ").push_bind(after.embed_token);
+        }
+        update.push(" WHERE id = ").push_bind(id).push(concat!(" RETURNING ", ticket_columns!()));
+        let mut ticket: Ticket = update.build_query_as().fetch_one(&mut **tx).await?;
 
         let comment: Option<Comment> = match &change.comment {
             Some(comment) => {
