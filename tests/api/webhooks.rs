@@ -1,10 +1,11 @@
 //! Webhooks against a real receiver listening on a local port: management, signatures, order,
 //! retries, internal notes kept out, address checks, and the outbox surviving a restart.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -29,6 +30,7 @@ crate::on_both_backends!(
     claims_take_the_oldest_due_deliveries_of_active_webhooks,
     attempts_recorded_together_each_take_their_own_outcome,
     a_stopping_server_gives_back_the_deliveries_it_claimed_ahead,
+    a_receiver_that_answers_with_a_body_keeps_one_connection,
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
@@ -40,6 +42,8 @@ pub const RECEIVING: &[(&str, &str)] =
 struct Received {
     headers: HeaderMap,
     body: String,
+    /// The sending end of the connection it came on.
+    peer: SocketAddr,
 }
 
 impl Received {
@@ -77,6 +81,13 @@ impl Receiver {
         let log = Arc::new(Mutex::new(Log { received: Vec::new(), failures_left: failures }));
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(record))
+            // Answers 200 with a body, as many real receivers do.
+            .route(
+                "/chatty",
+                axum::routing::post(|log, peer, headers, body| async move {
+                    (record(log, peer, headers, body).await, "accepted ".repeat(200))
+                }),
+            )
             .route("/moved", axum::routing::post(|| async { axum::response::Redirect::temporary("/hook") }))
             .route(
                 "/slow",
@@ -97,7 +108,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
         Self { url, log, task }
     }
@@ -123,9 +134,14 @@ impl Receiver {
     }
 }
 
-async fn record(State(log): State<Arc<Mutex<Log>>>, headers: HeaderMap, body: String) -> StatusCode {
+async fn record(
+    State(log): State<Arc<Mutex<Log>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
     let mut log = log.lock().unwrap();
-    log.received.push(Received { headers, body });
+    log.received.push(Received { headers, body, peer });
     if log.failures_left > 0 {
         log.failures_left -= 1;
         StatusCode::INTERNAL_SERVER_ERROR
@@ -830,4 +846,29 @@ async fn a_stopping_server_gives_back_the_deliveries_it_claimed_ahead(database: 
     assert_eq!(received.len(), 3);
     let listed = wait_until_all(&second, &tokens.carol, &webhook, "delivered").await;
     assert!(listed.iter().all(|delivery| delivery["attempts"] == 1), "each attempted once: {listed:#?}");
+}
+
+/// Deliveries to one receiver share its connection, one after the other, even when it answers
+/// with a body the sender never reads: a connection per delivery (a TLS handshake each, over
+/// HTTPS) would cost more than the delivery. Fails if the sender's client keeps no idle
+/// connections, or is built anew per attempt.
+async fn a_receiver_that_answers_with_a_body_keeps_one_connection(database: EmptyDatabase) {
+    let app = TestApp::at(&database.url, RECEIVING).await;
+    let receiver = Receiver::start(0).await;
+    let tokens = app.demo_tokens().await;
+    let chatty = receiver.url.replace("/hook", "/chatty");
+    register(&app, &tokens.carol, &chatty, &["ticket.created", "ticket.priority_changed"]).await;
+    let id = app.create_ticket(&tokens.alice, "Printer on fire").await.id;
+    for priority in ["high", "low", "urgent", "normal"] {
+        let change = json!({"priority": priority});
+        app.call(Method::PATCH, &format!("/tickets/{id}"), Some(&tokens.carol), Some(change)).await;
+    }
+    let received = receiver.wait_for(5).await;
+    assert_eq!(received.len(), 5, "{received:#?}");
+    let connections: std::collections::HashSet<SocketAddr> = received.iter().map(|r| r.peer).collect();
+    assert_eq!(
+        connections.len(),
+        1,
+        "one after the other, every delivery on the first connection: {connections:?}"
+    );
 }
