@@ -31,6 +31,7 @@ crate::on_both_backends!(
     attempts_recorded_together_each_take_their_own_outcome,
     a_stopping_server_gives_back_the_deliveries_it_claimed_ahead,
     a_receiver_that_answers_with_a_body_keeps_one_connection,
+    a_claim_holds_a_delivery_until_its_lease_ends_or_it_is_given_back,
 );
 
 /// Webhooks may reach the receiver on 127.0.0.1, and retries come after a second.
@@ -722,6 +723,36 @@ async fn claims_take_the_oldest_due_deliveries_of_active_webhooks(database: Empt
     let resumed = claim(10).await;
     let paused_id = paused["id"].as_i64().unwrap();
     assert_eq!(resumed, tickets.iter().map(|&t| (paused_id, t)).collect::<Vec<_>>(), "once active, in order");
+}
+
+/// A claim's lease, asked of the store directly (this server delivers none): while it runs the
+/// delivery is claimed by no one else; once it has ended, or the delivery is given back, the
+/// delivery is due again, in its place in the queue.
+async fn a_claim_holds_a_delivery_until_its_lease_ends_or_it_is_given_back(database: EmptyDatabase) {
+    use ticketdesk::domain::InFlight;
+    let settings = [crate::helpers::NO_WEBHOOK_DELIVERY[0], RECEIVING[0]];
+    let app = TestApp::at(&database.url, &settings).await;
+    let tokens = app.demo_tokens().await;
+    let webhook = register(&app, &tokens.carol, "http://127.0.0.1:9/a", &["ticket.created"]).await;
+    let first = app.create_ticket(&tokens.alice, "Leased").await.id;
+    let second = app.create_ticket(&tokens.alice, "Behind it").await.id;
+    let claim = async |lease: chrono::DateTime<chrono::Utc>| {
+        let claimed = app.store.claim_deliveries(1, lease, &InFlight::new(10)).await.unwrap();
+        claimed.into_iter().map(|d| (d.id, d.ticket_id)).collect::<Vec<_>>()
+    };
+    let ended = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let running = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let lapsed = claim(ended).await;
+    assert_eq!(lapsed.iter().map(|c| c.1).collect::<Vec<_>>(), [first]);
+    assert_eq!(claim(running).await, lapsed, "its lease has ended: due again, still first in line");
+    let listed = deliveries(&app, &tokens.carol, &webhook).await;
+    let shown = listed.iter().find(|d| d["ticket_id"] == first).unwrap()["next_attempt_at"].as_str().unwrap();
+    let shown: chrono::DateTime<chrono::Utc> = shown.parse().unwrap();
+    assert!((shown - running).num_milliseconds().abs() < 1, "next attempted when its lease ends: {shown}");
+    assert_eq!(claim(running).await.iter().map(|c| c.1).collect::<Vec<_>>(), [second], "held by its lease");
+    assert_eq!(claim(running).await, [], "both held");
+    app.store.release_deliveries(&[lapsed[0].0]).await.unwrap();
+    assert_eq!(claim(running).await, lapsed, "given back: due at once");
 }
 
 /// Attempts recorded in one call, asked of the store directly (this server delivers none): each

@@ -148,8 +148,9 @@ where
         let mut deliveries: Vec<Delivery> = self
             .read(async move |connection| {
                 sqlx::query_as(
+                    // A claimed delivery is next attempted when its lease ends, if not before.
                     "SELECT id, event_id, ticket_id, event_type, state, attempts, last_status, last_error,
-                            next_attempt_at, delivered_at, created_at
+                            COALESCE(leased_until, next_attempt_at) AS next_attempt_at, delivered_at, created_at
                      FROM webhook_deliveries WHERE webhook_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
                 )
                 .bind(webhook)
@@ -178,14 +179,18 @@ where
         // made while the deliveries were few (a fresh database) scans them all, and would be
         // kept while they grow into a backlog.
         // (Compared and ordered here: in SQL both databases ran the subquery once for each use.)
+        // Claimed deliveries keep their place in the due index, so the probe steps over the ones
+        // whose lease runs: no more than the servers hold claimed.
         let at = now();
         let mut oldest: Vec<(WebhookId, Option<DateTime<Utc>>)> = self
             .read(async move |connection| {
                 sqlx::query_as(
                     "SELECT w.id, (SELECT d.next_attempt_at FROM webhook_deliveries d
                          WHERE d.webhook_id = w.id AND d.state = 'pending' AND d.next_attempt_at IS NOT NULL
+                           AND (d.leased_until IS NULL OR d.leased_until <= $1)
                          ORDER BY d.next_attempt_at LIMIT 1) FROM webhooks w WHERE w.active",
                 )
+                .bind(at)
                 .persistent(false)
                 .fetch_all(connection)
                 .await
@@ -214,6 +219,7 @@ where
             );
             select.push_bind(webhook);
             select.push(" AND d.state = 'pending' AND d.next_attempt_at <= ").push_bind(at);
+            select.push(" AND (d.leased_until IS NULL OR d.leased_until <= ").push_bind(at).push(")");
             select
                 .push(" ORDER BY d.next_attempt_at, d.id LIMIT ")
                 .push_bind(i64::from(room))
@@ -225,8 +231,9 @@ where
             return Ok(due);
         }
         // Claimed until the lease ends: a server that dies mid-attempt leaves the delivery due
-        // again then. The ids are listed, so the update reads them by primary key.
-        let mut claim = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
+        // again then. The ids are listed, so the update reads them by primary key; it changes no
+        // indexed column, so on PostgreSQL it is a HOT update (migration 0024).
+        let mut claim = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET leased_until = ");
         claim.push_bind(lease_until).push(" WHERE id IN (");
         let mut ids = claim.separated(", ");
         for delivery in &due {
@@ -244,8 +251,9 @@ where
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        let mut release = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
-        release.push_bind(now()).push(" WHERE state = 'pending' AND id IN ");
+        // Due again at once: their due time has come, only the lease held them.
+        let mut release = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET leased_until = NULL");
+        release.push(" WHERE state = 'pending' AND id IN ");
         push_id_list(&mut release, deliveries.iter().copied());
         release.build().persistent(false).execute(&mut *tx).await?;
         tx.commit().await?;
@@ -341,7 +349,8 @@ where
         // same bytes; a delivery that is done needs it no more.
         let mut record = QueryBuilder::<DB>::new(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, body = v.column2, last_status = v.column3,
-             last_error = v.column4, state = v.column5, next_attempt_at = v.column6, delivered_at = v.column7
+             last_error = v.column4, state = v.column5, next_attempt_at = v.column6, delivered_at = v.column7,
+             leased_until = NULL
              FROM (",
         );
         record.push_values(attempts, |mut row, (delivery, outcome)| {
