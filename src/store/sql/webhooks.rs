@@ -374,7 +374,7 @@ where
             // one after the delivery just done (they go in id order). Looked for from that id up,
             // not from the ticket's first: on PostgreSQL the queue index keeps an entry for every
             // delivery of the ticket that was ever pending until vacuum removes it, and walking
-            // them was most of what recording cost (bench/README.md, "Where a delivery's CPU goes").
+            // them was most of what recording cost (bench/README.md, "Fewer index entries a delivery").
             let mut release = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
             release.push_bind(now).push(
                 " WHERE id IN (SELECT (SELECT n.id FROM webhook_deliveries n
