@@ -56,11 +56,6 @@ ANALYZE;
 DUE_QUERY = "SELECT ticket_id FROM sla_clocks WHERE next_check_at <= {now} ORDER BY next_check_at LIMIT 200"
 
 
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def due_query_ms(backend):
     if backend.kind == "postgres":
         plan = run.sh("psql", "-qtA", backend.url, "-c", "EXPLAIN (ANALYZE, COSTS OFF) " + DUE_QUERY.format(now="now()"))
@@ -99,14 +94,14 @@ def measure(kind, tickets, due, args, workdir):
     expected = int(backend.query(f"SELECT count(*) FROM sla_clocks WHERE due_at < {soon}")[0])
     server = run.Server(backend, WEBHOOK_MAX_CONCURRENT="0")
     try:
-        started_cpu, started = cpu_seconds(server.process.pid), time.monotonic()
+        started_cpu, started = run.process_cpu_seconds(server.process.pid), time.monotonic()
         time.sleep(IDLE_SECONDS)
-        idle_cpu = cpu_seconds(server.process.pid) - started_cpu
+        idle_cpu = run.process_cpu_seconds(server.process.pid) - started_cpu
         ticks = time.monotonic() - started
         assert time.monotonic() < due_at, "the idle window ran into the due time: raise --lead"
         query_ms, plan = due_query_ms(backend)
         time.sleep(max(0.0, due_at - time.monotonic() - 1))
-        burst_cpu_start = cpu_seconds(server.process.pid)
+        burst_cpu_start = run.process_cpu_seconds(server.process.pid)
         deadline = time.monotonic() + 600
         recorded = 0
         while time.monotonic() < deadline:
@@ -115,7 +110,7 @@ def measure(kind, tickets, due, args, workdir):
                 break
             time.sleep(0.1)
         done = time.monotonic()
-        burst_cpu = cpu_seconds(server.process.pid) - burst_cpu_start
+        burst_cpu = run.process_cpu_seconds(server.process.pid) - burst_cpu_start
     finally:
         server.stop()
         backend.drop()

@@ -11,12 +11,13 @@ one; with a hard limit of 20,000 that allows about 19,000 streams)."""
 import asyncio
 import http.client
 import json
-import os
 import resource
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import run  # bench/run.py: process_cpu_seconds
 
 OPENING = 200
 FANOUT = 1000
@@ -33,11 +34,6 @@ def raise_fd_limit(wanted):
     return wanted
 
 
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -51,7 +47,7 @@ PRIORITIES = ["low", "normal", "high", "urgent"]
 def patch_priorities(server, token, ids, first=0):
     """WRITES priority changes, one after another on one kept-alive connection: the server's CPU."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    before = cpu_seconds(server.process.pid)
+    before = run.process_cpu_seconds(server.process.pid)
     for n, ticket in enumerate(ids[:WRITES]):
         body = json.dumps({"priority": PRIORITIES[(first + n) % 4]})
         connection.request("PATCH", f"/tickets/{ticket}", body, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
@@ -60,7 +56,7 @@ def patch_priorities(server, token, ids, first=0):
         if response.status != 200:
             raise RuntimeError(f"PATCH /tickets/{ticket} answered {response.status}")
     connection.close()
-    return cpu_seconds(server.process.pid) - before
+    return run.process_cpu_seconds(server.process.pid) - before
 
 
 class Stream:
