@@ -590,7 +590,7 @@ def webhook_cost(server, backend, report, args, env_of):
         scenario, env = env_of[name]
         rounds = {configuration: [] for configuration in configurations}
         delivered_meanwhile = []
-        for round_number in range(ROUNDS):
+        for round_number in range(args.webhook_rounds):
             for configuration, apply in configurations.items():
                 print(f"[{backend.kind}] {name} round {round_number + 1}: {configuration} ...", file=sys.stderr)
                 apply()
@@ -712,6 +712,8 @@ def main():
     parser.add_argument("--output", default=str(BENCH / "results" / "latest.json"))
     parser.add_argument("--only", nargs="*", help="run only these scenarios (by name); none: only --webhooks")
     parser.add_argument("--webhooks", action="store_true", help="also measure what webhooks cost the write routes")
+    parser.add_argument("--webhook-rounds", type=int, default=ROUNDS, metavar="N",
+                        help="rounds of each --webhooks configuration (medians over them; this machine's spread between runs is wide)")
     parser.add_argument("--streams", type=int, default=0, metavar="N", help="also measure N live embed streams open on other tickets (bench/streams.py)")
     args = parser.parse_args()
 
