@@ -3,7 +3,7 @@ use ticketdesk::demo::ensure_demo_users;
 use ticketdesk::state::AppState;
 use ticketdesk::store::UserFilter;
 
-use crate::helpers::{EmptyDatabase, test_config};
+use crate::helpers::{Backend, EmptyDatabase, TestApp, test_config};
 
 crate::on_both_backends!(
     replicas_starting_together_migrate_once_and_all_work,
@@ -15,6 +15,31 @@ crate::on_both_backends!(
     history_and_deliveries_survive_the_upgrade_to_service_clocks,
     postings_get_their_update_hour_on_upgrade_and_move_with_the_next_write,
 );
+
+/// PostgreSQL only (SQLite keeps a trigger's statements prepared with the statement that fires
+/// it): what every ticket write runs inside the database is planned once a connection, not once a
+/// write (migration 0025; bench/README.md, "Planned once a connection").
+#[tokio::test]
+async fn what_every_write_runs_inside_postgres_is_planned_once() {
+    crate::helpers::run(planned_once, Backend::Postgres).await;
+}
+
+async fn planned_once(app: TestApp) {
+    // An SQL function is inlined into the statement calling it only if it calls nothing more
+    // volatile than itself; otherwise each call runs as a statement of its own.
+    let plan = app.texts("EXPLAIN (VERBOSE) SELECT hour_of(now())").await.join("\n");
+    assert!(!plan.contains("hour_of"), "hour_of is inlined: {plan}");
+    // A replaced function loses its settings (it happened once: migration 0023 restates them).
+    let settings = app
+        .texts(
+            "SELECT unnest(proconfig) FROM pg_proc
+             WHERE proname = 'ticket_event_to_webhooks' AND pronamespace = current_schema()::regnamespace",
+        )
+        .await;
+    for setting in ["plan_cache_mode=force_generic_plan", "enable_seqscan=off", "jit=off"] {
+        assert!(settings.iter().any(|kept| kept == setting), "{setting} is kept: {settings:?}");
+    }
+}
 
 async fn replicas_starting_together_migrate_once_and_all_work(database: EmptyDatabase) {
     let url = DatabaseUrl::new(database.url.clone());
