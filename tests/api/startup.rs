@@ -29,7 +29,7 @@ async fn planned_once(app: TestApp) {
     // volatile than itself; otherwise each call runs as a statement of its own.
     let plan = app.texts("EXPLAIN (VERBOSE) SELECT hour_of(now())").await.join("\n");
     assert!(!plan.contains("hour_of"), "hour_of is inlined: {plan}");
-    // A replaced function loses its settings (it happened once: migration 0023 restates them).
+    // A replaced function loses its settings: a migration that replaces it must restate them.
     let settings = app
         .texts(
             "SELECT unnest(proconfig) FROM pg_proc
