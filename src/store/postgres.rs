@@ -245,9 +245,13 @@ impl Dialect for Postgres {
 
     /// `OFFSET 0` keeps the subquery from being merged into the statement.
     fn push_tickets_among(sql: &mut QueryBuilder<Postgres>, ids: &[TicketId]) {
-        sql.push("(SELECT * FROM tickets WHERE id = ANY(")
-            .push_bind(ids.to_vec())
-            .push(") OFFSET 0) AS tickets");
+        sql.push("(SELECT * FROM tickets WHERE id ");
+        Self::push_one_of(sql, ids);
+        sql.push(" OFFSET 0) AS tickets");
+    }
+
+    fn push_one_of(sql: &mut QueryBuilder<Postgres>, ids: &[i64]) {
+        sql.push("= ANY(").push_bind(ids.to_vec()).push(")");
     }
 
     fn push_chunk_matches(sql: &mut QueryBuilder<Postgres>, text: &str) {

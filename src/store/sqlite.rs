@@ -236,10 +236,15 @@ impl Dialect for Sqlite {
 
     /// `NOT INDEXED` leaves the planner only the lookups by rowid.
     fn push_tickets_among(sql: &mut QueryBuilder<Sqlite>, ids: &[TicketId]) {
-        let ids = ids.iter().map(TicketId::to_string).collect::<Vec<_>>().join(",");
-        sql.push("(SELECT * FROM tickets NOT INDEXED WHERE id IN (SELECT value FROM json_each(")
-            .push_bind(format!("[{ids}]"))
-            .push("))) AS tickets");
+        sql.push("(SELECT * FROM tickets NOT INDEXED WHERE id ");
+        Self::push_one_of(sql, ids);
+        sql.push(") AS tickets");
+    }
+
+    /// The ids as one JSON array, read back by `json_each`.
+    fn push_one_of(sql: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
+        let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sql.push("IN (SELECT value FROM json_each(").push_bind(format!("[{ids}]")).push("))");
     }
 
     fn push_chunk_matches(sql: &mut QueryBuilder<Sqlite>, text: &str) {

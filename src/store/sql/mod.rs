@@ -219,6 +219,10 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
     /// order instead, testing each row against the ids, and for a sparse filter that reads most of
     /// the table.
     fn push_tickets_among(sql: &mut QueryBuilder<Self>, ids: &[TicketId]);
+    /// Pushes the test that a value is one of `ids` (after `WHERE id `, say), the ids bound as
+    /// one value: a statement of the same text whatever their number, so kept prepared and
+    /// planned once, where a list bound id by id is a new statement for each length.
+    fn push_one_of(sql: &mut QueryBuilder<Self>, ids: &[i64]);
     /// Pushes a statement for the ids of the tickets with a chunk of their long conversation
     /// (migration 0011) matching `text`.
     fn push_chunk_matches(sql: &mut QueryBuilder<Self>, text: &str);
@@ -506,5 +510,26 @@ where
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Postgres, QueryBuilder, Sqlite};
+
+    use super::Dialect;
+
+    fn tickets_among<DB: Dialect>(ids: &[i64]) -> String {
+        let mut sql = QueryBuilder::<DB>::new("SELECT id FROM tickets WHERE id ");
+        DB::push_one_of(&mut sql, ids);
+        sql.into_string()
+    }
+
+    /// Kept prepared, such a statement is planned once a connection: only if its text is the
+    /// same for every number of ids.
+    #[test]
+    fn a_list_of_ids_makes_one_statement_text_whatever_its_length() {
+        assert_eq!(tickets_among::<Postgres>(&[7]), tickets_among::<Postgres>(&[7, 8, 9]));
+        assert_eq!(tickets_among::<Sqlite>(&[7]), tickets_among::<Sqlite>(&[7, 8, 9]));
     }
 }

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Type};
 use uuid::Uuid;
 
-use super::{Column, Dialect, SqlStore, push_id_list};
+use super::{Column, Dialect, SqlStore};
 use crate::domain::{
     AttemptOutcome, Comment, Delivery, DeliveryId, DeliveryState, DueDelivery, InFlight, NewWebhook,
     NextStep, Ticket, TicketEvent, TicketId, Webhook, WebhookChange, WebhookId, WebhookSecret, webhook,
@@ -175,10 +175,12 @@ where
     ) -> Result<Vec<DueDelivery>> {
         // Looked for first on a read connection (most polls find nothing, and take no write
         // lock): each active webhook's oldest due delivery, one index probe per webhook.
-        // The worker's statements are planned on each use, not once per connection: a plan
-        // made while the deliveries were few (a fresh database) scans them all, and would be
-        // kept while they grow into a backlog.
         // (Compared and ordered here: in SQL both databases ran the subquery once for each use.)
+        // The worker's statements of one text are kept prepared: planning them was a third of
+        // PostgreSQL's CPU a delivery (bench/README.md, "Kept plans"). Their plans follow the
+        // due index's order whatever the table held when they were made (a generic plan made on
+        // an empty table included), which only the statement with a time bound could leave,
+        // for a bitmap scan: the claim turns those off.
         // Claimed deliveries keep their place in the due index, so the probe steps over the ones
         // whose lease runs: no more than the servers hold claimed.
         let at = now();
@@ -191,7 +193,6 @@ where
                          ORDER BY d.next_attempt_at LIMIT 1) FROM webhooks w WHERE w.active",
                 )
                 .bind(at)
-                .persistent(false)
                 .fetch_all(connection)
                 .await
             })
@@ -225,7 +226,7 @@ where
                 .push_bind(i64::from(room))
                 .push(DB::SKIP_LOCKED)
                 .push(") ORDER BY d.next_attempt_at, d.id");
-            due.extend(select.build_query_as::<DueDelivery>().persistent(false).fetch_all(&mut *tx).await?);
+            due.extend(select.build_query_as::<DueDelivery>().fetch_all(&mut *tx).await?);
         }
         if due.is_empty() {
             return Ok(due);
@@ -234,13 +235,9 @@ where
         // again then. The ids are listed, so the update reads them by primary key; it changes no
         // indexed column, so on PostgreSQL it is a HOT update (migration 0024).
         let mut claim = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET leased_until = ");
-        claim.push_bind(lease_until).push(" WHERE id IN (");
-        let mut ids = claim.separated(", ");
-        for delivery in &due {
-            ids.push_bind(delivery.id);
-        }
-        claim.push(")");
-        claim.build().persistent(false).execute(&mut *tx).await?;
+        claim.push_bind(lease_until).push(" WHERE id ");
+        DB::push_one_of(&mut claim, &due.iter().map(|delivery| delivery.id).collect::<Vec<_>>());
+        claim.build().execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(due)
     }
@@ -253,9 +250,9 @@ where
         let mut tx = self.begin_write().await?;
         // Due again at once: their due time has come, only the lease held them.
         let mut release = QueryBuilder::<DB>::new("UPDATE webhook_deliveries SET leased_until = NULL");
-        release.push(" WHERE state = 'pending' AND id IN ");
-        push_id_list(&mut release, deliveries.iter().copied());
-        release.build().persistent(false).execute(&mut *tx).await?;
+        release.push(" WHERE state = 'pending' AND id ");
+        DB::push_one_of(&mut release, deliveries);
+        release.build().execute(&mut *tx).await?;
         tx.commit().await?;
         self.announce_deliveries();
         Ok(())
@@ -266,30 +263,23 @@ where
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Lists of a varying length: not kept as prepared statements, where they would push out
-        // the API's.
         let ids = events.to_vec();
         let (events, tickets, comments) = self
             .read(async move |connection| {
                 let mut sql = QueryBuilder::<DB>::new(concat!(
                     "SELECT ",
                     event_columns!(),
-                    " FROM ticket_events WHERE id IN "
+                    " FROM ticket_events WHERE id "
                 ));
-                push_id_list(&mut sql, ids.iter().copied());
-                let events: Vec<TicketEvent> =
-                    sql.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+                DB::push_one_of(&mut sql, &ids);
+                let events: Vec<TicketEvent> = sql.build_query_as().fetch_all(&mut *connection).await?;
                 if events.is_empty() {
                     return Ok((events, Vec::new(), Vec::new()));
                 }
-                let mut sql = QueryBuilder::<DB>::new(concat!(
-                    "SELECT ",
-                    ticket_columns!(),
-                    " FROM tickets WHERE id IN "
-                ));
-                push_id_list(&mut sql, events.iter().map(|event| event.ticket_id));
-                let tickets: Vec<Ticket> =
-                    sql.build_query_as().persistent(false).fetch_all(&mut *connection).await?;
+                let mut sql =
+                    QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id "));
+                DB::push_one_of(&mut sql, &events.iter().map(|event| event.ticket_id).collect::<Vec<_>>());
+                let tickets: Vec<Ticket> = sql.build_query_as().fetch_all(&mut *connection).await?;
                 let commented: Vec<i64> = events.iter().filter_map(|event| event.comment_id).collect();
                 let comments: Vec<Comment> = if commented.is_empty() {
                     Vec::new()
@@ -297,10 +287,10 @@ where
                     let mut sql = QueryBuilder::<DB>::new(concat!(
                         "SELECT ",
                         comment_columns!(),
-                        " FROM comments WHERE id IN "
+                        " FROM comments WHERE id "
                     ));
-                    push_id_list(&mut sql, commented);
-                    sql.build_query_as().persistent(false).fetch_all(&mut *connection).await?
+                    DB::push_one_of(&mut sql, &commented);
+                    sql.build_query_as().fetch_all(&mut *connection).await?
                 };
                 Ok((events, tickets, comments))
             })
@@ -340,13 +330,14 @@ where
             let mut tickets: Vec<TicketId> = done.iter().map(|delivery| delivery.ticket_id).collect();
             tickets.sort_unstable();
             tickets.dedup();
-            let mut lock = QueryBuilder::<DB>::new("SELECT id FROM tickets WHERE id IN ");
-            push_id_list(&mut lock, tickets);
+            let mut lock = QueryBuilder::<DB>::new("SELECT id FROM tickets WHERE id ");
+            DB::push_one_of(&mut lock, &tickets);
             lock.push(" ORDER BY id").push(DB::LOCK_ROW);
-            lock.build().persistent(false).execute(&mut *tx).await?;
+            lock.build().execute(&mut *tx).await?;
         }
-        // Every attempt in one statement. The body is kept only for a retry, which must send the
-        // same bytes; a delivery that is done needs it no more.
+        // Every attempt in one statement (a text for each number of them: planned on each use,
+        // not kept, where they would push out the API's statements). The body is kept only for
+        // a retry, which must send the same bytes; a delivery that is done needs it no more.
         let mut record = QueryBuilder::<DB>::new(
             "UPDATE webhook_deliveries SET attempts = attempts + 1, body = v.column2, last_status = v.column3,
              last_error = v.column4, state = v.column5, next_attempt_at = v.column6, delivered_at = v.column7,
