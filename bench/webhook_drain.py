@@ -26,11 +26,12 @@ from pathlib import Path
 import run
 
 
-def queue(backend, tickets="tickets"):
-    """One priority change of each of `tickets`, written by SQL: a delivery each."""
-    backend.query("INSERT INTO ticket_events (ticket_id, actor_id, kind, event_type, from_value, to_value, "
-                  "internal, created_at) SELECT id, created_by, 'priority_changed', 'ticket.priority_changed', "
-                  f"'normal', 'high', false, CURRENT_TIMESTAMP FROM {tickets}")
+def queue(backend, times, tickets="tickets"):
+    """`times` priority changes of each of `tickets`, written by SQL: a delivery each."""
+    for _ in range(times):
+        backend.query("INSERT INTO ticket_events (ticket_id, actor_id, kind, event_type, from_value, to_value, "
+                      "internal, created_at) SELECT id, created_by, 'priority_changed', 'ticket.priority_changed', "
+                      f"'normal', 'high', false, CURRENT_TIMESTAMP FROM {tickets}")
 
 
 def drain(kind, binary, deliveries, work, pg_url, fresh=False):
@@ -49,17 +50,15 @@ def drain(kind, binary, deliveries, work, pg_url, fresh=False):
         body = json.dumps({"url": receiver.url, "events": ["ticket.priority_changed"]}).encode()
         run.http("POST", server.base + "/webhooks", body, auth)
         if fresh:
-            queue(backend, "(SELECT * FROM tickets ORDER BY id LIMIT 8) AS t")
+            queue(backend, 1, "(SELECT * FROM tickets ORDER BY id LIMIT 8) AS t")
             time.sleep(12)  # a dozen polls: each statement's plan is kept by the sixth use
             already = receiver.received
+            started, cpu_before = time.monotonic(), run.cpu_split(server)  # the queueing counts
+            queue(backend, deliveries // 1000)
         else:
             server.stop()
             already = 0
-        started = time.monotonic()
-        cpu_before = run.cpu_split(server) if fresh else None
-        for _ in range(deliveries // 1000):
-            queue(backend)
-        if not fresh:
+            queue(backend, deliveries // 1000)
             started = time.monotonic()
             server = run.Server(backend)
             cpu_before = run.cpu_split(server)
