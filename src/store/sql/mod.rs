@@ -41,20 +41,6 @@ fn connection_lost(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Pushes `(id, id, ...)`, the ids bound one by one: the list of an `IN`. The caller keeps it
-/// from being empty, which neither database accepts.
-fn push_id_list<DB: Database>(sql: &mut QueryBuilder<DB>, ids: impl IntoIterator<Item = i64>)
-where
-    i64: Column<DB>,
-{
-    sql.push("(");
-    let mut list = sql.separated(", ");
-    for id in ids {
-        list.push_bind(id);
-    }
-    sql.push(")");
-}
-
 // Column lists as literals, so that `concat!` builds each statement at compile time.
 
 /// The ticket row's columns, named once: `with_ticket_columns!(m)` is `m!(id, subject, ...)`.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
 use uuid::Uuid;
 
-use super::{Column, Dialect, SqlStore, push_id_list};
+use super::{Column, Dialect, SqlStore};
 use crate::domain::calendar::Schedule;
 use crate::domain::service_level::{
     Calendar, CalendarId, Metric, NewCalendar, NewSlaPolicy, SlaPolicy, SlaPolicyId,
@@ -72,8 +72,8 @@ where
         // The tickets' rows first, as every ticket write takes them: those another server, or a
         // write, holds are passed over until the next tick. Then their clocks, all at once.
         let mut sql =
-            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets d WHERE id IN "));
-        push_id_list(&mut sql, due.iter().copied());
+            QueryBuilder::<DB>::new(concat!("SELECT ", ticket_columns!(), " FROM tickets d WHERE id "));
+        DB::push_one_of(&mut sql, &due);
         sql.push(DB::SKIP_LOCKED);
         let tickets: Vec<Ticket> = sql.build_query_as().fetch_all(&mut *tx).await?;
         if tickets.is_empty() {
@@ -82,9 +82,9 @@ where
         let mut sql = QueryBuilder::<DB>::new(concat!(
             "SELECT ",
             clock_columns!(),
-            " FROM sla_clocks WHERE ticket_id IN "
+            " FROM sla_clocks WHERE ticket_id "
         ));
-        push_id_list(&mut sql, tickets.iter().map(|ticket| ticket.id));
+        DB::push_one_of(&mut sql, &tickets.iter().map(|ticket| ticket.id).collect::<Vec<_>>());
         sql.push(" ORDER BY ticket_id, metric");
         let all_clocks: Vec<SlaClock> = sql.build_query_as().fetch_all(&mut *tx).await?;
         let mut recorded = Vec::new();
